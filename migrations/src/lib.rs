@@ -1,0 +1,22 @@
+//! latchkey's schema, as sea-orm migrations: one file per migration, applied in
+//! order by [`Migrator`] on SQLite and PostgreSQL alike.
+//!
+//! Times are stored as BIGINT microseconds since the Unix epoch (UTC) and
+//! durations as BIGINT microseconds. That keeps status arithmetic (`expire_time
+//! <= now`, and idle deadlines later) the same portable SQL on both databases.
+
+#![forbid(unsafe_code)]
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261123_000001_create_tokens;
+
+/// Applies latchkey's migrations.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261123_000001_create_tokens::Migration)]
+    }
+}

@@ -1,0 +1,424 @@
+//! The application: [`Application::build`] does every fallible step of
+//! start-up (HMAC key, database, migrations, bootstrap admin token, bind) and
+//! [`Application::run_until_stopped`] serves until its shutdown future
+//! completes, then drains, flushes and closes.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::net::TcpListener;
+use tokio_stream::StreamExt as _;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::auth::AdminAuth;
+use crate::cache::CacheConfig;
+use crate::clock::{Clock, SystemClock};
+use crate::config::Settings;
+use crate::grpc::pb::token_admin_server::TokenAdminServer;
+use crate::grpc::pb::token_verify_server::TokenVerifyServer;
+use crate::grpc::{self, AdminService, VerifyService};
+use crate::lifecycle::{Lifecycle, Policy};
+use crate::store::Store;
+use crate::tasks::last_used::{LastUsed, LastUsedFlusher};
+use crate::token::{Prefix, Secret, TokenKey};
+use crate::verifier::{MissHook, Verifier};
+
+/// What tests and embedders may swap in.
+#[derive(Clone)]
+pub struct Options {
+    pub clock: Arc<dyn Clock>,
+    /// See [`MissHook`].
+    pub miss_hook: Option<MissHook>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            clock: Arc::new(SystemClock),
+            miss_hook: None,
+        }
+    }
+}
+
+/// A built server: bound, connected, migrated; not yet serving.
+pub struct Application {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    store: Store,
+    verifier: Arc<Verifier>,
+    lifecycle: Arc<Lifecycle>,
+    auth: Arc<AdminAuth>,
+    last_used: Arc<LastUsed>,
+    clock: Arc<dyn Clock>,
+    flush_interval: Duration,
+    drain_timeout: Duration,
+    bootstrap_secret: Option<Secret>,
+}
+
+impl Application {
+    /// # Errors
+    /// See [`Application::build_with`].
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::build_with(settings, Options::default()).await
+    }
+
+    /// # Errors
+    /// If a setting is invalid, the HMAC key is missing where it is required,
+    /// the database cannot be reached or migrated, or the address cannot be
+    /// bound.
+    pub async fn build_with(settings: Settings, options: Options) -> anyhow::Result<Self> {
+        settings.validate()?;
+        let prefix = Prefix::new(&settings.token_prefix)
+            .map_err(|why| anyhow::anyhow!("LATCHKEY_TOKEN_PREFIX {why}"))?;
+        let key = resolve_hmac_key(&settings)?;
+        let store = Store::connect(&settings.database_url)
+            .await
+            .context("connecting to the database (LATCHKEY_DATABASE_URL)")?;
+        if settings.auto_migrate {
+            store
+                .migrate()
+                .await
+                .context("applying database migrations")?;
+        } else {
+            let pending = store
+                .pending_migrations()
+                .await
+                .context("reading the migration state")?;
+            if pending > 0 {
+                bail!(
+                    "the database schema is {pending} migration(s) behind; run `latchkey migrate` \
+                     or unset LATCHKEY_AUTO_MIGRATE=false"
+                );
+            }
+        }
+        let clock = options.clock;
+        let last_used = Arc::new(LastUsed::new());
+        let verifier = Arc::new(Verifier::new(
+            prefix.clone(),
+            key.clone(),
+            CacheConfig {
+                capacity: settings.cache.capacity,
+                ttl: settings.cache.ttl,
+                negative_ttl: settings.cache.negative_ttl,
+            },
+            store.clone(),
+            Arc::clone(&last_used),
+            Arc::clone(&clock),
+            options.miss_hook,
+        ));
+        let lifecycle = Arc::new(Lifecycle::new(
+            store.clone(),
+            Arc::clone(&verifier),
+            key.clone(),
+            prefix,
+            Arc::clone(&clock),
+            Policy {
+                max_ttl: settings.policy.max_ttl,
+            },
+        ));
+        let static_admin = settings.admin_token.as_ref().map(|t| t.expose());
+        let auth = Arc::new(AdminAuth::new(key, static_admin, Arc::clone(&verifier)));
+        let bootstrap_secret = if static_admin.is_none() {
+            let issued = lifecycle
+                .issue_bootstrap_token()
+                .await
+                .map_err(|e| anyhow::anyhow!(e))
+                .context("issuing the bootstrap admin token")?;
+            issued.map(|(record, secret)| {
+                tracing::warn!(
+                    token_id = %record.id,
+                    "LATCHKEY_ADMIN_TOKEN is unset: issued a bootstrap admin token (scope latchkey:admin); \
+                     its secret is printed once on stderr"
+                );
+                secret
+            })
+        } else {
+            None
+        };
+        let listener = TcpListener::bind(settings.listen_addr)
+            .await
+            .with_context(|| format!("binding {} (LATCHKEY_LISTEN_ADDR)", settings.listen_addr))?;
+        let local_addr = listener.local_addr().context("reading the bound address")?;
+        Ok(Application {
+            listener,
+            local_addr,
+            store,
+            verifier,
+            lifecycle,
+            auth,
+            last_used,
+            clock,
+            flush_interval: settings.last_used.flush_interval,
+            drain_timeout: settings.shutdown.drain_timeout,
+            bootstrap_secret,
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The bootstrap admin token's secret, if this start issued it. Returned
+    /// once: the caller prints it and it is gone.
+    pub fn take_bootstrap_secret(&mut self) -> Option<Secret> {
+        self.bootstrap_secret.take()
+    }
+
+    /// Serves until `shutdown` completes (or a critical task fails), then:
+    /// health NOT_SERVING, stop accepting, let in-flight calls finish within
+    /// `shutdown.drain_timeout`, flush last-used times, close the pool.
+    ///
+    /// # Errors
+    /// If the server fails, or a critical background task stopped early.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Application {
+            listener,
+            local_addr,
+            store,
+            verifier,
+            lifecycle,
+            auth,
+            last_used,
+            clock,
+            flush_interval,
+            drain_timeout,
+            bootstrap_secret: _,
+        } = self;
+
+        let tasks = TaskTracker::new();
+        let stop_tasks = CancellationToken::new();
+        let failed = CancellationToken::new();
+        let flusher = LastUsedFlusher {
+            store: store.clone(),
+            last_used,
+            interval: flush_interval,
+        };
+        tasks.spawn({
+            let (stop, failed) = (stop_tasks.clone(), failed.clone());
+            async move {
+                let result = flusher.run(stop.clone()).await;
+                if !stop.is_cancelled() {
+                    tracing::error!(
+                        ?result,
+                        "the last-used flusher stopped early; shutting down"
+                    );
+                    failed.cancel();
+                }
+            }
+        });
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        set_health(&health, ServingStatus::Serving).await;
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(grpc::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .context("building the reflection service")?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(grpc::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()
+            .context("building the reflection service")?;
+        let admin = TokenAdminServer::new(AdminService::new(lifecycle, auth, Arc::clone(&clock)))
+            .max_decoding_message_size(grpc::MAX_MESSAGE_BYTES);
+        let verify = TokenVerifyServer::new(VerifyService::new(verifier))
+            .max_decoding_message_size(grpc::MAX_MESSAGE_BYTES);
+
+        let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
+        let stop_serving = {
+            let failed = failed.clone();
+            async move {
+                tokio::select! {
+                    () = shutdown => tracing::info!("stop signal received; draining"),
+                    () = failed.cancelled() => {}
+                }
+                set_health(&health, ServingStatus::NotServing).await;
+                let _ = draining_tx.send(());
+            }
+        };
+        let incoming = TcpListenerStream::new(listener).map(|conn| {
+            let conn = conn?;
+            conn.set_nodelay(true)?;
+            Ok::<_, std::io::Error>(conn)
+        });
+        tracing::info!(addr = %local_addr, "latchkey listening");
+        let serve = Server::builder()
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(admin)
+            .add_service(verify)
+            .serve_with_incoming_shutdown(incoming, stop_serving);
+        let drain_deadline = async move {
+            if draining_rx.await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(drain_timeout).await;
+        };
+        let served = tokio::select! {
+            result = serve => result.context("serving gRPC"),
+            () = drain_deadline => {
+                tracing::warn!(?drain_timeout, "calls still in flight at the drain deadline; closing them");
+                Ok(())
+            }
+        };
+
+        stop_tasks.cancel();
+        tasks.close();
+        tasks.wait().await;
+        if let Err(e) = store.close().await {
+            tracing::warn!(
+                error = format!("{:#}", anyhow::Error::from(e)),
+                "closing the database pool"
+            );
+        }
+        tracing::info!("latchkey stopped");
+        if failed.is_cancelled() {
+            bail!("a critical background task stopped early");
+        }
+        served
+    }
+}
+
+async fn set_health(health: &HealthReporter, status: ServingStatus) {
+    for service in [
+        "",
+        <TokenAdminServer<AdminService> as tonic::server::NamedService>::NAME,
+        <TokenVerifyServer<VerifyService> as tonic::server::NamedService>::NAME,
+    ] {
+        health.set_service_status(service, status).await;
+    }
+}
+
+/// The HMAC key: configured; or, with SQLite only, generated once into a 0600
+/// file beside the database.
+fn resolve_hmac_key(settings: &Settings) -> anyhow::Result<TokenKey> {
+    if let Some(encoded) = &settings.hmac_key {
+        return TokenKey::from_encoded(encoded.expose()).context("LATCHKEY_HMAC_KEY is invalid");
+    }
+    let url = settings.database_url.as_str();
+    if !url.starts_with("sqlite:") {
+        bail!(
+            "LATCHKEY_HMAC_KEY is required with this database: every replica must digest tokens with \
+             the same key, so none can be generated locally (make one with `openssl rand -hex 32`)"
+        );
+    }
+    match sqlite_file(url) {
+        Some(db) => load_or_create_key_file(&key_file_for(&db)),
+        None => {
+            tracing::warn!(
+                "LATCHKEY_HMAC_KEY is unset and the database is in memory: using a throwaway key"
+            );
+            Ok(TokenKey::generate().context("generating an HMAC key")?.0)
+        }
+    }
+}
+
+/// The file of a `sqlite:` URL, or `None` for an in-memory database.
+fn sqlite_file(url: &str) -> Option<PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if path.is_empty() || path == ":memory:" || query.split('&').any(|kv| kv == "mode=memory") {
+        None
+    } else {
+        Some(PathBuf::from(path))
+    }
+}
+
+fn key_file_for(db: &Path) -> PathBuf {
+    let mut name = db.file_name().unwrap_or_default().to_os_string();
+    name.push(".key");
+    db.with_file_name(name)
+}
+
+fn load_or_create_key_file(path: &Path) -> anyhow::Result<TokenKey> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(mut file) => {
+            let (key, encoded) = TokenKey::generate().context("generating an HMAC key")?;
+            file.write_all(encoded.as_bytes())
+                .and_then(|()| file.sync_all())
+                .with_context(|| format!("writing the HMAC key to {}", path.display()))?;
+            tracing::warn!(
+                path = %path.display(),
+                "LATCHKEY_HMAC_KEY is unset: generated a key into this file; tokens verify only with it, \
+                 so back it up with the database"
+            );
+            Ok(key)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let encoded = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the HMAC key from {}", path.display()))?;
+            TokenKey::from_encoded(&encoded)
+                .with_context(|| format!("the HMAC key in {} is invalid", path.display()))
+        }
+        Err(e) => Err(e).with_context(|| format!("creating the HMAC key file {}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_urls_name_their_file_or_memory() {
+        assert_eq!(
+            sqlite_file("sqlite://latchkey.db?mode=rwc"),
+            Some(PathBuf::from("latchkey.db"))
+        );
+        assert_eq!(
+            sqlite_file("sqlite:///var/lib/lk/db.sqlite"),
+            Some(PathBuf::from("/var/lib/lk/db.sqlite"))
+        );
+        assert_eq!(sqlite_file("sqlite::memory:"), None);
+        assert_eq!(sqlite_file("sqlite://x.db?mode=memory"), None);
+        assert_eq!(
+            key_file_for(Path::new("/d/latchkey.db")),
+            PathBuf::from("/d/latchkey.db.key")
+        );
+    }
+
+    #[test]
+    fn the_key_file_is_created_once_with_mode_0600_and_reused() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lk.db.key");
+        let first = load_or_create_key_file(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let second = load_or_create_key_file(&path).unwrap();
+        assert_eq!(first.digest("t"), second.digest("t"));
+    }
+
+    #[test]
+    fn postgres_without_a_key_is_refused_with_the_reason() {
+        let settings = Settings {
+            database_url: "postgres://localhost/latchkey".into(),
+            ..Settings::default()
+        };
+        let err = resolve_hmac_key(&settings).unwrap_err();
+        assert!(err.to_string().contains("LATCHKEY_HMAC_KEY is required"));
+    }
+}

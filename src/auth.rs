@@ -1,0 +1,95 @@
+//! Who is calling TokenAdmin: the static admin credential, or a token holding
+//! scope `latchkey:admin`, presented as `authorization: Bearer <credential>`.
+//!
+//! Imports neither tonic nor sea_orm.
+
+use std::fmt;
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use crate::error::Error;
+use crate::token::{ADMIN_SCOPE, Digest, TokenKey};
+use crate::verifier::{Verdict, Verifier};
+
+/// Who made an admin change (recorded in the audit trail).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Actor {
+    /// The static credential `LATCHKEY_ADMIN_TOKEN`.
+    Admin,
+    /// A token with scope `latchkey:admin`.
+    Token(Uuid),
+}
+
+impl fmt::Display for Actor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Actor::Admin => f.write_str("admin"),
+            Actor::Token(id) => write!(f, "{id}"),
+        }
+    }
+}
+
+pub struct AdminAuth {
+    key: TokenKey,
+    /// HMAC of the static credential: compared in constant time, and the
+    /// credential itself is not kept.
+    static_credential: Option<Digest>,
+    verifier: Arc<Verifier>,
+    required: [String; 1],
+}
+
+impl AdminAuth {
+    pub fn new(key: TokenKey, static_credential: Option<&str>, verifier: Arc<Verifier>) -> Self {
+        AdminAuth {
+            static_credential: static_credential.map(|c| key.digest(c)),
+            key,
+            verifier,
+            required: [ADMIN_SCOPE.to_owned()],
+        }
+    }
+
+    /// Authenticates the value of the `authorization` header.
+    ///
+    /// # Errors
+    /// `Unauthenticated` for a missing or invalid credential, `PermissionDenied`
+    /// for a valid token without `latchkey:admin`, `Unavailable` if checking the
+    /// token needed the database and it was unreachable.
+    pub async fn authorize(&self, authorization: Option<&str>) -> Result<Actor, Error> {
+        let credential = authorization
+            .and_then(bearer_credential)
+            .ok_or(Error::Unauthenticated)?;
+        if let Some(expected) = &self.static_credential {
+            if self.key.matches(credential, expected) {
+                return Ok(Actor::Admin);
+            }
+        }
+        let checked = self.verifier.verify(credential, &self.required).await?;
+        match (checked.verdict, checked.token) {
+            (Verdict::Valid, Some(t)) => Ok(Actor::Token(t.token.id)),
+            (Verdict::InsufficientScope, _) => Err(Error::PermissionDenied),
+            _ => Err(Error::Unauthenticated),
+        }
+    }
+}
+
+/// The credential of a `Bearer` authorization value (scheme case-insensitive).
+fn bearer_credential(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.split_once(' ')?;
+    let credential = rest.trim_start_matches(' ');
+    (scheme.eq_ignore_ascii_case("bearer") && !credential.is_empty()).then_some(credential)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive_and_required() {
+        assert_eq!(bearer_credential("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_credential("bearer  abc"), Some("abc"));
+        assert_eq!(bearer_credential("Basic abc"), None);
+        assert_eq!(bearer_credential("abc"), None);
+        assert_eq!(bearer_credential("Bearer "), None);
+    }
+}

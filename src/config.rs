@@ -1,0 +1,315 @@
+//! Settings: defaults < TOML file (`--config` or `LATCHKEY_CONFIG`) <
+//! environment `LATCHKEY_*`, nested keys joined with `__`
+//! (`LATCHKEY_CACHE__CAPACITY`). Validated once, at start.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+use crate::token::Prefix;
+
+/// Environment variable naming the TOML file; not a setting itself.
+pub const CONFIG_ENV: &str = "LATCHKEY_CONFIG";
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// gRPC address; port 0 picks a free port (the bound address is logged).
+    pub listen_addr: SocketAddr,
+    /// `sqlite://…` (embedded) or `postgres://…`.
+    pub database_url: String,
+    /// 32+ bytes, hex or base64. Required with PostgreSQL.
+    pub hmac_key: Option<Sensitive>,
+    /// Static admin credential, 32+ characters.
+    pub admin_token: Option<Sensitive>,
+    pub token_prefix: String,
+    /// Prometheus `/metrics` address (reserved for metrics).
+    pub metrics_addr: SocketAddr,
+    pub log_format: LogFormat,
+    /// Apply migrations at start.
+    pub auto_migrate: bool,
+    pub cache: CacheSettings,
+    pub last_used: LastUsedSettings,
+    pub policy: PolicySettings,
+    pub shutdown: ShutdownSettings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            listen_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            database_url: "sqlite://latchkey.db?mode=rwc".to_owned(),
+            hmac_key: None,
+            admin_token: None,
+            token_prefix: "lk".to_owned(),
+            metrics_addr: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            log_format: LogFormat::Text,
+            auto_migrate: true,
+            cache: CacheSettings::default(),
+            last_used: LastUsedSettings::default(),
+            policy: PolicySettings::default(),
+            shutdown: ShutdownSettings::default(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheSettings {
+    /// Most tokens (and unknown digests) held in memory.
+    pub capacity: u64,
+    /// How long a cached token is trusted without asking the database; bounds
+    /// how long a change made through another replica goes unseen here.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    /// How long "no such token" is remembered.
+    #[serde(with = "humantime_serde")]
+    pub negative_ttl: Duration,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        CacheSettings {
+            capacity: 100_000,
+            ttl: Duration::from_secs(10),
+            negative_ttl: Duration::from_secs(2),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LastUsedSettings {
+    /// How often recorded uses are written.
+    #[serde(with = "humantime_serde")]
+    pub flush_interval: Duration,
+}
+
+impl Default for LastUsedSettings {
+    fn default() -> Self {
+        LastUsedSettings {
+            flush_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicySettings {
+    /// Longest lifetime a token may be given; unset: no limit.
+    #[serde(with = "humantime_serde")]
+    pub max_ttl: Option<Duration>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShutdownSettings {
+    /// After a stop signal, how long in-flight calls may take to finish.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+}
+
+impl Default for ShutdownSettings {
+    fn default() -> Self {
+        ShutdownSettings {
+            drain_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// A configured secret: `Debug` does not print it.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Sensitive(String);
+
+impl Sensitive {
+    pub fn new(s: impl Into<String>) -> Self {
+        Sensitive(s.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Sensitive {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Sensitive(..)")
+    }
+}
+
+impl Settings {
+    /// Reads defaults, then the TOML file if given, then `LATCHKEY_*`.
+    ///
+    /// # Errors
+    /// If the file cannot be read, a value cannot be parsed, a key is unknown,
+    /// or the result breaks a rule (see [`Settings::validate`]).
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        Self::load_from(file, std::env::vars())
+    }
+
+    /// [`Settings::load`] with the environment given explicitly.
+    ///
+    /// # Errors
+    /// As [`Settings::load`].
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<Self> {
+        let env: HashMap<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("LATCHKEY_") && k != CONFIG_ENV)
+            .collect();
+        let mut builder = config::Config::builder();
+        if let Some(path) = file {
+            builder = builder.add_source(
+                config::File::from(path)
+                    .format(config::FileFormat::Toml)
+                    .required(true),
+            );
+        }
+        let settings: Settings = builder
+            .add_source(
+                config::Environment::with_prefix("LATCHKEY")
+                    .prefix_separator("_")
+                    .separator("__")
+                    .source(Some(env)),
+            )
+            .build()
+            .context("reading configuration")?
+            .try_deserialize()
+            .context("reading configuration")?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// # Errors
+    /// Names the first setting that breaks its rule.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        Prefix::new(&self.token_prefix)
+            .map_err(|why| anyhow::anyhow!("LATCHKEY_TOKEN_PREFIX {why}"))?;
+        if let Some(t) = &self.admin_token {
+            if t.expose().chars().count() < 32 {
+                bail!("LATCHKEY_ADMIN_TOKEN must be at least 32 characters");
+            }
+        }
+        if self.cache.capacity == 0 {
+            bail!("cache.capacity must be at least 1");
+        }
+        if self.cache.ttl.is_zero() || self.cache.negative_ttl.is_zero() {
+            bail!("cache.ttl and cache.negative_ttl must be positive");
+        }
+        if self.last_used.flush_interval.is_zero() {
+            bail!("last_used.flush_interval must be positive");
+        }
+        if self.policy.max_ttl.is_some_and(|d| d.is_zero()) {
+            bail!("policy.max_ttl must be positive when set");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn with_nothing_set_the_documented_defaults_apply() {
+        let s = Settings::load_from(None, env(&[])).unwrap();
+        assert_eq!(s.listen_addr.to_string(), "127.0.0.1:50051");
+        assert_eq!(s.database_url, "sqlite://latchkey.db?mode=rwc");
+        assert_eq!(s.token_prefix, "lk");
+        assert_eq!(s.metrics_addr.to_string(), "127.0.0.1:9090");
+        assert_eq!(s.log_format, LogFormat::Text);
+        assert!(s.auto_migrate);
+        assert_eq!(s.last_used.flush_interval, Duration::from_secs(5));
+        assert!(s.hmac_key.is_none() && s.admin_token.is_none() && s.policy.max_ttl.is_none());
+    }
+
+    #[test]
+    fn the_environment_overrides_the_file_which_overrides_defaults() {
+        let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        writeln!(
+            file,
+            "listen_addr = \"0.0.0.0:6000\"\ntoken_prefix = \"acme\"\n[cache]\ncapacity = 5\n[policy]\nmax_ttl = \"90d\""
+        )
+        .unwrap();
+        let s = Settings::load_from(
+            Some(file.path()),
+            env(&[
+                ("LATCHKEY_TOKEN_PREFIX", "corp"),
+                ("LATCHKEY_CACHE__CAPACITY", "77"),
+                ("LATCHKEY_LAST_USED__FLUSH_INTERVAL", "250ms"),
+                ("LATCHKEY_AUTO_MIGRATE", "false"),
+                ("LATCHKEY_LOG_FORMAT", "json"),
+                ("LATCHKEY_CONFIG", "/ignored.toml"),
+                ("UNRELATED", "x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.listen_addr.to_string(), "0.0.0.0:6000");
+        assert_eq!(s.token_prefix, "corp");
+        assert_eq!(s.cache.capacity, 77);
+        assert_eq!(s.last_used.flush_interval, Duration::from_millis(250));
+        assert_eq!(s.policy.max_ttl, Some(Duration::from_secs(90 * 86_400)));
+        assert!(!s.auto_migrate);
+        assert_eq!(s.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn a_numeric_looking_key_stays_a_string() {
+        let key = "1".repeat(64);
+        let s = Settings::load_from(None, env(&[("LATCHKEY_HMAC_KEY", &key)])).unwrap();
+        assert_eq!(s.hmac_key.unwrap().expose(), key);
+    }
+
+    #[test]
+    fn a_misspelt_key_is_an_error_not_a_silent_default() {
+        let err = Settings::load_from(None, env(&[("LATCHKEY_CACHE__CAPACTY", "5")])).unwrap_err();
+        assert!(format!("{err:#}").contains("capacty"), "{err:#}");
+    }
+
+    #[test]
+    fn a_short_admin_token_or_a_bad_prefix_is_refused_at_start() {
+        let err = Settings::load_from(None, env(&[("LATCHKEY_ADMIN_TOKEN", "short")])).unwrap_err();
+        assert!(err.to_string().contains("LATCHKEY_ADMIN_TOKEN"));
+        assert!(!err.to_string().contains("short"));
+        let err = Settings::load_from(None, env(&[("LATCHKEY_TOKEN_PREFIX", "Bad_")])).unwrap_err();
+        assert!(err.to_string().contains("LATCHKEY_TOKEN_PREFIX"));
+    }
+
+    #[test]
+    fn configured_secrets_do_not_appear_in_debug_output() {
+        let s = Settings::load_from(
+            None,
+            env(&[(
+                "LATCHKEY_ADMIN_TOKEN",
+                "a-very-long-admin-credential-0123456789",
+            )]),
+        )
+        .unwrap();
+        assert!(!format!("{s:?}").contains("a-very-long-admin-credential"));
+    }
+}

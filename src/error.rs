@@ -1,0 +1,117 @@
+//! The request-path error and its one mapping to `tonic::Status`.
+//!
+//! Rule: handlers and the services behind them return [`Error`], a `thiserror`
+//! enum whose variants are the answers a caller can act on. Start-up and
+//! background tasks use `anyhow` with `.context(…)`, since nobody but an
+//! operator reads those. Infrastructure faults log their cause chain here and
+//! reach the caller as a fixed message: an auth service never echoes database
+//! text or token material.
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::store::StoreError;
+use crate::token::FieldError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A request field breaks a rule; `field` is its name as the API spells it.
+    #[error("{field}: {reason}")]
+    InvalidArgument { field: String, reason: String },
+    #[error("missing or invalid credential")]
+    Unauthenticated,
+    #[error("the credential lacks scope latchkey:admin")]
+    PermissionDenied,
+    #[error("token not found")]
+    NotFound,
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// The answer needed the database and the database was unreachable.
+    #[error("database unavailable")]
+    Unavailable(#[source] anyhow::Error),
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl Error {
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::InvalidArgument {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<FieldError> for Error {
+    fn from(e: FieldError) -> Self {
+        Error::InvalidArgument {
+            field: e.field,
+            reason: e.reason,
+        }
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(_) => Error::Unavailable(e.into()),
+            StoreError::Database(_) | StoreError::Corrupt(_) => Error::Internal(e.into()),
+        }
+    }
+}
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::InvalidArgument { field, reason } => {
+                let message = format!("{field}: {reason}");
+                Status::with_error_details(
+                    Code::InvalidArgument,
+                    message,
+                    ErrorDetails::with_bad_request_violation(field, reason),
+                )
+            }
+            Error::Unauthenticated => Status::unauthenticated(e.to_string()),
+            Error::PermissionDenied => Status::permission_denied(e.to_string()),
+            Error::NotFound => Status::not_found(e.to_string()),
+            Error::FailedPrecondition(m) => Status::failed_precondition(m),
+            Error::Unavailable(ref cause) => {
+                tracing::warn!(
+                    error = format!("{cause:#}"),
+                    "request failed: database unavailable"
+                );
+                Status::unavailable("database unavailable")
+            }
+            Error::Internal(ref cause) => {
+                tracing::error!(
+                    error = format!("{cause:#}"),
+                    "request failed: internal error"
+                );
+                Status::internal("internal error")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_internal_error_reaches_the_caller_without_its_cause() {
+        let e = Error::Internal(anyhow::anyhow!("relation \"tokens\" does not exist"));
+        let status = Status::from(e);
+        assert_eq!(status.code(), Code::Internal);
+        assert_eq!(status.message(), "internal error");
+    }
+
+    #[test]
+    fn an_invalid_argument_names_the_field_in_message_and_details() {
+        let status = Status::from(Error::invalid("name", "must be at most 128 characters"));
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(status.message(), "name: must be at most 128 characters");
+        let details = status.get_error_details();
+        let violations = &details.bad_request().unwrap().field_violations;
+        assert_eq!(violations[0].field, "name");
+    }
+}

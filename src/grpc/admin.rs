@@ -1,0 +1,219 @@
+//! `latchkey.v1.TokenAdmin`: authenticates each call, converts the request,
+//! calls the lifecycle, converts the answer.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use super::convert;
+use super::pb::{self, token_admin_server::TokenAdmin};
+use crate::auth::{Actor, AdminAuth};
+use crate::clock::Clock;
+use crate::error::Error;
+use crate::lifecycle::{Expiry, Lifecycle, ListQuery, NewToken};
+use crate::store::{ListFilter, TokenPatch};
+
+pub struct AdminService {
+    lifecycle: Arc<Lifecycle>,
+    auth: Arc<AdminAuth>,
+    clock: Arc<dyn Clock>,
+}
+
+impl AdminService {
+    pub fn new(lifecycle: Arc<Lifecycle>, auth: Arc<AdminAuth>, clock: Arc<dyn Clock>) -> Self {
+        AdminService {
+            lifecycle,
+            auth,
+            clock,
+        }
+    }
+
+    async fn authorize<T>(&self, request: &Request<T>) -> Result<Actor, Error> {
+        let header = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        self.auth.authorize(header).await
+    }
+
+    fn token(&self, record: &crate::token::TokenRecord) -> pb::Token {
+        convert::token(record, self.clock.now())
+    }
+}
+
+#[tonic::async_trait]
+impl TokenAdmin for AdminService {
+    async fn create_token(
+        &self,
+        request: Request<pb::CreateTokenRequest>,
+    ) -> Result<Response<pb::CreateTokenResponse>, Status> {
+        let actor = self.authorize(&request).await?;
+        let req = request.into_inner();
+        let expiry = match &req.expiration {
+            None => Expiry::Never,
+            Some(pb::create_token_request::Expiration::Ttl(d)) => {
+                Expiry::After(convert::positive_duration("ttl", d)?)
+            }
+            Some(pb::create_token_request::Expiration::ExpireTime(t)) => {
+                Expiry::At(convert::timestamp_from("expire_time", t)?)
+            }
+        };
+        let idle_timeout = req
+            .idle_timeout
+            .as_ref()
+            .map(|d| convert::positive_duration("idle_timeout", d))
+            .transpose()?;
+        let (record, secret) = self
+            .lifecycle
+            .create(NewToken {
+                owner: req.owner,
+                name: req.name,
+                description: req.description,
+                scopes: req.scopes,
+                metadata: req.metadata,
+                expiry,
+                idle_timeout,
+            })
+            .await?;
+        tracing::debug!(token_id = %record.id, %actor, "CreateToken");
+        Ok(Response::new(pb::CreateTokenResponse {
+            token: Some(self.token(&record)),
+            secret: secret.expose().to_owned(),
+        }))
+    }
+
+    async fn get_token(
+        &self,
+        request: Request<pb::GetTokenRequest>,
+    ) -> Result<Response<pb::Token>, Status> {
+        self.authorize(&request).await?;
+        let id = convert::id("id", &request.get_ref().id)?;
+        let record = self.lifecycle.get(id).await?;
+        Ok(Response::new(self.token(&record)))
+    }
+
+    async fn list_tokens(
+        &self,
+        request: Request<pb::ListTokensRequest>,
+    ) -> Result<Response<pb::ListTokensResponse>, Status> {
+        self.authorize(&request).await?;
+        let req = request.into_inner();
+        let statuses = req
+            .statuses
+            .iter()
+            .enumerate()
+            .map(|(i, s)| convert::status_from(&format!("statuses[{i}]"), *s))
+            .collect::<Result<Vec<_>, _>>()?;
+        let page = self
+            .lifecycle
+            .list(ListQuery {
+                filter: ListFilter {
+                    owner: (!req.owner.is_empty()).then_some(req.owner),
+                    statuses,
+                },
+                page_size: req.page_size,
+                page_token: req.page_token,
+            })
+            .await?;
+        let now = self.clock.now();
+        Ok(Response::new(pb::ListTokensResponse {
+            tokens: page.tokens.iter().map(|t| convert::token(t, now)).collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    async fn update_token(
+        &self,
+        request: Request<pb::UpdateTokenRequest>,
+    ) -> Result<Response<pb::Token>, Status> {
+        self.authorize(&request).await?;
+        let req = request.into_inner();
+        let token = req
+            .token
+            .ok_or_else(|| Error::invalid("token", "is required"))?;
+        let id = convert::id("token.id", &token.id)?;
+        let patch = patch_from_mask(token, req.update_mask)?;
+        let record = self.lifecycle.update(id, patch).await?;
+        Ok(Response::new(self.token(&record)))
+    }
+
+    async fn revoke_token(
+        &self,
+        request: Request<pb::RevokeTokenRequest>,
+    ) -> Result<Response<pb::Token>, Status> {
+        self.authorize(&request).await?;
+        let req = request.get_ref();
+        let id = convert::id("id", &req.id)?;
+        let record = self.lifecycle.revoke(id, &req.reason).await?;
+        Ok(Response::new(self.token(&record)))
+    }
+
+    async fn restore_token(
+        &self,
+        request: Request<pb::RestoreTokenRequest>,
+    ) -> Result<Response<pb::Token>, Status> {
+        self.authorize(&request).await?;
+        let id = convert::id("id", &request.get_ref().id)?;
+        let record = self.lifecycle.restore(id).await?;
+        Ok(Response::new(self.token(&record)))
+    }
+
+    async fn delete_token(
+        &self,
+        request: Request<pb::DeleteTokenRequest>,
+    ) -> Result<Response<()>, Status> {
+        self.authorize(&request).await?;
+        let id = convert::id("id", &request.get_ref().id)?;
+        self.lifecycle.delete(id).await?;
+        Ok(Response::new(()))
+    }
+}
+
+/// The fields of `token` that `mask` names. With no mask (or an empty one),
+/// every updatable field that is set in `token`, as AIP-134 prescribes.
+fn patch_from_mask(
+    token: pb::Token,
+    mask: Option<prost_types::FieldMask>,
+) -> Result<TokenPatch, Error> {
+    let paths = match mask {
+        Some(m) if !m.paths.is_empty() => m.paths,
+        _ => {
+            let mut implied = Vec::new();
+            if !token.name.is_empty() {
+                implied.push("name".to_owned());
+            }
+            if !token.description.is_empty() {
+                implied.push("description".to_owned());
+            }
+            if !token.metadata.is_empty() {
+                implied.push("metadata".to_owned());
+            }
+            if implied.is_empty() {
+                return Err(Error::invalid("update_mask", "names no field to update"));
+            }
+            implied
+        }
+    };
+    let mut patch = TokenPatch::default();
+    for path in &paths {
+        match path.as_str() {
+            "name" => patch.name = Some(token.name.clone()),
+            "description" => patch.description = Some(token.description.clone()),
+            "metadata" => patch.metadata = Some(token.metadata.clone()),
+            "*" => {
+                patch.name = Some(token.name.clone());
+                patch.description = Some(token.description.clone());
+                patch.metadata = Some(token.metadata.clone());
+            }
+            other => {
+                return Err(Error::invalid(
+                    "update_mask",
+                    format!(
+                        "cannot update {other:?}; updatable fields are name, description and metadata"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(patch)
+}

@@ -1,0 +1,158 @@
+//! Conversions between proto messages and domain types. Conversions of input
+//! validate it and name the offending field.
+
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use super::pb;
+use crate::clock::Timestamp;
+use crate::error::Error;
+use crate::token::{Status, TokenRecord};
+use crate::verifier::Verdict;
+
+/// Seconds from 0001-01-01 and to 9999-12-31, protobuf's Timestamp range.
+const MIN_SECONDS: i64 = -62_135_596_800;
+const MAX_SECONDS: i64 = 253_402_300_799;
+
+pub fn token(r: &TokenRecord, now: Timestamp) -> pb::Token {
+    pb::Token {
+        id: r.id.to_string(),
+        owner: r.owner.clone(),
+        name: r.name.clone(),
+        description: r.description.clone(),
+        scopes: r.scopes.clone(),
+        metadata: r.metadata.clone(),
+        display_hint: r.display_hint.clone(),
+        status: status(r.status(now)) as i32,
+        create_time: Some(timestamp(r.create_time)),
+        update_time: Some(timestamp(r.update_time)),
+        expire_time: r.expire_time.map(timestamp),
+        idle_timeout: r.idle_timeout.map(duration),
+        last_used_time: r.last_used_time.map(timestamp),
+        revoke_time: r.revoke_time.map(timestamp),
+        revoke_reason: r.revoke_reason.clone(),
+        replaces: r.replaces.map(|u| u.to_string()).unwrap_or_default(),
+        replaced_by: r.replaced_by.map(|u| u.to_string()).unwrap_or_default(),
+    }
+}
+
+pub fn status(s: Status) -> pb::TokenStatus {
+    match s {
+        Status::Active => pb::TokenStatus::Active,
+        Status::Revoked => pb::TokenStatus::Revoked,
+        Status::Expired => pb::TokenStatus::Expired,
+        Status::Inactive => pb::TokenStatus::Inactive,
+    }
+}
+
+/// # Errors
+/// If `value` is not a known status other than UNSPECIFIED.
+pub fn status_from(field: &str, value: i32) -> Result<Status, Error> {
+    match pb::TokenStatus::try_from(value) {
+        Ok(pb::TokenStatus::Active) => Ok(Status::Active),
+        Ok(pb::TokenStatus::Revoked) => Ok(Status::Revoked),
+        Ok(pb::TokenStatus::Expired) => Ok(Status::Expired),
+        Ok(pb::TokenStatus::Inactive) => Ok(Status::Inactive),
+        Ok(pb::TokenStatus::Unspecified) | Err(_) => Err(Error::invalid(
+            field,
+            "must be TOKEN_STATUS_ACTIVE, _REVOKED, _EXPIRED or _INACTIVE",
+        )),
+    }
+}
+
+pub fn verdict(v: Verdict) -> pb::Verdict {
+    match v {
+        Verdict::Valid => pb::Verdict::Valid,
+        Verdict::Malformed => pb::Verdict::Malformed,
+        Verdict::Unknown => pb::Verdict::Unknown,
+        Verdict::Revoked => pb::Verdict::Revoked,
+        Verdict::Expired => pb::Verdict::Expired,
+        Verdict::OwnerDisabled => pb::Verdict::OwnerDisabled,
+        Verdict::Inactive => pb::Verdict::Inactive,
+        Verdict::InsufficientScope => pb::Verdict::InsufficientScope,
+    }
+}
+
+pub fn timestamp(t: Timestamp) -> prost_types::Timestamp {
+    let (seconds, nanos) = t.to_unix();
+    prost_types::Timestamp { seconds, nanos }
+}
+
+/// # Errors
+/// If `t` is outside protobuf's Timestamp range or its nanos are out of range.
+pub fn timestamp_from(field: &str, t: &prost_types::Timestamp) -> Result<Timestamp, Error> {
+    let bad = || Error::invalid(field, "is not a valid timestamp");
+    if !(MIN_SECONDS..=MAX_SECONDS).contains(&t.seconds) || !(0..1_000_000_000).contains(&t.nanos) {
+        return Err(bad());
+    }
+    Timestamp::from_unix(t.seconds, t.nanos).ok_or_else(bad)
+}
+
+pub fn duration(d: Duration) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
+    }
+}
+
+/// A duration that must be positive (at least a microsecond).
+///
+/// # Errors
+/// If `d` is zero, negative, or malformed.
+pub fn positive_duration(field: &str, d: &prost_types::Duration) -> Result<Duration, Error> {
+    if !(-999_999_999..=999_999_999).contains(&d.nanos)
+        || (d.seconds > 0 && d.nanos < 0)
+        || (d.seconds < 0 && d.nanos > 0)
+    {
+        return Err(Error::invalid(field, "is not a valid duration"));
+    }
+    if d.seconds < 0 || d.nanos < 0 {
+        return Err(Error::invalid(field, "must be positive"));
+    }
+    let d = Duration::new(d.seconds.unsigned_abs(), d.nanos.unsigned_abs());
+    if d.as_micros() == 0 {
+        return Err(Error::invalid(field, "must be positive"));
+    }
+    Ok(d)
+}
+
+/// # Errors
+/// If `s` is not a UUID.
+pub fn id(field: &str, s: &str) -> Result<Uuid, Error> {
+    Uuid::try_parse(s).map_err(|_| Error::invalid(field, "must be a token id (a UUID)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_round_trip_through_proto() {
+        let t = Timestamp::from_micros(1_795_000_000_123_456);
+        assert_eq!(timestamp_from("t", &timestamp(t)).unwrap(), t);
+    }
+
+    #[test]
+    fn out_of_range_timestamps_and_durations_are_refused() {
+        let ts = |seconds, nanos| prost_types::Timestamp { seconds, nanos };
+        assert!(timestamp_from("t", &ts(MAX_SECONDS + 1, 0)).is_err());
+        assert!(timestamp_from("t", &ts(0, -1)).is_err());
+        let d = |seconds, nanos| prost_types::Duration { seconds, nanos };
+        assert!(positive_duration("ttl", &d(0, 0)).is_err());
+        assert!(positive_duration("ttl", &d(-5, 0)).is_err());
+        assert!(positive_duration("ttl", &d(0, 999)).is_err());
+        assert!(positive_duration("ttl", &d(1, -1)).is_err());
+        assert_eq!(
+            positive_duration("ttl", &d(3600, 0)).unwrap(),
+            Duration::from_secs(3600)
+        );
+    }
+
+    #[test]
+    fn ids_must_be_uuids() {
+        assert!(id("id", "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b").is_ok());
+        let err = id("id", "42").unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument { field, .. } if field == "id"));
+    }
+}

@@ -1,0 +1,43 @@
+//! The gRPC boundary: the only place that sees generated proto types. Each
+//! service converts requests to domain calls and results back to proto.
+
+mod admin;
+mod convert;
+mod verify;
+
+pub use admin::AdminService;
+pub use verify::VerifyService;
+
+/// Types generated from `proto/latchkey/v1`, with clients for callers and tests.
+pub mod pb {
+    #![allow(clippy::all, clippy::pedantic, missing_docs)]
+    tonic::include_proto!("latchkey.v1");
+
+    /// Encoded descriptors of latchkey's protos and their imports, for server
+    /// reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/latchkey_descriptor.bin"));
+
+    // These two messages carry a token secret; their Debug says so instead of
+    // printing it.
+    impl std::fmt::Debug for CreateTokenResponse {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("CreateTokenResponse")
+                .field("token", &self.token)
+                .field("secret", &"<redacted>")
+                .finish()
+        }
+    }
+
+    impl std::fmt::Debug for VerifyRequest {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("VerifyRequest")
+                .field("token", &"<redacted>")
+                .field("required_scopes", &self.required_scopes)
+                .finish()
+        }
+    }
+}
+
+/// Largest request message accepted, in bytes.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;

@@ -1,0 +1,38 @@
+//! latchkey: an API-token service. It issues tokens, keeps only their HMAC,
+//! and answers "is this token good for these scopes?" from memory, over gRPC.
+//!
+//! # Layout
+//!
+//! - [`app`]: start-up and shutdown; [`config`] and [`telemetry`] feed it.
+//! - [`grpc`]: the services (`TokenAdmin`, `TokenVerify`); the only module that
+//!   sees proto types.
+//! - [`lifecycle`] (create, list, update, revoke, restore, delete), [`verifier`]
+//!   (the Verify path) and [`auth`] (who may administer): the service logic.
+//! - [`token`]: format, digest, scopes, the record and its status.
+//! - [`cache`]: the verification cache and its race-safe fills.
+//! - [`store`]: the only module that imports sea_orm.
+//! - [`tasks`]: background work (the last-used flusher).
+//! - [`clock`]: time, injectable for tests.
+//! - [`error`]: the request-path error and its mapping to gRPC status.
+//!
+//! Dependencies point inward: `token`, `cache` and `clock` import neither
+//! tonic nor sea_orm.
+
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod auth;
+pub mod cache;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod grpc;
+pub mod lifecycle;
+pub mod store;
+pub mod tasks;
+pub mod telemetry;
+pub mod token;
+pub mod verifier;
+
+pub use app::{Application, Options};
+pub use config::Settings;

@@ -1,0 +1,53 @@
+//! sea-orm entities, private to the store. The schema itself is defined by the
+//! migrations crate; these mirror it.
+
+pub mod tokens {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "tokens")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub owner: String,
+        pub name: String,
+        pub description: String,
+        pub scopes: String,
+        pub metadata: String,
+        #[sea_orm(unique)]
+        pub digest: Vec<u8>,
+        pub key_id: String,
+        pub display_hint: String,
+        pub create_time: i64,
+        pub update_time: i64,
+        pub expire_time: Option<i64>,
+        pub idle_timeout: Option<i64>,
+        pub last_used_time: Option<i64>,
+        pub revoke_time: Option<i64>,
+        pub revoke_reason: String,
+        pub replaces: Option<Uuid>,
+        pub replaced_by: Option<Uuid>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod meta {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "latchkey_meta")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub key: String,
+        pub value: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

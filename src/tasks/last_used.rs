@@ -1,0 +1,168 @@
+//! Last-used times: recorded in memory on the Verify path, written behind in
+//! batches by [`LastUsedFlusher`].
+//!
+//! The hot path touches only the token's own [`UseCell`] (an atomic max and a
+//! flag); the shared queue's lock is taken at most once per token per flush
+//! interval, when the token is first used since the last flush.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::clock::Timestamp;
+use crate::store::Store;
+
+/// One token's latest use not yet written, and whether it is queued.
+#[derive(Debug, Default)]
+pub struct UseCell {
+    latest: AtomicI64,
+    queued: AtomicBool,
+}
+
+/// Uses waiting to be written.
+#[derive(Debug, Default)]
+pub struct LastUsed {
+    queue: Mutex<Vec<(Uuid, Arc<UseCell>)>>,
+    /// Uses whose write failed, retried with the next batch.
+    retry: Mutex<HashMap<Uuid, Timestamp>>,
+}
+
+impl LastUsed {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Notes that token `id` was used at `at`.
+    pub fn record(&self, id: Uuid, cell: &Arc<UseCell>, at: Timestamp) {
+        // SeqCst on both sides: a flush that clears `queued` and then reads
+        // `latest` either sees this time, or this call sees `queued` false and
+        // queues the token again.
+        cell.latest.fetch_max(at.as_micros(), Ordering::SeqCst);
+        if !cell.queued.load(Ordering::Relaxed) && !cell.queued.swap(true, Ordering::SeqCst) {
+            self.queue
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push((id, Arc::clone(cell)));
+        }
+    }
+
+    /// Takes every pending use, one (latest) time per token.
+    pub fn drain(&self) -> Vec<(Uuid, Timestamp)> {
+        let queued =
+            std::mem::take(&mut *self.queue.lock().unwrap_or_else(PoisonError::into_inner));
+        let mut latest =
+            std::mem::take(&mut *self.retry.lock().unwrap_or_else(PoisonError::into_inner));
+        for (id, cell) in queued {
+            cell.queued.store(false, Ordering::SeqCst);
+            let t = Timestamp::from_micros(cell.latest.load(Ordering::SeqCst));
+            latest
+                .entry(id)
+                .and_modify(|e| *e = (*e).max(t))
+                .or_insert(t);
+        }
+        latest.into_iter().collect()
+    }
+
+    /// Puts back uses whose write failed.
+    pub fn retry_later(&self, uses: Vec<(Uuid, Timestamp)>) {
+        let mut retry = self.retry.lock().unwrap_or_else(PoisonError::into_inner);
+        for (id, t) in uses {
+            retry
+                .entry(id)
+                .and_modify(|e| *e = (*e).max(t))
+                .or_insert(t);
+        }
+    }
+}
+
+/// Writes pending last-used times every `interval`, and once more on shutdown.
+pub struct LastUsedFlusher {
+    pub store: Store,
+    pub last_used: Arc<LastUsed>,
+    pub interval: Duration,
+}
+
+impl LastUsedFlusher {
+    /// Runs until `shutdown` is cancelled, then flushes what is left.
+    ///
+    /// # Errors
+    /// Never on a database fault (those are logged and retried); the result
+    /// type is the task contract's.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let mut tick = tokio::time::interval(self.interval);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => self.flush().await,
+                () = shutdown.cancelled() => {
+                    self.flush().await;
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Writes every pending use in batched statements.
+    pub async fn flush(&self) {
+        let uses = self.last_used.drain();
+        if uses.is_empty() {
+            return;
+        }
+        match self.store.record_last_used(&uses).await {
+            Ok(()) => tracing::debug!(tokens = uses.len(), "last-used times written"),
+            Err(e) => {
+                tracing::warn!(
+                    tokens = uses.len(),
+                    error = format!("{:#}", anyhow::Error::from(e)),
+                    "writing last-used times failed; will retry"
+                );
+                self.last_used.retry_later(uses);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_uses_of_one_token_queue_it_once_with_the_latest_time() {
+        let lu = LastUsed::new();
+        let cell = Arc::new(UseCell::default());
+        let id = Uuid::now_v7();
+        for t in [5, 9, 7] {
+            lu.record(id, &cell, Timestamp::from_micros(t));
+        }
+        assert_eq!(lu.queue.lock().unwrap().len(), 1);
+        assert_eq!(lu.drain(), vec![(id, Timestamp::from_micros(9))]);
+        assert!(lu.drain().is_empty());
+    }
+
+    #[test]
+    fn a_use_after_a_drain_is_queued_again() {
+        let lu = LastUsed::new();
+        let cell = Arc::new(UseCell::default());
+        let id = Uuid::now_v7();
+        lu.record(id, &cell, Timestamp::from_micros(1));
+        lu.drain();
+        lu.record(id, &cell, Timestamp::from_micros(2));
+        assert_eq!(lu.drain(), vec![(id, Timestamp::from_micros(2))]);
+    }
+
+    #[test]
+    fn failed_writes_come_back_merged_with_newer_uses() {
+        let lu = LastUsed::new();
+        let cell = Arc::new(UseCell::default());
+        let id = Uuid::now_v7();
+        lu.retry_later(vec![(id, Timestamp::from_micros(3))]);
+        lu.record(id, &cell, Timestamp::from_micros(8));
+        assert_eq!(lu.drain(), vec![(id, Timestamp::from_micros(8))]);
+    }
+}

@@ -1,0 +1,228 @@
+//! Tokens as the domain knows them: the string format, the HMAC digest, scopes,
+//! the stored record with its derived status, and the limits on each field.
+//!
+//! Imports neither tonic nor sea_orm.
+
+pub mod digest;
+pub mod format;
+pub mod scope;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use crate::clock::Timestamp;
+
+pub use digest::{Digest, TokenKey};
+pub use format::{Prefix, Secret};
+
+/// The scope that lets a token call TokenAdmin.
+pub const ADMIN_SCOPE: &str = "latchkey:admin";
+
+/// Field limits, from the API contract.
+pub mod limits {
+    pub const MAX_OWNER_CHARS: usize = 256;
+    pub const MAX_NAME_CHARS: usize = 128;
+    pub const MAX_DESCRIPTION_CHARS: usize = 1024;
+    pub const MAX_REASON_CHARS: usize = 1024;
+    pub const MAX_SCOPES: usize = 64;
+    pub const MAX_METADATA_PAIRS: usize = 32;
+    pub const MAX_METADATA_KEY_CHARS: usize = 64;
+    pub const MAX_METADATA_VALUE_CHARS: usize = 1024;
+}
+
+/// A token's status, derived when read: revoked, else expired, else inactive,
+/// else active.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Status {
+    Active,
+    Revoked,
+    Expired,
+    Inactive,
+}
+
+/// Everything stored about a token, except its digest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub id: Uuid,
+    pub owner: String,
+    pub name: String,
+    pub description: String,
+    pub scopes: Vec<String>,
+    pub metadata: BTreeMap<String, String>,
+    pub display_hint: String,
+    pub create_time: Timestamp,
+    pub update_time: Timestamp,
+    pub expire_time: Option<Timestamp>,
+    pub idle_timeout: Option<Duration>,
+    pub last_used_time: Option<Timestamp>,
+    pub revoke_time: Option<Timestamp>,
+    pub revoke_reason: String,
+    pub replaces: Option<Uuid>,
+    pub replaced_by: Option<Uuid>,
+}
+
+impl TokenRecord {
+    pub fn is_revoked(&self) -> bool {
+        self.revoke_time.is_some()
+    }
+
+    /// Expired at `now`: an expiry at exactly `now` has passed.
+    pub fn is_expired(&self, now: Timestamp) -> bool {
+        self.expire_time.is_some_and(|t| t <= now)
+    }
+
+    pub fn status(&self, now: Timestamp) -> Status {
+        if self.is_revoked() {
+            Status::Revoked
+        } else if self.is_expired(now) {
+            Status::Expired
+        } else {
+            Status::Active
+        }
+    }
+}
+
+/// A field that breaks a rule: the field's name as the API spells it, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub reason: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        FieldError {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Checks `value` is at most `max` characters (Unicode scalar values).
+///
+/// # Errors
+/// Names `field` if it is longer.
+pub fn check_len(field: &str, value: &str, max: usize) -> Result<(), FieldError> {
+    if value.chars().count() > max {
+        Err(FieldError::new(
+            field,
+            format!("must be at most {max} characters"),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// # Errors
+/// If the owner is empty or longer than [`limits::MAX_OWNER_CHARS`].
+pub fn check_owner(field: &str, owner: &str) -> Result<(), FieldError> {
+    if owner.is_empty() {
+        return Err(FieldError::new(field, "must not be empty"));
+    }
+    check_len(field, owner, limits::MAX_OWNER_CHARS)
+}
+
+/// # Errors
+/// If there are too many scopes or one is not a valid scope; the error names
+/// the offending element (`scopes[3]`).
+pub fn check_scopes(field: &str, scopes: &[String]) -> Result<(), FieldError> {
+    if scopes.len() > limits::MAX_SCOPES {
+        return Err(FieldError::new(
+            field,
+            format!("at most {} scopes", limits::MAX_SCOPES),
+        ));
+    }
+    for (i, s) in scopes.iter().enumerate() {
+        scope::validate(s).map_err(|why| FieldError::new(format!("{field}[{i}]"), why))?;
+    }
+    Ok(())
+}
+
+/// # Errors
+/// If there are too many pairs, or a key or value is too long or a key empty;
+/// the error names the key (`metadata["team"]`).
+pub fn check_metadata(field: &str, metadata: &BTreeMap<String, String>) -> Result<(), FieldError> {
+    if metadata.len() > limits::MAX_METADATA_PAIRS {
+        return Err(FieldError::new(
+            field,
+            format!("at most {} pairs", limits::MAX_METADATA_PAIRS),
+        ));
+    }
+    for (k, v) in metadata {
+        let key_field = || format!("{field}[{k:?}]");
+        if k.is_empty() {
+            return Err(FieldError::new(field, "keys must not be empty"));
+        }
+        if k.chars().count() > limits::MAX_METADATA_KEY_CHARS {
+            return Err(FieldError::new(
+                key_field(),
+                format!(
+                    "keys must be at most {} characters",
+                    limits::MAX_METADATA_KEY_CHARS
+                ),
+            ));
+        }
+        check_len(&key_field(), v, limits::MAX_METADATA_VALUE_CHARS)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> TokenRecord {
+        TokenRecord {
+            id: Uuid::nil(),
+            owner: "u".into(),
+            name: String::new(),
+            description: String::new(),
+            scopes: vec![],
+            metadata: BTreeMap::new(),
+            display_hint: String::new(),
+            create_time: Timestamp::EPOCH,
+            update_time: Timestamp::EPOCH,
+            expire_time: None,
+            idle_timeout: None,
+            last_used_time: None,
+            revoke_time: None,
+            revoke_reason: String::new(),
+            replaces: None,
+            replaced_by: None,
+        }
+    }
+
+    #[test]
+    fn revoked_wins_over_expired_and_expiry_is_inclusive() {
+        let now = Timestamp::from_micros(1_000);
+        let mut t = record();
+        assert_eq!(t.status(now), Status::Active);
+        t.expire_time = Some(now);
+        assert_eq!(t.status(now), Status::Expired);
+        t.revoke_time = Some(Timestamp::EPOCH);
+        assert_eq!(t.status(now), Status::Revoked);
+    }
+
+    #[test]
+    fn lengths_count_characters_not_bytes() {
+        assert!(check_len("name", &"é".repeat(128), 128).is_ok());
+        let err = check_len("name", &"é".repeat(129), 128).unwrap_err();
+        assert_eq!(err.field, "name");
+    }
+
+    #[test]
+    fn scope_and_metadata_errors_name_the_element() {
+        let scopes = vec!["ok".to_owned(), "not ok".to_owned()];
+        assert_eq!(
+            check_scopes("scopes", &scopes).unwrap_err().field,
+            "scopes[1]"
+        );
+        let md = BTreeMap::from([("team".to_owned(), "x".repeat(1025))]);
+        assert_eq!(
+            check_metadata("metadata", &md).unwrap_err().field,
+            "metadata[\"team\"]"
+        );
+    }
+}

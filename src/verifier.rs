@@ -1,0 +1,173 @@
+//! Verify: is this token good for these scopes, right now?
+//!
+//! The path, cheapest first: shape and checksum (a MALFORMED token costs no
+//! lookup), the HMAC digest, the cache, and the database only on a miss. Verify
+//! never writes to the database: a use is noted in memory for the last-used
+//! flusher.
+//!
+//! Imports neither tonic nor sea_orm.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::cache::{CacheConfig, Cached, VerifyCache};
+use crate::clock::{Clock, Timestamp};
+use crate::error::Error;
+use crate::store::Store;
+use crate::tasks::last_used::{LastUsed, UseCell};
+use crate::token::{self, Digest, Prefix, Status, TokenKey, TokenRecord, format, scope};
+
+/// The answer, in the order it is judged: the first that applies wins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Valid,
+    Malformed,
+    Unknown,
+    Revoked,
+    Expired,
+    OwnerDisabled,
+    Inactive,
+    InsufficientScope,
+}
+
+/// What the cache holds for a known token: an immutable copy of the record and
+/// the cell its uses are counted in.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub token: TokenRecord,
+    uses: Arc<UseCell>,
+}
+
+/// A verdict, the token it is about (for every known token), and for
+/// INSUFFICIENT_SCOPE the scopes that were missing.
+#[derive(Debug)]
+pub struct Verification {
+    pub verdict: Verdict,
+    pub token: Option<Arc<Snapshot>>,
+    pub missing_scopes: Vec<String>,
+    /// The time the verdict was judged at.
+    pub at: Timestamp,
+}
+
+/// Runs after a cache miss has read the database and before the answer is
+/// cached. Tests use it to interleave a revoke with a fill.
+pub type MissHook = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+pub struct Verifier {
+    prefix: Prefix,
+    key: TokenKey,
+    cache: VerifyCache<Snapshot>,
+    store: Store,
+    last_used: Arc<LastUsed>,
+    clock: Arc<dyn Clock>,
+    miss_hook: Option<MissHook>,
+}
+
+impl Verifier {
+    pub fn new(
+        prefix: Prefix,
+        key: TokenKey,
+        cache: CacheConfig,
+        store: Store,
+        last_used: Arc<LastUsed>,
+        clock: Arc<dyn Clock>,
+        miss_hook: Option<MissHook>,
+    ) -> Self {
+        Verifier {
+            prefix,
+            key,
+            cache: VerifyCache::new(cache),
+            store,
+            last_used,
+            clock,
+            miss_hook,
+        }
+    }
+
+    /// # Errors
+    /// `InvalidArgument` for a bad required scope; `Unavailable` if the answer
+    /// needed the database and it could not be reached. Every verdict,
+    /// including a rejection, is `Ok`.
+    pub async fn verify(
+        &self,
+        token: &str,
+        required_scopes: &[String],
+    ) -> Result<Verification, Error> {
+        token::check_scopes("required_scopes", required_scopes)?;
+        let at = self.clock.now();
+        if !format::is_well_formed(&self.prefix, token) {
+            return Ok(Verification::without_token(Verdict::Malformed, at));
+        }
+        let digest = self.key.digest(token);
+        let cached = match self.cache.get(&digest) {
+            Some(hit) => hit,
+            None => self.fill(digest).await?,
+        };
+        let Cached::Known(snapshot) = cached else {
+            return Ok(Verification::without_token(Verdict::Unknown, at));
+        };
+        let mut missing_scopes = Vec::new();
+        let verdict = match snapshot.token.status(at) {
+            Status::Revoked => Verdict::Revoked,
+            Status::Expired => Verdict::Expired,
+            Status::Inactive => Verdict::Inactive,
+            Status::Active => {
+                missing_scopes = scope::missing(&snapshot.token.scopes, required_scopes)
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect();
+                if missing_scopes.is_empty() {
+                    Verdict::Valid
+                } else {
+                    Verdict::InsufficientScope
+                }
+            }
+        };
+        // A live token presented to a service counts as used, even when it
+        // lacked a scope for this particular call.
+        if matches!(verdict, Verdict::Valid | Verdict::InsufficientScope) {
+            self.last_used.record(snapshot.token.id, &snapshot.uses, at);
+        }
+        Ok(Verification {
+            verdict,
+            token: Some(snapshot),
+            missing_scopes,
+            at,
+        })
+    }
+
+    /// Drops `digest` from this process's cache, and any fill of it under way.
+    /// Call after the change is committed and before answering the caller.
+    pub fn forget(&self, digest: &Digest) {
+        self.cache.invalidate(digest);
+    }
+
+    async fn fill(&self, digest: Digest) -> Result<Cached<Snapshot>, Error> {
+        let ticket = self.cache.begin_fill(&digest);
+        let found = self.store.find_by_digest(&digest).await?;
+        if let Some(hook) = &self.miss_hook {
+            hook().await;
+        }
+        let entry = match found {
+            Some(token) => Cached::Known(Arc::new(Snapshot {
+                token,
+                uses: Arc::default(),
+            })),
+            None => Cached::Unknown,
+        };
+        self.cache.complete_fill(ticket, digest, entry.clone());
+        Ok(entry)
+    }
+}
+
+impl Verification {
+    fn without_token(verdict: Verdict, at: Timestamp) -> Self {
+        Verification {
+            verdict,
+            token: None,
+            missing_scopes: Vec::new(),
+            at,
+        }
+    }
+}
