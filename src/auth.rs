@@ -59,10 +59,10 @@ impl AdminAuth {
         let credential = authorization
             .and_then(bearer_credential)
             .ok_or(Error::Unauthenticated)?;
-        if let Some(expected) = &self.static_credential {
-            if self.key.matches(credential, expected) {
-                return Ok(Actor::Admin);
-            }
+        if let Some(expected) = &self.static_credential
+            && self.key.matches(credential, expected)
+        {
+            return Ok(Actor::Admin);
         }
         let checked = self.verifier.verify(credential, &self.required).await?;
         match (checked.verdict, checked.token) {

@@ -236,33 +236,43 @@ mod tests {
     }
 
     #[test]
-    fn concurrent_fills_and_invalidations_never_leave_a_stale_entry() {
-        // Each round: a writer publishes version n+1 then invalidates; fillers
-        // read the current version and fill. Once the writer is done, the cache
-        // must hold nothing older than the last version.
+    fn concurrent_fills_that_read_before_an_invalidation_are_all_refused() {
+        // A writer publishes versions 1..=3, invalidating after each. Fillers
+        // read the current version, then wait until a newer version has been
+        // invalidated, so what they hold is stale by construction: every such
+        // fill must be refused, and the cache never ends up holding one.
         use std::sync::atomic::AtomicUsize;
         static VERSIONS: [&str; 4] = ["v0", "v1", "v2", "v3"];
-        for _ in 0..200 {
+        const LAST: usize = VERSIONS.len() - 1;
+        for _ in 0..100 {
             let c = Arc::new(cache());
             let db = Arc::new(AtomicUsize::new(0));
-            let fillers: Vec<_> = (0..3)
+            let invalidated = Arc::new(AtomicUsize::new(0));
+            let fillers: Vec<_> = (0..4)
                 .map(|_| {
-                    let (c, db) = (Arc::clone(&c), Arc::clone(&db));
+                    let (c, db, invalidated) =
+                        (Arc::clone(&c), Arc::clone(&db), Arc::clone(&invalidated));
                     std::thread::spawn(move || {
-                        for _ in 0..20 {
-                            let t = c.begin_fill(&digest(7));
-                            let v = VERSIONS[db.load(Ordering::SeqCst)];
-                            c.complete_fill(t, digest(7), known(v));
+                        let ticket = c.begin_fill(&digest(7));
+                        let read = db.load(Ordering::SeqCst);
+                        if read == LAST {
+                            c.complete_fill(ticket, digest(7), known(VERSIONS[read]));
+                            return true;
                         }
+                        while invalidated.load(Ordering::SeqCst) <= read {
+                            std::thread::yield_now();
+                        }
+                        !c.complete_fill(ticket, digest(7), known(VERSIONS[read]))
                     })
                 })
                 .collect();
-            for n in 1..VERSIONS.len() {
+            for n in 1..=LAST {
                 db.store(n, Ordering::SeqCst);
                 c.invalidate(&digest(7));
+                invalidated.store(n, Ordering::SeqCst);
             }
             for f in fillers {
-                f.join().unwrap();
+                assert!(f.join().unwrap(), "a stale fill was kept");
             }
             match c.get(&digest(7)) {
                 None => {}

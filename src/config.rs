@@ -201,10 +201,10 @@ impl Settings {
     pub fn validate(&self) -> anyhow::Result<()> {
         Prefix::new(&self.token_prefix)
             .map_err(|why| anyhow::anyhow!("LATCHKEY_TOKEN_PREFIX {why}"))?;
-        if let Some(t) = &self.admin_token {
-            if t.expose().chars().count() < 32 {
-                bail!("LATCHKEY_ADMIN_TOKEN must be at least 32 characters");
-            }
+        if let Some(t) = &self.admin_token
+            && t.expose().chars().count() < 32
+        {
+            bail!("LATCHKEY_ADMIN_TOKEN must be at least 32 characters");
         }
         if self.cache.capacity == 0 {
             bail!("cache.capacity must be at least 1");

@@ -7,7 +7,7 @@
 //! Imports neither tonic nor sea_orm.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -81,6 +81,9 @@ pub struct Lifecycle {
     prefix: Prefix,
     clock: Arc<dyn Clock>,
     policy: Policy,
+    /// Keeps ids minted in one millisecond in creation order, so that
+    /// newest-first paging never shows a later token after an earlier one.
+    ids: Mutex<uuid::ContextV7>,
 }
 
 impl Lifecycle {
@@ -99,6 +102,7 @@ impl Lifecycle {
             prefix,
             clock,
             policy,
+            ids: Mutex::new(uuid::ContextV7::new()),
         }
     }
 
@@ -310,11 +314,14 @@ impl Lifecycle {
         let secret = format::generate(&self.prefix)
             .map_err(|e| Error::Internal(anyhow::anyhow!("the OS random source failed: {e}")))?;
         let (secs, nanos) = now.to_unix();
-        let id = Uuid::new_v7(uuid::Timestamp::from_unix(
-            uuid::NoContext,
-            u64::try_from(secs).unwrap_or(0),
-            u32::try_from(nanos).unwrap_or(0),
-        ));
+        let id = {
+            let context = self.ids.lock().unwrap_or_else(PoisonError::into_inner);
+            Uuid::new_v7(uuid::Timestamp::from_unix(
+                &*context,
+                u64::try_from(secs).unwrap_or(0),
+                u32::try_from(nanos).unwrap_or(0),
+            ))
+        };
         let record = TokenRecord {
             id,
             owner: new.owner,
@@ -363,16 +370,16 @@ impl Lifecycle {
                 ("expire_time", at)
             }
         };
-        if let Some(max) = self.policy.max_ttl {
-            if at.saturating_since(now) > max {
-                return Err(Error::invalid(
-                    field,
-                    format!(
-                        "exceeds policy.max_ttl of {}",
-                        humantime::format_duration(max)
-                    ),
-                ));
-            }
+        if let Some(max) = self.policy.max_ttl
+            && at.saturating_since(now) > max
+        {
+            return Err(Error::invalid(
+                field,
+                format!(
+                    "exceeds policy.max_ttl of {}",
+                    humantime::format_duration(max)
+                ),
+            ));
         }
         Ok(Some(at))
     }

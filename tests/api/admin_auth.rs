@@ -1,0 +1,162 @@
+//! TokenAdmin authentication: the static credential, tokens with
+//! `latchkey:admin`, and the bootstrap token.
+
+use std::sync::Arc;
+
+use latchkey::grpc::pb;
+use tonic::{Code, Request};
+
+use crate::helpers::*;
+use crate::on_both_databases;
+
+on_both_databases!(
+    admin_calls_without_a_valid_credential_are_unauthenticated,
+    a_valid_token_without_the_admin_scope_is_permission_denied,
+    a_token_with_the_admin_scope_administers,
+    the_bootstrap_token_is_issued_once_and_administers,
+);
+
+async fn list_with(
+    app: &TestApp,
+    req: Request<pb::ListTokensRequest>,
+) -> Result<pb::ListTokensResponse, tonic::Status> {
+    app.admin
+        .clone()
+        .list_tokens(req)
+        .await
+        .map(|r| r.into_inner())
+}
+
+async fn admin_calls_without_a_valid_credential_are_unauthenticated(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (revoked, revoked_secret) = app.create_token("u", &["latchkey:admin"]).await;
+    app.revoke(&revoked.id, "").await.unwrap();
+
+    assert_code(
+        list_with(&app, Request::new(pb::ListTokensRequest::default())).await,
+        Code::Unauthenticated,
+    );
+    for credential in [
+        "wrong-admin-credential-0123456789abcdef",
+        &ADMIN_TOKEN[..ADMIN_TOKEN.len() - 1],
+        "lk_malformed",
+        &revoked_secret,
+    ] {
+        let status = assert_code(
+            list_with(
+                &app,
+                with_bearer(pb::ListTokensRequest::default(), credential),
+            )
+            .await,
+            Code::Unauthenticated,
+        );
+        assert!(!status.message().contains(credential));
+    }
+    let mut basic = Request::new(pb::ListTokensRequest::default());
+    basic.metadata_mut().insert(
+        "authorization",
+        format!("Basic {ADMIN_TOKEN}").parse().unwrap(),
+    );
+    assert_code(list_with(&app, basic).await, Code::Unauthenticated);
+    // Nothing was created by a refused call.
+    let denied = pb::CreateTokenRequest {
+        owner: "u".into(),
+        ..Default::default()
+    };
+    assert_code(
+        app.admin.clone().create_token(Request::new(denied)).await,
+        Code::Unauthenticated,
+    );
+    assert_eq!(app.list_all().await.len(), 1);
+}
+
+async fn a_valid_token_without_the_admin_scope_is_permission_denied(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (_, secret) = app.create_token("u", &["repo:read", "latchkey:self"]).await;
+    let status = assert_code(
+        list_with(&app, with_bearer(pb::ListTokensRequest::default(), &secret)).await,
+        Code::PermissionDenied,
+    );
+    assert!(!status.message().contains(&secret));
+    let create = pb::CreateTokenRequest {
+        owner: "u".into(),
+        ..Default::default()
+    };
+    assert_code(
+        app.admin
+            .clone()
+            .create_token(with_bearer(create, &secret))
+            .await,
+        Code::PermissionDenied,
+    );
+    assert_eq!(app.list_all().await.len(), 1);
+}
+
+async fn a_token_with_the_admin_scope_administers(backend: Backend) {
+    let app = spawn_app(backend).await;
+    for scope in ["latchkey:admin", "latchkey:*"] {
+        let (_, secret) = app.create_token("ops", &[scope]).await;
+        let create = pb::CreateTokenRequest {
+            owner: "u".into(),
+            ..Default::default()
+        };
+        let created = app
+            .admin
+            .clone()
+            .create_token(with_bearer(create, &secret))
+            .await
+            .unwrap();
+        assert!(created.into_inner().token.is_some());
+        list_with(&app, with_bearer(pb::ListTokensRequest::default(), &secret))
+            .await
+            .unwrap();
+    }
+}
+
+async fn the_bootstrap_token_is_issued_once_and_administers(backend: Backend) {
+    let db = Arc::new(TestDb::new(backend).await);
+    let mut settings = test_settings(&db);
+    settings.admin_token = None;
+    let app = spawn_app_on(Arc::clone(&db), settings.clone()).await;
+    let secret = app
+        .bootstrap_secret
+        .clone()
+        .expect("a bootstrap token on first start");
+
+    let tokens = list_with(&app, with_bearer(pb::ListTokensRequest::default(), &secret))
+        .await
+        .unwrap()
+        .tokens;
+    assert_eq!(tokens.len(), 1);
+    assert_eq!(tokens[0].owner, "latchkey");
+    assert_eq!(tokens[0].scopes, vec!["latchkey:admin"]);
+    assert!(tokens[0].expire_time.is_none());
+    // The static credential is not configured, so it is not accepted.
+    assert_code(
+        list_with(
+            &app,
+            with_bearer(pb::ListTokensRequest::default(), ADMIN_TOKEN),
+        )
+        .await,
+        Code::Unauthenticated,
+    );
+    assert!(
+        !captured_logs().contains(&secret),
+        "the bootstrap secret reached a log"
+    );
+
+    // Not on later starts, even after the token is deleted.
+    let id = tokens[0].id.clone();
+    let again = app.restart().await;
+    assert!(again.bootstrap_secret.is_none());
+    let delete = pb::DeleteTokenRequest { id };
+    again
+        .admin
+        .clone()
+        .delete_token(with_bearer(delete, &secret))
+        .await
+        .unwrap();
+    let (db, settings) = again.stop().await;
+    let third = spawn_app_on(db, settings).await;
+    assert!(third.bootstrap_secret.is_none());
+}

@@ -1,0 +1,380 @@
+//! Every bad-input rule: INVALID_ARGUMENT naming the field, and nothing written.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use latchkey::grpc::pb::{self, create_token_request::Expiration};
+use tonic::Code;
+
+use crate::helpers::*;
+use crate::on_both_databases;
+
+on_both_databases!(
+    bad_create_requests_name_the_field_and_write_nothing,
+    lifetimes_beyond_policy_max_ttl_are_refused,
+    bad_ids_name_the_field_and_change_nothing,
+    bad_updates_name_the_field_and_change_nothing,
+    bad_list_requests_name_the_field,
+    bad_verify_requests_name_the_field,
+    messages_over_64_kib_are_refused_and_write_nothing,
+);
+
+fn valid() -> pb::CreateTokenRequest {
+    pb::CreateTokenRequest {
+        owner: "user-1".into(),
+        name: "n".into(),
+        ..Default::default()
+    }
+}
+
+fn metadata(pairs: usize, key_len: usize, value_len: usize) -> BTreeMap<String, String> {
+    (0..pairs)
+        .map(|i| {
+            (
+                format!("{i:0>width$}", width = key_len.max(1)),
+                "v".repeat(value_len),
+            )
+        })
+        .collect()
+}
+
+async fn bad_create_requests_name_the_field_and_write_nothing(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let past = now_plus(&app.clock, Duration::ZERO);
+    let cases: Vec<(&str, pb::CreateTokenRequest)> = vec![
+        (
+            "owner",
+            pb::CreateTokenRequest {
+                owner: String::new(),
+                ..valid()
+            },
+        ),
+        (
+            "owner",
+            pb::CreateTokenRequest {
+                owner: "o".repeat(257),
+                ..valid()
+            },
+        ),
+        (
+            "name",
+            pb::CreateTokenRequest {
+                name: "n".repeat(129),
+                ..valid()
+            },
+        ),
+        (
+            "description",
+            pb::CreateTokenRequest {
+                description: "d".repeat(1025),
+                ..valid()
+            },
+        ),
+        (
+            "scopes",
+            pb::CreateTokenRequest {
+                scopes: (0..65).map(|i| format!("s{i}")).collect(),
+                ..valid()
+            },
+        ),
+        (
+            "scopes",
+            pb::CreateTokenRequest {
+                scopes: vec!["ok".into(), "has space".into()],
+                ..valid()
+            },
+        ),
+        (
+            "scopes",
+            pb::CreateTokenRequest {
+                scopes: vec![String::new()],
+                ..valid()
+            },
+        ),
+        (
+            "scopes",
+            pb::CreateTokenRequest {
+                scopes: vec!["s".repeat(129)],
+                ..valid()
+            },
+        ),
+        (
+            "metadata",
+            pb::CreateTokenRequest {
+                metadata: metadata(33, 2, 1),
+                ..valid()
+            },
+        ),
+        (
+            "metadata",
+            pb::CreateTokenRequest {
+                metadata: metadata(1, 65, 1),
+                ..valid()
+            },
+        ),
+        (
+            "metadata",
+            pb::CreateTokenRequest {
+                metadata: metadata(1, 3, 1025),
+                ..valid()
+            },
+        ),
+        (
+            "ttl",
+            pb::CreateTokenRequest {
+                expiration: Some(Expiration::Ttl(duration(0))),
+                ..valid()
+            },
+        ),
+        (
+            "ttl",
+            pb::CreateTokenRequest {
+                expiration: Some(Expiration::Ttl(duration(-60))),
+                ..valid()
+            },
+        ),
+        (
+            "expire_time",
+            pb::CreateTokenRequest {
+                expiration: Some(Expiration::ExpireTime(past)),
+                ..valid()
+            },
+        ),
+        (
+            "idle_timeout",
+            pb::CreateTokenRequest {
+                idle_timeout: Some(duration(0)),
+                ..valid()
+            },
+        ),
+    ];
+    for (field, req) in cases {
+        let result = app.create(req).await;
+        assert_invalid(result, field);
+    }
+    // The boundaries themselves are accepted.
+    let at_limits = pb::CreateTokenRequest {
+        owner: "o".repeat(256),
+        name: "n".repeat(128),
+        description: "d".repeat(1024),
+        scopes: (0..64).map(|i| format!("s{i}")).collect(),
+        metadata: metadata(32, 64, 1024),
+        ..valid()
+    };
+    assert!(
+        app.list_all().await.is_empty(),
+        "a refused CreateToken wrote a token"
+    );
+    app.create(at_limits).await.unwrap();
+    app.create(pb::CreateTokenRequest {
+        metadata: metadata(32, 8, 8),
+        ..valid()
+    })
+    .await
+    .unwrap();
+}
+
+async fn lifetimes_beyond_policy_max_ttl_are_refused(backend: Backend) {
+    let db = std::sync::Arc::new(TestDb::new(backend).await);
+    let mut settings = test_settings(&db);
+    settings.policy.max_ttl = Some(Duration::from_secs(90 * DAY));
+    let app = spawn_app_on(db, settings).await;
+
+    let ninety_one_days = duration(91 * DAY as i64);
+    assert_invalid(
+        app.create(pb::CreateTokenRequest {
+            expiration: Some(Expiration::Ttl(ninety_one_days)),
+            ..valid()
+        })
+        .await,
+        "ttl",
+    );
+    let far = now_plus(&app.clock, Duration::from_secs(91 * DAY));
+    assert_invalid(
+        app.create(pb::CreateTokenRequest {
+            expiration: Some(Expiration::ExpireTime(far)),
+            ..valid()
+        })
+        .await,
+        "expire_time",
+    );
+    // No expiry at all is longer than any maximum.
+    assert_invalid(app.create(valid()).await, "ttl");
+    assert!(app.list_all().await.is_empty());
+
+    let ninety_days = duration(90 * DAY as i64);
+    app.create(pb::CreateTokenRequest {
+        expiration: Some(Expiration::Ttl(ninety_days)),
+        ..valid()
+    })
+    .await
+    .unwrap();
+}
+
+async fn bad_ids_name_the_field_and_change_nothing(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (token, _) = app.create_token("u", &[]).await;
+    let before = app.list_all().await;
+    for bad in ["", "42", "not-a-uuid", &token.id[..token.id.len() - 1]] {
+        assert_invalid(app.get(bad).await, "id");
+        assert_invalid(app.revoke(bad, "").await, "id");
+        assert_invalid(app.restore(bad).await, "id");
+        assert_invalid(app.delete(bad).await, "id");
+        let change = pb::Token {
+            id: bad.to_owned(),
+            name: "x".into(),
+            ..Default::default()
+        };
+        assert_invalid(app.update(change, &["name"]).await, "token.id");
+    }
+    assert_eq!(app.list_all().await, before);
+}
+
+async fn bad_updates_name_the_field_and_change_nothing(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (token, _) = app.create_token("u", &["a"]).await;
+    let before = app.list_all().await;
+    let change = |f: fn(&mut pb::Token)| {
+        let mut t = pb::Token {
+            id: token.id.clone(),
+            ..Default::default()
+        };
+        f(&mut t);
+        t
+    };
+    let cases: Vec<(&str, pb::Token, Vec<&str>)> = vec![
+        (
+            "update_mask",
+            change(|t| t.scopes = vec!["admin".into()]),
+            vec!["scopes"],
+        ),
+        (
+            "update_mask",
+            change(|t| t.owner = "mallory".into()),
+            vec!["owner"],
+        ),
+        (
+            "update_mask",
+            change(|t| t.name = "ok".into()),
+            vec!["name", "expire_time"],
+        ),
+        ("update_mask", change(|_| {}), vec![]),
+        (
+            "token.name",
+            change(|t| t.name = "n".repeat(129)),
+            vec!["name"],
+        ),
+        (
+            "token.description",
+            change(|t| t.description = "d".repeat(1025)),
+            vec!["description"],
+        ),
+        (
+            "token.metadata",
+            change(|t| t.metadata = metadata(33, 2, 1)),
+            vec!["metadata"],
+        ),
+    ];
+    for (field, t, paths) in cases {
+        assert_invalid(app.update(t, &paths).await, field);
+    }
+    let missing_token = app
+        .admin
+        .clone()
+        .update_token(app.admin_request(pb::UpdateTokenRequest::default()))
+        .await;
+    assert_invalid(missing_token, "token");
+    assert_invalid(app.revoke(&token.id, &"r".repeat(1025)).await, "reason");
+    assert_eq!(
+        app.list_all().await,
+        before,
+        "a refused update changed a token"
+    );
+}
+
+async fn bad_list_requests_name_the_field(backend: Backend) {
+    let app = spawn_app(backend).await;
+    for _ in 0..3 {
+        app.create_token("u", &[]).await;
+    }
+    for page_size in [-1, 1001, i32::MIN, i32::MAX] {
+        let req = pb::ListTokensRequest {
+            page_size,
+            ..Default::default()
+        };
+        assert_invalid(app.list(req).await, "page_size");
+    }
+    for page_token in ["garbage", "AAAA", "bGs="] {
+        let req = pb::ListTokensRequest {
+            page_token: page_token.into(),
+            ..Default::default()
+        };
+        assert_invalid(app.list(req).await, "page_token");
+    }
+    // A real page token is bound to its query.
+    let first = app
+        .list(pb::ListTokensRequest {
+            owner: "u".into(),
+            page_size: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let replayed = pb::ListTokensRequest {
+        owner: "someone-else".into(),
+        page_size: 1,
+        page_token: first.next_page_token.clone(),
+        ..Default::default()
+    };
+    assert_invalid(app.list(replayed).await, "page_token");
+    for status in [0, 99] {
+        let req = pb::ListTokensRequest {
+            statuses: vec![status],
+            ..Default::default()
+        };
+        assert_invalid(app.list(req).await, "statuses");
+    }
+    let edge = pb::ListTokensRequest {
+        page_size: 1000,
+        ..Default::default()
+    };
+    assert_eq!(app.list(edge).await.unwrap().tokens.len(), 3);
+}
+
+async fn bad_verify_requests_name_the_field(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (_, secret) = app.create_token("u", &[]).await;
+    assert_invalid(
+        app.try_verify(&secret, &["bad scope"]).await,
+        "required_scopes",
+    );
+    let too_many: Vec<String> = (0..65).map(|i| format!("s{i}")).collect();
+    let refs: Vec<&str> = too_many.iter().map(String::as_str).collect();
+    assert_invalid(app.try_verify(&secret, &refs).await, "required_scopes");
+}
+
+async fn messages_over_64_kib_are_refused_and_write_nothing(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let huge = pb::CreateTokenRequest {
+        // Each value is within its own limit; together they pass 64 KiB.
+        metadata: (0..70)
+            .map(|i| (format!("k{i}"), "v".repeat(1000)))
+            .collect(),
+        ..valid()
+    };
+    let status = app.create(huge).await.unwrap_err();
+    assert!(
+        matches!(status.code(), Code::ResourceExhausted | Code::OutOfRange),
+        "{status:?}"
+    );
+    let (_, secret) = app.create_token("u", &[]).await;
+    let big_verify = app
+        .try_verify(&secret, &[&"s".repeat(70 * 1024)])
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        big_verify.code(),
+        Code::ResourceExhausted | Code::OutOfRange
+    ));
+    assert_eq!(app.list_all().await.len(), 1);
+}

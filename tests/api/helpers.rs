@@ -1,0 +1,578 @@
+//! `spawn_app()`: the real `Application` on port 0 with a fresh database (a
+//! SQLite file in a temp dir, or with `TEST_DATABASE_URL` a fresh PostgreSQL
+//! database, dropped afterwards), the real migrations, and typed helpers that
+//! call it through a real tonic client.
+
+use std::future::Future;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Once, OnceLock};
+use std::time::Duration;
+
+use latchkey::clock::ManualClock;
+use latchkey::config::Sensitive;
+use latchkey::grpc::pb::{
+    self, token_admin_client::TokenAdminClient, token_verify_client::TokenVerifyClient,
+};
+use latchkey::{Application, Options, Settings};
+use sea_orm::{ConnectionTrait, Database};
+use tokio::sync::{Notify, oneshot};
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status};
+
+pub const ADMIN_TOKEN: &str = "test-admin-credential-0123456789abcdef";
+pub const HMAC_KEY: &str = "6c61746368b3792d746573742d6b65792d303132333435363738396162636465";
+
+/// Which database a test runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs `$name(Backend)` as two tests, `$name::sqlite` and `$name::postgres`.
+/// The PostgreSQL one needs `TEST_DATABASE_URL`; without it, it prints a
+/// notice and passes.
+#[macro_export]
+macro_rules! on_both_databases {
+    ($($name:ident),+ $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name($crate::helpers::Backend::Sqlite).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if $crate::helpers::postgres_available() {
+                    super::$name($crate::helpers::Backend::Postgres).await;
+                }
+            }
+        }
+    )+};
+}
+
+/// Whether `TEST_DATABASE_URL` is set; prints (once, past the test harness's
+/// capture) why PostgreSQL tests are skipped when it is not.
+pub fn postgres_available() -> bool {
+    static NOTICE: Once = Once::new();
+    let set = std::env::var("TEST_DATABASE_URL").is_ok_and(|u| !u.is_empty());
+    if !set {
+        NOTICE.call_once(|| {
+            let _ = writeln!(
+                std::io::stderr(),
+                "notice: TEST_DATABASE_URL is unset; PostgreSQL tests are skipped (they pass without running)"
+            );
+        });
+    }
+    set
+}
+
+/// A database that lives as long as the test: a temp dir holding a SQLite
+/// file, or a PostgreSQL database dropped when this is dropped.
+pub struct TestDb {
+    pub url: String,
+    pub backend: Backend,
+    _dir: Option<tempfile::TempDir>,
+    pg: Option<(String, String)>,
+}
+
+impl TestDb {
+    pub async fn new(backend: Backend) -> TestDb {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!(
+                    "sqlite://{}?mode=rwc",
+                    dir.path().join("latchkey.db").display()
+                );
+                TestDb {
+                    url,
+                    backend,
+                    _dir: Some(dir),
+                    pg: None,
+                }
+            }
+            Backend::Postgres => {
+                let admin_url = std::env::var("TEST_DATABASE_URL").expect("TEST_DATABASE_URL");
+                let name = format!("latchkey_test_{}", uuid::Uuid::now_v7().simple());
+                let admin = Database::connect(&admin_url)
+                    .await
+                    .expect("connect to TEST_DATABASE_URL");
+                admin
+                    .execute_unprepared(&format!("CREATE DATABASE {name}"))
+                    .await
+                    .expect("create test database");
+                admin.close().await.ok();
+                TestDb {
+                    url: with_database(&admin_url, &name),
+                    backend,
+                    _dir: None,
+                    pg: Some((admin_url, name)),
+                }
+            }
+        }
+    }
+
+    /// The SQLite database file (and its WAL), if this is SQLite.
+    pub fn sqlite_files(&self) -> Vec<std::path::PathBuf> {
+        self._dir
+            .as_ref()
+            .map(|d| {
+                std::fs::read_dir(d.path())
+                    .unwrap()
+                    .map(|e| e.unwrap().path())
+                    .filter(|p| !p.to_string_lossy().ends_with(".key"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The PostgreSQL admin URL and this database's name, if Postgres.
+    pub fn postgres(&self) -> Option<(&str, &str)> {
+        self.pg.as_ref().map(|(u, n)| (u.as_str(), n.as_str()))
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some((admin_url, name)) = self.pg.take() {
+            // Drop runs outside any runtime we may block; use a thread of its own.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                rt.block_on(async {
+                    let admin = Database::connect(&admin_url).await?;
+                    admin
+                        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await?;
+                    admin.close().await
+                })
+                .map_err(std::io::Error::other)
+            })
+            .join();
+        }
+    }
+}
+
+/// `url` with its database name replaced.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let path_start = base[scheme_end..]
+        .find('/')
+        .map_or(base.len(), |i| scheme_end + i);
+    let mut out = format!("{}/{name}", &base[..path_start]);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+/// Pauses one cache-miss lookup after it read the database, and counts lookups.
+#[derive(Default)]
+pub struct MissGate {
+    armed: AtomicBool,
+    reached: Notify,
+    release: Notify,
+    lookups: AtomicUsize,
+}
+
+impl MissGate {
+    /// The next lookup will wait in the gate until [`MissGate::release`].
+    pub fn arm(&self) {
+        self.armed.store(true, Ordering::SeqCst);
+    }
+
+    /// Waits until an armed lookup is inside the gate.
+    pub async fn reached(&self) {
+        self.reached.notified().await;
+    }
+
+    pub fn release(&self) {
+        self.release.notify_one();
+    }
+
+    /// Database lookups made by Verify so far.
+    pub fn lookups(&self) -> usize {
+        self.lookups.load(Ordering::SeqCst)
+    }
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub admin: TokenAdminClient<Channel>,
+    pub verifier: TokenVerifyClient<Channel>,
+    pub clock: Arc<ManualClock>,
+    pub gate: Arc<MissGate>,
+    pub settings: Settings,
+    pub bootstrap_secret: Option<String>,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<anyhow::Result<()>>>,
+    pub db: Arc<TestDb>,
+}
+
+/// Settings for a test: port 0, the test's database, known keys, fast flushes.
+pub fn test_settings(db: &TestDb) -> Settings {
+    let mut s = Settings {
+        listen_addr: "127.0.0.1:0".parse().unwrap(),
+        database_url: db.url.clone(),
+        hmac_key: Some(Sensitive::new(HMAC_KEY)),
+        admin_token: Some(Sensitive::new(ADMIN_TOKEN)),
+        ..Settings::default()
+    };
+    s.last_used.flush_interval = Duration::from_millis(100);
+    s.shutdown.drain_timeout = Duration::from_secs(10);
+    s
+}
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    let db = Arc::new(TestDb::new(backend).await);
+    let settings = test_settings(&db);
+    spawn_app_on(db, settings).await
+}
+
+/// Starts (or restarts) the application on `db` with `settings`.
+pub async fn spawn_app_on(db: Arc<TestDb>, settings: Settings) -> TestApp {
+    try_spawn_app_on(db, settings)
+        .await
+        .expect("application builds")
+}
+
+pub async fn try_spawn_app_on(db: Arc<TestDb>, settings: Settings) -> anyhow::Result<TestApp> {
+    capture_logs();
+    let clock = Arc::new(ManualClock::new());
+    let gate = Arc::new(MissGate::default());
+    let hook_gate = Arc::clone(&gate);
+    let options = Options {
+        clock: clock.clone(),
+        miss_hook: Some(Arc::new(move || {
+            let gate = Arc::clone(&hook_gate);
+            Box::pin(async move {
+                gate.lookups.fetch_add(1, Ordering::SeqCst);
+                if gate.armed.swap(false, Ordering::SeqCst) {
+                    gate.reached.notify_one();
+                    gate.release.notified().await;
+                }
+            }) as Pin<Box<dyn Future<Output = ()> + Send>>
+        })),
+    };
+    let mut app = Application::build_with(settings.clone(), options).await?;
+    let addr = app.local_addr();
+    let bootstrap_secret = app.take_bootstrap_secret().map(|s| s.expose().to_owned());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    let channel = Channel::from_shared(format!("http://{addr}"))?
+        .connect()
+        .await?;
+    Ok(TestApp {
+        addr,
+        admin: TokenAdminClient::new(channel.clone()),
+        verifier: TokenVerifyClient::new(channel),
+        clock,
+        gate,
+        settings,
+        bootstrap_secret,
+        stop: Some(stop),
+        server: Some(server),
+        db,
+    })
+}
+
+impl TestApp {
+    /// Stops the server as a stop signal would, and waits until it has
+    /// drained, flushed and closed.
+    pub async fn stop(mut self) -> (Arc<TestDb>, Settings) {
+        self.shutdown().await.expect("clean shutdown");
+        (Arc::clone(&self.db), self.settings.clone())
+    }
+
+    /// Sends the stop signal without waiting.
+    pub fn signal_stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Waits for the server task to end.
+    pub async fn shutdown(&mut self) -> anyhow::Result<()> {
+        self.signal_stop();
+        match self.server.take() {
+            Some(server) => server.await?,
+            None => Ok(()),
+        }
+    }
+
+    /// Stops and starts again on the same database and settings.
+    pub async fn restart(self) -> TestApp {
+        let (db, settings) = self.stop().await;
+        spawn_app_on(db, settings).await
+    }
+
+    /// `msg` with the static admin credential attached.
+    pub fn admin_request<T>(&self, msg: T) -> Request<T> {
+        with_bearer(msg, ADMIN_TOKEN)
+    }
+
+    pub async fn create(
+        &self,
+        req: pb::CreateTokenRequest,
+    ) -> Result<pb::CreateTokenResponse, Status> {
+        self.admin
+            .clone()
+            .create_token(self.admin_request(req))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// Creates a token for `owner` with `scopes`; returns it and its secret.
+    pub async fn create_token(&self, owner: &str, scopes: &[&str]) -> (pb::Token, String) {
+        let created = self
+            .create(pb::CreateTokenRequest {
+                owner: owner.to_owned(),
+                name: format!("{owner} token"),
+                scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+                ..Default::default()
+            })
+            .await
+            .expect("CreateToken");
+        (created.token.expect("token"), created.secret)
+    }
+
+    pub async fn verify(&self, secret: &str, required: &[&str]) -> pb::VerifyResponse {
+        self.try_verify(secret, required).await.expect("Verify")
+    }
+
+    pub async fn try_verify(
+        &self,
+        secret: &str,
+        required: &[&str],
+    ) -> Result<pb::VerifyResponse, Status> {
+        self.verifier
+            .clone()
+            .verify(pb::VerifyRequest {
+                token: secret.to_owned(),
+                required_scopes: required.iter().map(|s| (*s).to_owned()).collect(),
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn get(&self, id: &str) -> Result<pb::Token, Status> {
+        self.admin
+            .clone()
+            .get_token(self.admin_request(pb::GetTokenRequest { id: id.to_owned() }))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn list(&self, req: pb::ListTokensRequest) -> Result<pb::ListTokensResponse, Status> {
+        self.admin
+            .clone()
+            .list_tokens(self.admin_request(req))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// Every token, every page, newest first.
+    pub async fn list_all(&self) -> Vec<pb::Token> {
+        let mut all = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let page = self
+                .list(pb::ListTokensRequest {
+                    page_size: 1000,
+                    page_token,
+                    ..Default::default()
+                })
+                .await
+                .expect("ListTokens");
+            all.extend(page.tokens);
+            if page.next_page_token.is_empty() {
+                return all;
+            }
+            page_token = page.next_page_token;
+        }
+    }
+
+    pub async fn revoke(&self, id: &str, reason: &str) -> Result<pb::Token, Status> {
+        self.admin
+            .clone()
+            .revoke_token(self.admin_request(pb::RevokeTokenRequest {
+                id: id.to_owned(),
+                reason: reason.to_owned(),
+            }))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn restore(&self, id: &str) -> Result<pb::Token, Status> {
+        self.admin
+            .clone()
+            .restore_token(self.admin_request(pb::RestoreTokenRequest { id: id.to_owned() }))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn delete(&self, id: &str) -> Result<(), Status> {
+        self.admin
+            .clone()
+            .delete_token(self.admin_request(pb::DeleteTokenRequest { id: id.to_owned() }))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn update(&self, token: pb::Token, paths: &[&str]) -> Result<pb::Token, Status> {
+        let update_mask = (!paths.is_empty()).then(|| prost_types::FieldMask {
+            paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+        });
+        self.admin
+            .clone()
+            .update_token(self.admin_request(pb::UpdateTokenRequest {
+                token: Some(token),
+                update_mask,
+            }))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// Polls GetToken until `last_used_time` is set (the flusher writes it
+    /// behind, every 100 ms in tests).
+    pub async fn wait_for_last_used(&self, id: &str) -> prost_types::Timestamp {
+        for _ in 0..100 {
+            if let Some(t) = self.get(id).await.expect("GetToken").last_used_time {
+                return t;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("last_used_time was never written for {id}");
+    }
+
+    /// Everything stored in the database, as text (PostgreSQL) or raw bytes
+    /// of the database files (SQLite).
+    pub async fn database_dump(&self) -> Vec<u8> {
+        match self.db.backend {
+            Backend::Sqlite => self
+                .db
+                .sqlite_files()
+                .iter()
+                .flat_map(|p| std::fs::read(p).unwrap())
+                .collect(),
+            Backend::Postgres => {
+                let conn = Database::connect(&self.db.url).await.unwrap();
+                let mut out = Vec::new();
+                for table in ["tokens", "latchkey_meta", "seaql_migrations"] {
+                    let rows = conn
+                        .query_all_raw(sea_orm::Statement::from_string(
+                            conn.get_database_backend(),
+                            format!("SELECT t::text AS row FROM {table} t"),
+                        ))
+                        .await
+                        .unwrap();
+                    for r in rows {
+                        let text: String = r.try_get("", "row").unwrap();
+                        out.extend_from_slice(text.as_bytes());
+                        out.push(b'\n');
+                    }
+                }
+                conn.close().await.ok();
+                out
+            }
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.signal_stop();
+    }
+}
+
+pub fn with_bearer<T>(msg: T, credential: &str) -> Request<T> {
+    let mut req = Request::new(msg);
+    req.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {credential}")
+            .parse()
+            .expect("ascii header"),
+    );
+    req
+}
+
+/// Asserts `result` is INVALID_ARGUMENT and its message names `field`.
+#[track_caller]
+pub fn assert_invalid<T: std::fmt::Debug>(result: Result<T, Status>, field: &str) {
+    let status = result.expect_err("expected INVALID_ARGUMENT");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().starts_with(&format!("{field}:"))
+            || status.message().starts_with(&format!("{field}[")),
+        "message {:?} does not name {field}",
+        status.message()
+    );
+}
+
+#[track_caller]
+pub fn assert_code<T: std::fmt::Debug>(result: Result<T, Status>, code: Code) -> Status {
+    let status = result.expect_err("expected an error");
+    assert_eq!(status.code(), code, "{status:?}");
+    status
+}
+
+pub fn now_plus(clock: &ManualClock, d: Duration) -> prost_types::Timestamp {
+    use latchkey::clock::Clock as _;
+    let (seconds, nanos) = clock.now().checked_add(d).unwrap().to_unix();
+    prost_types::Timestamp { seconds, nanos }
+}
+
+pub fn duration(secs: i64) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: secs,
+        nanos: 0,
+    }
+}
+
+pub const DAY: u64 = 86_400;
+
+/// Everything every test has logged so far, at debug level and finer for
+/// latchkey itself.
+pub fn captured_logs() -> String {
+    String::from_utf8_lossy(&log_buffer().lock().unwrap()).into_owned()
+}
+
+fn log_buffer() -> &'static Arc<Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(Arc::default)
+}
+
+fn capture_logs() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        let buffer = Arc::clone(log_buffer());
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("debug,latchkey=trace")
+            .with_writer(move || LogWriter(Arc::clone(&buffer)))
+            .try_init();
+    });
+}
+
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

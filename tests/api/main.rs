@@ -1,0 +1,12 @@
+//! Integration tests: the real server on port 0, called through a real tonic
+//! client, on SQLite and (with `TEST_DATABASE_URL`) PostgreSQL.
+
+mod helpers;
+
+mod admin_auth;
+mod bad_input;
+mod lifecycle;
+mod listing;
+mod persistence;
+mod shutdown;
+mod verify;

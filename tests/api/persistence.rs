@@ -1,0 +1,103 @@
+//! What outlives the process, and what never leaves it: tokens survive a
+//! restart; secrets appear in no database row, log line, Debug print or error.
+
+use latchkey::grpc::pb::{self, Verdict};
+use prost::Message as _;
+
+use crate::helpers::*;
+use crate::on_both_databases;
+
+on_both_databases!(
+    tokens_survive_a_restart,
+    the_secret_appears_nowhere_but_the_create_response,
+);
+
+async fn tokens_survive_a_restart(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (kept, kept_secret) = app.create_token("u", &["a:*"]).await;
+    let (revoked, revoked_secret) = app.create_token("u", &[]).await;
+    app.revoke(&revoked.id, "gone").await.unwrap();
+    let before = app.list_all().await;
+
+    let app = app.restart().await;
+    assert_eq!(app.list_all().await, before);
+    assert_eq!(app.get(&kept.id).await.unwrap().name, kept.name);
+    assert_eq!(
+        app.verify(&kept_secret, &["a:b"]).await.verdict(),
+        Verdict::Valid
+    );
+    assert_eq!(
+        app.verify(&revoked_secret, &[]).await.verdict(),
+        Verdict::Revoked
+    );
+}
+
+async fn the_secret_appears_nowhere_but_the_create_response(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let created = app
+        .create(pb::CreateTokenRequest {
+            owner: "u".into(),
+            name: "n".into(),
+            scopes: vec!["latchkey:admin".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let secret = created.secret.clone();
+    let token = created.token.clone().unwrap();
+    // Use it every way there is: verify (hit and miss), admin calls with it,
+    // rejected calls, revoke, restore.
+    app.verify(&secret, &["x"]).await;
+    app.verify(&secret, &[]).await;
+    let list = pb::ListTokensRequest::default();
+    app.admin
+        .clone()
+        .list_tokens(with_bearer(list, &secret))
+        .await
+        .unwrap();
+    let bad_scope = app.try_verify(&secret, &["bad scope"]).await.unwrap_err();
+    app.revoke(&token.id, "test").await.unwrap();
+    let list = pb::ListTokensRequest::default();
+    let revoked_call = app
+        .admin
+        .clone()
+        .list_tokens(with_bearer(list, &secret))
+        .await
+        .unwrap_err();
+    app.restore(&token.id).await.unwrap();
+    app.wait_for_last_used(&token.id).await;
+
+    let dump = app.database_dump().await;
+    assert!(!dump.is_empty());
+    assert!(
+        !dump.windows(secret.len()).any(|w| w == secret.as_bytes()),
+        "the secret is stored in the database"
+    );
+    // Not even its random body.
+    let body = &secret.as_bytes()[3..46];
+    assert!(!dump.windows(body.len()).any(|w| w == body));
+
+    for status in [&bad_scope, &revoked_call] {
+        assert!(!status.message().contains(&secret));
+        assert!(!format!("{status:?}").contains(&secret));
+    }
+    assert!(
+        !format!("{created:?}").contains(&secret),
+        "CreateTokenResponse Debug"
+    );
+    let request = pb::VerifyRequest {
+        token: secret.clone(),
+        required_scopes: vec![],
+    };
+    assert!(
+        !format!("{request:?}").contains(&secret),
+        "VerifyRequest Debug"
+    );
+    // The response itself does carry it, once.
+    assert!(String::from_utf8_lossy(&created.encode_to_vec()).contains(&secret));
+
+    let logs = captured_logs();
+    assert!(logs.contains(&token.id), "the log capture is not working");
+    assert!(!logs.contains(&secret), "the secret reached a log line");
+    assert!(!logs.contains(std::str::from_utf8(body).unwrap()));
+}

@@ -1,0 +1,238 @@
+//! Verify: verdicts, their order, scopes, what costs a database lookup, and
+//! the revoke-vs-fill race.
+
+use std::time::Duration;
+
+use latchkey::grpc::pb::{self, Verdict};
+use sea_orm::ConnectionTrait;
+use tonic::Code;
+
+use crate::helpers::*;
+use crate::on_both_databases;
+
+on_both_databases!(
+    scopes_are_matched_exactly_or_by_a_wildcard_stem,
+    malformed_tokens_are_rejected_without_a_lookup,
+    unknown_tokens_are_cached_briefly,
+    a_cache_hit_costs_no_lookup,
+    verdicts_are_checked_in_the_documented_order,
+    a_lookup_that_read_before_a_revoke_does_not_cache_the_stale_answer,
+    a_lookup_that_read_before_a_delete_does_not_cache_the_stale_answer,
+    verify_needs_no_credential,
+);
+
+async fn scopes_are_matched_exactly_or_by_a_wildcard_stem(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (_, secret) = app.create_token("u", &["repo:read", "deploy:*"]).await;
+    for (required, verdict) in [
+        (vec![], Verdict::Valid),
+        (vec!["repo:read"], Verdict::Valid),
+        (vec!["deploy:prod", "deploy:staging:eu"], Verdict::Valid),
+        (vec!["deploy:*"], Verdict::Valid),
+        (vec!["repo:write"], Verdict::InsufficientScope),
+        (vec!["deployment:x"], Verdict::InsufficientScope),
+        (vec!["repo"], Verdict::InsufficientScope),
+    ] {
+        let v = app.verify(&secret, &required).await;
+        assert_eq!(v.verdict(), verdict, "required {required:?}");
+    }
+    let v = app
+        .verify(&secret, &["admin", "repo:read", "billing:x"])
+        .await;
+    assert_eq!(v.verdict(), Verdict::InsufficientScope);
+    assert_eq!(v.missing_scopes, vec!["admin", "billing:x"]);
+    assert_eq!(v.token.unwrap().scopes, vec!["repo:read", "deploy:*"]);
+}
+
+async fn malformed_tokens_are_rejected_without_a_lookup(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (_, secret) = app.create_token("u", &[]).await;
+    let mut typo = secret.clone().into_bytes();
+    typo[10] = if typo[10] == b'a' { b'b' } else { b'a' };
+    let typo = String::from_utf8(typo).unwrap();
+    let other_prefix = secret.replacen("lk_", "gh_", 1);
+    for bad in [
+        "",
+        "lk_",
+        "Bearer x",
+        &typo,
+        &other_prefix,
+        &secret[..secret.len() - 1],
+        &format!("{secret} "),
+    ] {
+        let v = app.verify(bad, &[]).await;
+        assert_eq!(v.verdict(), Verdict::Malformed, "{bad:?}");
+        assert!(v.token.is_none());
+    }
+    assert_eq!(
+        app.gate.lookups(),
+        0,
+        "a malformed token reached the database"
+    );
+}
+
+async fn unknown_tokens_are_cached_briefly(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (token, secret) = app.create_token("u", &[]).await;
+    app.delete(&token.id).await.unwrap();
+    // Well-formed, checksum right, but not in the database.
+    for _ in 0..5 {
+        let v = app.verify(&secret, &[]).await;
+        assert_eq!(v.verdict(), Verdict::Unknown);
+        assert!(v.token.is_none());
+    }
+    assert_eq!(app.gate.lookups(), 1);
+}
+
+async fn a_cache_hit_costs_no_lookup(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (_, secret) = app.create_token("u", &["a"]).await;
+    for _ in 0..10 {
+        assert_eq!(app.verify(&secret, &["a"]).await.verdict(), Verdict::Valid);
+    }
+    assert_eq!(app.gate.lookups(), 1);
+}
+
+async fn verdicts_are_checked_in_the_documented_order(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let ttl = |secs| Some(pb::create_token_request::Expiration::Ttl(duration(secs)));
+    let make = |scopes: Vec<String>| pb::CreateTokenRequest {
+        owner: "u".into(),
+        scopes,
+        expiration: ttl(60),
+        ..Default::default()
+    };
+    // Revoked and expired and lacking the scope: REVOKED.
+    let a = app.create(make(vec![])).await.unwrap();
+    app.revoke(&a.token.unwrap().id, "").await.unwrap();
+    // Expired and lacking the scope: EXPIRED.
+    let b = app.create(make(vec![])).await.unwrap();
+    app.clock.advance(Duration::from_secs(60));
+    assert_eq!(
+        app.verify(&a.secret, &["x"]).await.verdict(),
+        Verdict::Revoked
+    );
+    let v = app.verify(&b.secret, &["x"]).await;
+    assert_eq!(v.verdict(), Verdict::Expired);
+    assert!(v.missing_scopes.is_empty());
+    assert!(
+        v.token.is_some(),
+        "a known token is returned with every verdict"
+    );
+}
+
+async fn a_lookup_that_read_before_a_revoke_does_not_cache_the_stale_answer(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (token, secret) = app.create_token("u", &[]).await;
+
+    // Verify misses the cache, reads the token (active), and pauses before
+    // caching what it read.
+    app.gate.arm();
+    let verifying = {
+        let client = app.verifier.clone();
+        let secret = secret.clone();
+        tokio::spawn(async move {
+            client
+                .clone()
+                .verify(pb::VerifyRequest {
+                    token: secret,
+                    required_scopes: vec![],
+                })
+                .await
+        })
+    };
+    app.gate.reached().await;
+
+    // Meanwhile the token is revoked, and the revoke returns.
+    app.revoke(&token.id, "compromised").await.unwrap();
+
+    // The paused lookup resumes; it answers from what it read before the
+    // revoke, but must not leave that answer in the cache.
+    app.gate.release();
+    let first = verifying.await.unwrap().unwrap().into_inner();
+    assert_eq!(first.verdict(), Verdict::Valid);
+
+    assert_eq!(
+        app.verify(&secret, &[]).await.verdict(),
+        Verdict::Revoked,
+        "the revoked token lives on in the cache"
+    );
+}
+
+async fn a_lookup_that_read_before_a_delete_does_not_cache_the_stale_answer(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (token, secret) = app.create_token("u", &[]).await;
+    app.gate.arm();
+    let verifying = {
+        let client = app.verifier.clone();
+        let secret = secret.clone();
+        tokio::spawn(async move {
+            client
+                .clone()
+                .verify(pb::VerifyRequest {
+                    token: secret,
+                    required_scopes: vec![],
+                })
+                .await
+        })
+    };
+    app.gate.reached().await;
+    app.delete(&token.id).await.unwrap();
+    app.gate.release();
+    verifying.await.unwrap().unwrap();
+    assert_eq!(app.verify(&secret, &[]).await.verdict(), Verdict::Unknown);
+}
+
+async fn verify_needs_no_credential(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (_, secret) = app.create_token("u", &[]).await;
+    // The helper's Verify carries no authorization header.
+    assert_eq!(app.verify(&secret, &[]).await.verdict(), Verdict::Valid);
+}
+
+/// PostgreSQL only: an embedded SQLite file cannot become unreachable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_database_is_unavailable_never_a_verdict_on_postgres() {
+    if !postgres_available() {
+        return;
+    }
+    let app = spawn_app(Backend::Postgres).await;
+    let (_, cached) = app.create_token("u", &[]).await;
+    let (_, uncached) = app.create_token("u", &[]).await;
+    assert_eq!(app.verify(&cached, &[]).await.verdict(), Verdict::Valid);
+
+    let (admin_url, name) = app.db.postgres().unwrap();
+    let admin = sea_orm::Database::connect(admin_url).await.unwrap();
+    admin
+        .execute_unprepared(&format!(
+            "ALTER DATABASE {name} ALLOW_CONNECTIONS false; \
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+        ))
+        .await
+        .unwrap();
+
+    let status = app.try_verify(&uncached, &[]).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        !status.message().contains(name),
+        "database text leaked: {}",
+        status.message()
+    );
+    // What is already in memory still answers.
+    assert_eq!(app.verify(&cached, &[]).await.verdict(), Verdict::Valid);
+
+    admin
+        .execute_unprepared(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
+        .await
+        .unwrap();
+    admin.close().await.ok();
+    let mut recovered = None;
+    for _ in 0..50 {
+        if let Ok(v) = app.try_verify(&uncached, &[]).await {
+            recovered = Some(v.verdict());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(recovered, Some(Verdict::Valid));
+}
