@@ -1,1 +1,97 @@
-fn main() {}
+//! The in-process Verify path, piece by piece and whole: shape and checksum,
+//! HMAC digest, cache lookup, and `Verifier::verify` on a cache hit (no
+//! database). Run with `cargo bench --bench verify`.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use latchkey::cache::{CacheConfig, Cached, VerifyCache};
+use latchkey::clock::SystemClock;
+use latchkey::lifecycle::{Expiry, Lifecycle, NewToken, Policy};
+use latchkey::store::Store;
+use latchkey::tasks::last_used::LastUsed;
+use latchkey::token::{Prefix, TokenKey, format};
+use latchkey::verifier::{Verdict, Verifier};
+
+const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+
+fn cache_config() -> CacheConfig {
+    CacheConfig {
+        capacity: 100_000,
+        ttl: Duration::from_secs(3600),
+        negative_ttl: Duration::from_secs(3600),
+    }
+}
+
+fn pieces(c: &mut Criterion) {
+    let prefix = Prefix::default();
+    let key = TokenKey::from_encoded(KEY).unwrap();
+    let secret = format::generate(&prefix).unwrap();
+    let token = secret.expose();
+
+    c.bench_function("parse: shape and checksum", |b| {
+        b.iter(|| format::is_well_formed(&prefix, black_box(token)));
+    });
+    c.bench_function("digest: HMAC-SHA256", |b| b.iter(|| key.digest(black_box(token))));
+
+    let cache: VerifyCache<u64> = VerifyCache::new(cache_config());
+    let digest = key.digest(token);
+    let ticket = cache.begin_fill(&digest);
+    cache.complete_fill(ticket, digest, Cached::Known(Arc::new(7)));
+    c.bench_function("cache: get (hit)", |b| b.iter(|| cache.get(black_box(&digest))));
+}
+
+fn verify_hit(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let (verifier, secret) = rt.block_on(async {
+        let store = Store::connect("sqlite::memory:").await.unwrap();
+        store.migrate().await.unwrap();
+        let key = TokenKey::from_encoded(KEY).unwrap();
+        let clock = Arc::new(SystemClock);
+        let verifier = Arc::new(Verifier::new(
+            Prefix::default(),
+            key.clone(),
+            cache_config(),
+            store.clone(),
+            Arc::new(LastUsed::new()),
+            clock.clone(),
+            None,
+        ));
+        let lifecycle = Lifecycle::new(store, verifier.clone(), key, Prefix::default(), clock, Policy::default());
+        let (_, secret) = lifecycle
+            .create(NewToken {
+                owner: "bench".into(),
+                name: "bench".into(),
+                description: String::new(),
+                scopes: vec!["repo:read".into(), "deploy:*".into()],
+                metadata: [("team".to_owned(), "infra".to_owned())].into(),
+                expiry: Expiry::Never,
+                idle_timeout: None,
+            })
+            .await
+            .unwrap();
+        // Warm the cache.
+        let v = verifier.verify(secret.expose(), &[]).await.unwrap();
+        assert_eq!(v.verdict, Verdict::Valid);
+        (verifier, secret)
+    });
+    let required = vec!["deploy:prod".to_owned()];
+    let token = secret.expose().to_owned();
+
+    c.bench_function("verify: cache hit, one scope", |b| {
+        b.to_async(&rt)
+            .iter(|| async { verifier.verify(black_box(&token), black_box(&required)).await.unwrap() });
+    });
+    // A typo in the checksum: rejected before any digest or lookup.
+    let last = if token.ends_with('x') { 'y' } else { 'x' };
+    let malformed = format!("{}{last}", &token[..token.len() - 1]);
+    c.bench_function("verify: malformed", |b| {
+        b.to_async(&rt)
+            .iter(|| async { verifier.verify(black_box(&malformed), &[]).await.unwrap() });
+    });
+}
+
+criterion_group!(benches, pieces, verify_hit);
+criterion_main!(benches);
