@@ -34,17 +34,24 @@ fn pieces(c: &mut Criterion) {
     c.bench_function("parse: shape and checksum", |b| {
         b.iter(|| format::is_well_formed(&prefix, black_box(token)));
     });
-    c.bench_function("digest: HMAC-SHA256", |b| b.iter(|| key.digest(black_box(token))));
+    c.bench_function("digest: HMAC-SHA256", |b| {
+        b.iter(|| key.digest(black_box(token)))
+    });
 
     let cache: VerifyCache<u64> = VerifyCache::new(cache_config());
     let digest = key.digest(token);
     let ticket = cache.begin_fill(&digest);
     cache.complete_fill(ticket, digest, Cached::Known(Arc::new(7)));
-    c.bench_function("cache: get (hit)", |b| b.iter(|| cache.get(black_box(&digest))));
+    c.bench_function("cache: get (hit)", |b| {
+        b.iter(|| cache.get(black_box(&digest)))
+    });
 }
 
 fn verify_hit(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let (verifier, secret) = rt.block_on(async {
         let store = Store::connect("sqlite::memory:").await.unwrap();
         store.migrate().await.unwrap();
@@ -59,7 +66,14 @@ fn verify_hit(c: &mut Criterion) {
             clock.clone(),
             None,
         ));
-        let lifecycle = Lifecycle::new(store, verifier.clone(), key, Prefix::default(), clock, Policy::default());
+        let lifecycle = Lifecycle::new(
+            store,
+            verifier.clone(),
+            key,
+            Prefix::default(),
+            clock,
+            Policy::default(),
+        );
         let (_, secret) = lifecycle
             .create(NewToken {
                 owner: "bench".into(),
@@ -81,8 +95,12 @@ fn verify_hit(c: &mut Criterion) {
     let token = secret.expose().to_owned();
 
     c.bench_function("verify: cache hit, one scope", |b| {
-        b.to_async(&rt)
-            .iter(|| async { verifier.verify(black_box(&token), black_box(&required)).await.unwrap() });
+        b.to_async(&rt).iter(|| async {
+            verifier
+                .verify(black_box(&token), black_box(&required))
+                .await
+                .unwrap()
+        });
     });
     // A typo in the checksum: rejected before any digest or lookup.
     let last = if token.ends_with('x') { 'y' } else { 'x' };

@@ -366,6 +366,27 @@ impl TestApp {
             .map(|r| r.into_inner())
     }
 
+    /// Starts a Verify without waiting for it (to pause it in the miss gate).
+    pub fn spawn_verify(&self, secret: &str) -> JoinHandle<Result<pb::VerifyResponse, Status>> {
+        let mut client = self.verifier.clone();
+        let request = pb::VerifyRequest {
+            token: secret.to_owned(),
+            required_scopes: vec![],
+        };
+        tokio::spawn(async move { client.verify(request).await.map(|r| r.into_inner()) })
+    }
+
+    /// Creates a token for `owner` that expires `secs` from now.
+    pub async fn create_with_ttl(&self, owner: &str, secs: i64) -> pb::CreateTokenResponse {
+        self.create(pb::CreateTokenRequest {
+            owner: owner.to_owned(),
+            expiration: Some(pb::create_token_request::Expiration::Ttl(duration(secs))),
+            ..Default::default()
+        })
+        .await
+        .expect("CreateToken")
+    }
+
     pub async fn get(&self, id: &str) -> Result<pb::Token, Status> {
         self.admin
             .clone()

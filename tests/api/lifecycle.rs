@@ -198,14 +198,7 @@ async fn restore_leaves_an_active_token_unchanged(backend: Backend) {
 
 async fn an_expired_token_cannot_be_restored(backend: Backend) {
     let app = spawn_app(backend).await;
-    let created = app
-        .create(pb::CreateTokenRequest {
-            owner: "u".into(),
-            expiration: Some(pb::create_token_request::Expiration::Ttl(duration(3600))),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let created = app.create_with_ttl("u", 3600).await;
     let id = created.token.unwrap().id;
     // Revoked, then its expiry passes: restoring would only make it EXPIRED.
     app.revoke(&id, "").await.unwrap();
@@ -215,16 +208,7 @@ async fn an_expired_token_cannot_be_restored(backend: Backend) {
     assert_eq!(app.get(&id).await.unwrap().status(), TokenStatus::Revoked);
 
     let (plain, _) = app.create_token("u", &[]).await;
-    let expiring = app
-        .create(pb::CreateTokenRequest {
-            owner: "u".into(),
-            expiration: Some(pb::create_token_request::Expiration::Ttl(duration(60))),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .token
-        .unwrap();
+    let expiring = app.create_with_ttl("u", 60).await.token.unwrap();
     app.clock.advance(Duration::from_secs(61));
     assert_code(app.restore(&expiring.id).await, Code::FailedPrecondition);
     assert_eq!(
@@ -250,14 +234,7 @@ async fn delete_is_permanent_and_verifies_as_unknown_at_once(backend: Backend) {
 
 async fn a_token_expires_after_its_ttl(backend: Backend) {
     let app = spawn_app(backend).await;
-    let created = app
-        .create(pb::CreateTokenRequest {
-            owner: "u".into(),
-            expiration: Some(pb::create_token_request::Expiration::Ttl(duration(3600))),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let created = app.create_with_ttl("u", 3600).await;
     let id = created.token.unwrap().id;
     app.clock.advance(Duration::from_secs(3599));
     assert_eq!(

@@ -43,16 +43,7 @@ async fn tokens_are_filtered_by_status(backend: Backend) {
     let (active, _) = app.create_token("u", &[]).await;
     let (revoked, _) = app.create_token("u", &[]).await;
     app.revoke(&revoked.id, "").await.unwrap();
-    let expiring = app
-        .create(pb::CreateTokenRequest {
-            owner: "u".into(),
-            expiration: Some(pb::create_token_request::Expiration::Ttl(duration(60))),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .token
-        .unwrap();
+    let expiring = app.create_with_ttl("u", 60).await.token.unwrap();
     app.clock.advance(Duration::from_secs(60));
 
     let ids = |statuses: &[TokenStatus]| {

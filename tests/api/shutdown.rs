@@ -35,18 +35,7 @@ async fn stopping_drains_in_flight_calls_and_flushes_last_use(backend: Backend) 
     // A Verify is in flight (paused inside its database lookup) when the stop
     // signal comes.
     app.gate.arm();
-    let in_flight = {
-        let client = app.verifier.clone();
-        tokio::spawn(async move {
-            client
-                .clone()
-                .verify(pb::VerifyRequest {
-                    token: slow_secret,
-                    required_scopes: vec![],
-                })
-                .await
-        })
-    };
+    let in_flight = app.spawn_verify(&slow_secret);
     app.gate.reached().await;
     app.signal_stop();
     // The server stops accepting connections while the call is still running.
@@ -66,7 +55,7 @@ async fn stopping_drains_in_flight_calls_and_flushes_last_use(backend: Backend) 
         .await
         .unwrap()
         .expect("the in-flight call was cut off");
-    assert_eq!(answer.into_inner().verdict(), Verdict::Valid);
+    assert_eq!(answer.verdict(), Verdict::Valid);
     app.shutdown().await.unwrap();
     drop(app);
 

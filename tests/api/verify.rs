@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use latchkey::grpc::pb::{self, Verdict};
+use latchkey::grpc::pb::Verdict;
 use sea_orm::ConnectionTrait;
 use tonic::Code;
 
@@ -95,18 +95,11 @@ async fn a_cache_hit_costs_no_lookup(backend: Backend) {
 
 async fn verdicts_are_checked_in_the_documented_order(backend: Backend) {
     let app = spawn_app(backend).await;
-    let ttl = |secs| Some(pb::create_token_request::Expiration::Ttl(duration(secs)));
-    let make = |scopes: Vec<String>| pb::CreateTokenRequest {
-        owner: "u".into(),
-        scopes,
-        expiration: ttl(60),
-        ..Default::default()
-    };
     // Revoked and expired and lacking the scope: REVOKED.
-    let a = app.create(make(vec![])).await.unwrap();
+    let a = app.create_with_ttl("u", 60).await;
     app.revoke(&a.token.unwrap().id, "").await.unwrap();
     // Expired and lacking the scope: EXPIRED.
-    let b = app.create(make(vec![])).await.unwrap();
+    let b = app.create_with_ttl("u", 60).await;
     app.clock.advance(Duration::from_secs(60));
     assert_eq!(
         app.verify(&a.secret, &["x"]).await.verdict(),
@@ -128,19 +121,7 @@ async fn a_lookup_that_read_before_a_revoke_does_not_cache_the_stale_answer(back
     // Verify misses the cache, reads the token (active), and pauses before
     // caching what it read.
     app.gate.arm();
-    let verifying = {
-        let client = app.verifier.clone();
-        let secret = secret.clone();
-        tokio::spawn(async move {
-            client
-                .clone()
-                .verify(pb::VerifyRequest {
-                    token: secret,
-                    required_scopes: vec![],
-                })
-                .await
-        })
-    };
+    let verifying = app.spawn_verify(&secret);
     app.gate.reached().await;
 
     // Meanwhile the token is revoked, and the revoke returns.
@@ -149,7 +130,7 @@ async fn a_lookup_that_read_before_a_revoke_does_not_cache_the_stale_answer(back
     // The paused lookup resumes; it answers from what it read before the
     // revoke, but must not leave that answer in the cache.
     app.gate.release();
-    let first = verifying.await.unwrap().unwrap().into_inner();
+    let first = verifying.await.unwrap().unwrap();
     assert_eq!(first.verdict(), Verdict::Valid);
 
     assert_eq!(
@@ -163,19 +144,7 @@ async fn a_lookup_that_read_before_a_delete_does_not_cache_the_stale_answer(back
     let app = spawn_app(backend).await;
     let (token, secret) = app.create_token("u", &[]).await;
     app.gate.arm();
-    let verifying = {
-        let client = app.verifier.clone();
-        let secret = secret.clone();
-        tokio::spawn(async move {
-            client
-                .clone()
-                .verify(pb::VerifyRequest {
-                    token: secret,
-                    required_scopes: vec![],
-                })
-                .await
-        })
-    };
+    let verifying = app.spawn_verify(&secret);
     app.gate.reached().await;
     app.delete(&token.id).await.unwrap();
     app.gate.release();
