@@ -5,6 +5,7 @@ mod helpers;
 
 mod admin_auth;
 mod bad_input;
+mod discovery;
 mod lifecycle;
 mod listing;
 mod persistence;

@@ -1,0 +1,119 @@
+//! What grpcurl and Kubernetes need with no proto files: reflection (v1 and
+//! v1alpha) and the health service.
+
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+use tonic_reflection::pb::{v1, v1alpha};
+
+use crate::helpers::*;
+
+const SERVICES: [&str; 4] = [
+    "grpc.health.v1.Health",
+    "latchkey.v1.TokenAdmin",
+    "latchkey.v1.TokenVerify",
+    "grpc.reflection.v1.ServerReflection",
+];
+
+#[tokio::test]
+async fn reflection_v1_lists_the_services_and_describes_them() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", app.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = v1::server_reflection_client::ServerReflectionClient::new(channel);
+    let ask = |message_request| v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(message_request),
+    };
+    let requests = vec![
+        ask(v1::server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
+        ask(
+            v1::server_reflection_request::MessageRequest::FileContainingSymbol(
+                "latchkey.v1.TokenAdmin".into(),
+            ),
+        ),
+    ];
+    let mut answers = client
+        .server_reflection_info(tokio_stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        answers.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("no service list");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for service in SERVICES {
+        assert!(
+            names.iter().any(|n| n == service),
+            "{service} missing from {names:?}"
+        );
+    }
+    let Some(v1::server_reflection_response::MessageResponse::FileDescriptorResponse(files)) =
+        answers.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("TokenAdmin is not described");
+    };
+    assert!(!files.file_descriptor_proto.is_empty());
+}
+
+#[tokio::test]
+async fn reflection_v1alpha_lists_the_services() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", app.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = v1alpha::server_reflection_client::ServerReflectionClient::new(channel);
+    let request = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
+        ),
+    };
+    let mut answers = client
+        .server_reflection_info(tokio_stream::once(request))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        answers.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("no service list");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for service in &SERVICES[..3] {
+        assert!(
+            names.iter().any(|n| n == service),
+            "{service} missing from {names:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn health_reports_serving_for_the_server_and_each_service() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", app.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel);
+    for service in ["", "latchkey.v1.TokenAdmin", "latchkey.v1.TokenVerify"] {
+        let answer = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(answer.status(), ServingStatus::Serving, "{service:?}");
+    }
+}
