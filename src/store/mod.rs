@@ -419,7 +419,11 @@ impl Store {
     }
 
     async fn get_stored(&self, id: Uuid) -> Result<Option<StoredToken>> {
-        first_stored(tokens::Entity::find_by_id(id).all(&self.db).await?)
+        tokens::Entity::find_by_id(id)
+            .one(&self.db)
+            .await?
+            .map(stored)
+            .transpose()
     }
 }
 
@@ -443,16 +447,15 @@ fn status_condition(s: Status, now: Timestamp) -> Condition {
 }
 
 fn first_stored(rows: Vec<tokens::Model>) -> Result<Option<StoredToken>> {
-    rows.into_iter()
-        .next()
-        .map(|m| {
-            let digest = digest_of(&m)?;
-            Ok(StoredToken {
-                record: to_record(m)?,
-                digest,
-            })
-        })
-        .transpose()
+    rows.into_iter().next().map(stored).transpose()
+}
+
+fn stored(m: tokens::Model) -> Result<StoredToken> {
+    let digest = digest_of(&m)?;
+    Ok(StoredToken {
+        record: to_record(m)?,
+        digest,
+    })
 }
 
 fn digest_of(m: &tokens::Model) -> Result<Digest> {

@@ -18,12 +18,7 @@ const SERVICES: [&str; 4] = [
 #[tokio::test]
 async fn reflection_v1_lists_the_services_and_describes_them() {
     let app = spawn_app(Backend::Sqlite).await;
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", app.addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut client = v1::server_reflection_client::ServerReflectionClient::new(channel);
+    let mut client = v1::server_reflection_client::ServerReflectionClient::new(app.channel.clone());
     let ask = |message_request| v1::ServerReflectionRequest {
         host: String::new(),
         message_request: Some(message_request),
@@ -48,13 +43,7 @@ async fn reflection_v1_lists_the_services_and_describes_them() {
     else {
         panic!("no service list");
     };
-    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    for service in SERVICES {
-        assert!(
-            names.iter().any(|n| n == service),
-            "{service} missing from {names:?}"
-        );
-    }
+    assert_lists(list.service.into_iter().map(|s| s.name), &SERVICES);
     let Some(v1::server_reflection_response::MessageResponse::FileDescriptorResponse(files)) =
         answers.message().await.unwrap().unwrap().message_response
     else {
@@ -66,12 +55,8 @@ async fn reflection_v1_lists_the_services_and_describes_them() {
 #[tokio::test]
 async fn reflection_v1alpha_lists_the_services() {
     let app = spawn_app(Backend::Sqlite).await;
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", app.addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut client = v1alpha::server_reflection_client::ServerReflectionClient::new(channel);
+    let mut client =
+        v1alpha::server_reflection_client::ServerReflectionClient::new(app.channel.clone());
     let request = v1alpha::ServerReflectionRequest {
         host: String::new(),
         message_request: Some(
@@ -88,24 +73,13 @@ async fn reflection_v1alpha_lists_the_services() {
     else {
         panic!("no service list");
     };
-    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    for service in &SERVICES[..3] {
-        assert!(
-            names.iter().any(|n| n == service),
-            "{service} missing from {names:?}"
-        );
-    }
+    assert_lists(list.service.into_iter().map(|s| s.name), &SERVICES[..3]);
 }
 
 #[tokio::test]
 async fn health_reports_serving_for_the_server_and_each_service() {
     let app = spawn_app(Backend::Sqlite).await;
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", app.addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut health = HealthClient::new(channel);
+    let mut health = HealthClient::new(app.channel.clone());
     for service in ["", "latchkey.v1.TokenAdmin", "latchkey.v1.TokenVerify"] {
         let answer = health
             .check(HealthCheckRequest {
@@ -115,5 +89,16 @@ async fn health_reports_serving_for_the_server_and_each_service() {
             .unwrap()
             .into_inner();
         assert_eq!(answer.status(), ServingStatus::Serving, "{service:?}");
+    }
+}
+
+#[track_caller]
+fn assert_lists(names: impl Iterator<Item = String>, expected: &[&str]) {
+    let names: Vec<String> = names.collect();
+    for service in expected {
+        assert!(
+            names.iter().any(|n| n == service),
+            "{service} missing from {names:?}"
+        );
     }
 }

@@ -207,6 +207,8 @@ impl MissGate {
 
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// A connection to the server, for clients of other services.
+    pub channel: Channel,
     pub admin: TokenAdminClient<Channel>,
     pub verifier: TokenVerifyClient<Channel>,
     pub clock: Arc<ManualClock>,
@@ -276,7 +278,8 @@ pub async fn try_spawn_app_on(db: Arc<TestDb>, settings: Settings) -> anyhow::Re
     Ok(TestApp {
         addr,
         admin: TokenAdminClient::new(channel.clone()),
-        verifier: TokenVerifyClient::new(channel),
+        verifier: TokenVerifyClient::new(channel.clone()),
+        channel,
         clock,
         gate,
         settings,
