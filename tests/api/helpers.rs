@@ -369,14 +369,23 @@ impl TestApp {
             .map(|r| r.into_inner())
     }
 
-    /// Starts a Verify without waiting for it (to pause it in the miss gate).
-    pub fn spawn_verify(&self, secret: &str) -> JoinHandle<Result<pb::VerifyResponse, Status>> {
+    /// Starts a Verify that misses the cache and returns once it is paused
+    /// in the miss gate, having read the database but not yet cached what it
+    /// read. [`MissGate::release`] lets it finish.
+    pub async fn start_paused_verify(
+        &self,
+        secret: &str,
+    ) -> JoinHandle<Result<pb::VerifyResponse, Status>> {
+        self.gate.arm();
         let mut client = self.verifier.clone();
         let request = pb::VerifyRequest {
             token: secret.to_owned(),
             required_scopes: vec![],
         };
-        tokio::spawn(async move { client.verify(request).await.map(|r| r.into_inner()) })
+        let call =
+            tokio::spawn(async move { client.verify(request).await.map(|r| r.into_inner()) });
+        self.gate.reached().await;
+        call
     }
 
     /// Creates a token for `owner` that expires `secs` from now.
@@ -468,16 +477,21 @@ impl TestApp {
             .map(|r| r.into_inner())
     }
 
-    /// Polls GetToken until `last_used_time` is set (the flusher writes it
-    /// behind, every 100 ms in tests).
-    pub async fn wait_for_last_used(&self, id: &str) -> prost_types::Timestamp {
+    /// Polls GetToken until `last_used_time` is set and differs from
+    /// `previous` (the flusher writes it behind, every 100 ms in tests).
+    pub async fn wait_for_last_used(
+        &self,
+        id: &str,
+        previous: Option<prost_types::Timestamp>,
+    ) -> prost_types::Timestamp {
         for _ in 0..100 {
-            if let Some(t) = self.get(id).await.expect("GetToken").last_used_time {
+            let current = self.get(id).await.expect("GetToken").last_used_time;
+            if let Some(t) = current.filter(|t| Some(*t) != previous) {
                 return t;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("last_used_time was never written for {id}");
+        panic!("last_used_time was never written (or never moved) for {id}");
     }
 
     /// Everything stored in the database, as text (PostgreSQL) or raw bytes

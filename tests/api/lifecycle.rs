@@ -204,7 +204,6 @@ async fn an_expired_token_cannot_be_restored(backend: Backend) {
     app.revoke(&id, "").await.unwrap();
     app.clock.advance(Duration::from_secs(3600));
     assert_code(app.restore(&id).await, Code::FailedPrecondition);
-    app.restore(&id).await.unwrap_err();
     assert_eq!(app.get(&id).await.unwrap().status(), TokenStatus::Revoked);
 
     let (plain, _) = app.create_token("u", &[]).await;
@@ -273,7 +272,7 @@ async fn verify_records_last_use_written_behind(backend: Backend) {
     let (unused, _) = app.create_token("u", &[]).await;
     app.clock.advance(Duration::from_secs(120));
     assert_eq!(app.verify(&secret, &["a"]).await.verdict(), Verdict::Valid);
-    let used_at = app.wait_for_last_used(&token.id).await;
+    let used_at = app.wait_for_last_used(&token.id, None).await;
     assert_eq!(used_at.seconds - token.create_time.unwrap().seconds, 120);
 
     let listed = app
@@ -291,21 +290,7 @@ async fn verify_records_last_use_written_behind(backend: Backend) {
     // A later use moves it forward; a revoked token's rejected use does not.
     app.clock.advance(Duration::from_secs(60));
     app.verify(&secret, &["a"]).await;
-    for _ in 0..100 {
-        if app
-            .get(&token.id)
-            .await
-            .unwrap()
-            .last_used_time
-            .unwrap()
-            .seconds
-            == used_at.seconds + 60
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let later = app.get(&token.id).await.unwrap().last_used_time.unwrap();
+    let later = app.wait_for_last_used(&token.id, Some(used_at)).await;
     assert_eq!(later.seconds, used_at.seconds + 60);
     app.revoke(&token.id, "").await.unwrap();
     app.clock.advance(Duration::from_secs(60));

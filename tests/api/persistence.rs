@@ -65,7 +65,7 @@ async fn the_secret_appears_nowhere_but_the_create_response(backend: Backend) {
         .await
         .unwrap_err();
     app.restore(&token.id).await.unwrap();
-    app.wait_for_last_used(&token.id).await;
+    app.wait_for_last_used(&token.id, None).await;
 
     let dump = app.database_dump().await;
     assert!(!dump.is_empty());

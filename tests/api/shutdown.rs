@@ -34,9 +34,7 @@ async fn stopping_drains_in_flight_calls_and_flushes_last_use(backend: Backend) 
 
     // A Verify is in flight (paused inside its database lookup) when the stop
     // signal comes.
-    app.gate.arm();
-    let in_flight = app.spawn_verify(&slow_secret);
-    app.gate.reached().await;
+    let in_flight = app.start_paused_verify(&slow_secret).await;
     app.signal_stop();
     // The server stops accepting connections while the call is still running.
     let addr = app.addr;

@@ -120,9 +120,7 @@ async fn a_lookup_that_read_before_a_revoke_does_not_cache_the_stale_answer(back
 
     // Verify misses the cache, reads the token (active), and pauses before
     // caching what it read.
-    app.gate.arm();
-    let verifying = app.spawn_verify(&secret);
-    app.gate.reached().await;
+    let verifying = app.start_paused_verify(&secret).await;
 
     // Meanwhile the token is revoked, and the revoke returns.
     app.revoke(&token.id, "compromised").await.unwrap();
@@ -143,9 +141,7 @@ async fn a_lookup_that_read_before_a_revoke_does_not_cache_the_stale_answer(back
 async fn a_lookup_that_read_before_a_delete_does_not_cache_the_stale_answer(backend: Backend) {
     let app = spawn_app(backend).await;
     let (token, secret) = app.create_token("u", &[]).await;
-    app.gate.arm();
-    let verifying = app.spawn_verify(&secret);
-    app.gate.reached().await;
+    let verifying = app.start_paused_verify(&secret).await;
     app.delete(&token.id).await.unwrap();
     app.gate.release();
     verifying.await.unwrap().unwrap();
