@@ -4,8 +4,10 @@
 
 use std::{env, fs, path::PathBuf};
 
-const PROTOS: [&str; 3] = [
+const PROTOS: [&str; 5] = [
     "proto/latchkey/v1/token.proto",
+    "proto/latchkey/v1/owner.proto",
+    "proto/latchkey/v1/event.proto",
     "proto/latchkey/v1/admin.proto",
     "proto/latchkey/v1/verify.proto",
 ];

@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use latchkey::auth::Actor;
 use latchkey::cache::{CacheConfig, Cached, VerifyCache};
 use latchkey::clock::SystemClock;
-use latchkey::lifecycle::{Expiry, Lifecycle, NewToken, Policy};
+use latchkey::lifecycle::{Expiry, Lifecycle, Limits, NewToken, Policy};
 use latchkey::store::Store;
 use latchkey::tasks::last_used::LastUsed;
 use latchkey::token::{Prefix, TokenKey, format};
@@ -73,17 +74,21 @@ fn verify_hit(c: &mut Criterion) {
             Prefix::default(),
             clock,
             Policy::default(),
+            Limits::default(),
         );
         let (_, secret) = lifecycle
-            .create(NewToken {
-                owner: "bench".into(),
-                name: "bench".into(),
-                description: String::new(),
-                scopes: vec!["repo:read".into(), "deploy:*".into()],
-                metadata: [("team".to_owned(), "infra".to_owned())].into(),
-                expiry: Expiry::Never,
-                idle_timeout: None,
-            })
+            .create(
+                NewToken {
+                    owner: "bench".into(),
+                    name: "bench".into(),
+                    description: String::new(),
+                    scopes: vec!["repo:read".into(), "deploy:*".into()],
+                    metadata: [("team".to_owned(), "infra".to_owned())].into(),
+                    expiry: Expiry::Never,
+                    idle_timeout: None,
+                },
+                Actor::Admin,
+            )
             .await
             .unwrap();
         // Warm the cache.

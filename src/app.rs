@@ -26,7 +26,7 @@ use crate::config::Settings;
 use crate::grpc::pb::token_admin_server::TokenAdminServer;
 use crate::grpc::pb::token_verify_server::TokenVerifyServer;
 use crate::grpc::{self, AdminService, VerifyService};
-use crate::lifecycle::{Lifecycle, Policy};
+use crate::lifecycle::{Lifecycle, Limits, Policy};
 use crate::store::Store;
 use crate::tasks::last_used::{LastUsed, LastUsedFlusher};
 use crate::token::{Prefix, Secret, TokenKey};
@@ -123,6 +123,11 @@ impl Application {
             Arc::clone(&clock),
             Policy {
                 max_ttl: settings.policy.max_ttl,
+                default_idle_timeout: settings.policy.default_idle_timeout,
+            },
+            Limits {
+                create_per_owner_per_minute: settings.limits.create_per_owner_per_minute,
+                max_active_tokens_per_owner: settings.limits.max_active_tokens_per_owner,
             },
         ));
         let static_admin = settings.admin_token.as_ref().map(|t| t.expose());

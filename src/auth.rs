@@ -19,6 +19,8 @@ pub enum Actor {
     Admin,
     /// A token with scope `latchkey:admin`.
     Token(Uuid),
+    /// latchkey itself (the bootstrap admin token).
+    System,
 }
 
 impl fmt::Display for Actor {
@@ -26,6 +28,7 @@ impl fmt::Display for Actor {
         match self {
             Actor::Admin => f.write_str("admin"),
             Actor::Token(id) => write!(f, "{id}"),
+            Actor::System => f.write_str("system"),
         }
     }
 }

@@ -124,6 +124,14 @@ impl<V: Send + Sync + 'static> VerifyCache<V> {
         self.entries.invalidate(digest);
     }
 
+    /// Forgets everything, and makes every fill under way drop its answer.
+    pub fn invalidate_all(&self) {
+        for epoch in &*self.epochs {
+            epoch.fetch_add(1, Ordering::SeqCst);
+        }
+        self.entries.invalidate_all();
+    }
+
     /// Entries held, after pending maintenance.
     pub fn entry_count(&self) -> u64 {
         self.entries.run_pending_tasks();
@@ -280,6 +288,16 @@ mod tests {
                 Some(Cached::Unknown) => unreachable!(),
             }
         }
+    }
+
+    #[test]
+    fn invalidating_everything_also_refuses_fills_under_way() {
+        let c = cache();
+        let t = c.begin_fill(&digest(3));
+        c.complete_fill(c.begin_fill(&digest(4)), digest(4), known("a"));
+        c.invalidate_all();
+        assert!(c.get(&digest(4)).is_none());
+        assert!(!c.complete_fill(t, digest(3), known("stale")));
     }
 
     #[test]

@@ -16,6 +16,8 @@ pub struct Timestamp(i64);
 impl Timestamp {
     /// The Unix epoch.
     pub const EPOCH: Timestamp = Timestamp(0);
+    /// The latest representable time: "never" for deadlines that overflow.
+    pub const MAX: Timestamp = Timestamp(i64::MAX);
 
     pub const fn from_micros(micros: i64) -> Self {
         Timestamp(micros)
@@ -46,6 +48,14 @@ impl Timestamp {
             .ok()
             .and_then(|m| self.0.checked_add(m))
             .map(Timestamp)
+    }
+
+    /// `self - d`, saturating at the earliest representable time.
+    pub fn saturating_sub(self, d: Duration) -> Self {
+        Timestamp(
+            self.0
+                .saturating_sub(i64::try_from(d.as_micros()).unwrap_or(i64::MAX)),
+        )
     }
 
     /// How far `self` lies after `earlier`; zero if it does not.

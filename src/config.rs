@@ -13,6 +13,9 @@ use serde::Deserialize;
 
 use crate::token::Prefix;
 
+/// The longest duration protobuf can carry (10,000 years).
+const MAX_DURATION: Duration = Duration::from_secs(315_576_000_000);
+
 /// Environment variable naming the TOML file; not a setting itself.
 pub const CONFIG_ENV: &str = "LATCHKEY_CONFIG";
 
@@ -36,6 +39,7 @@ pub struct Settings {
     pub cache: CacheSettings,
     pub last_used: LastUsedSettings,
     pub policy: PolicySettings,
+    pub limits: LimitSettings,
     pub shutdown: ShutdownSettings,
 }
 
@@ -53,6 +57,7 @@ impl Default for Settings {
             cache: CacheSettings::default(),
             last_used: LastUsedSettings::default(),
             policy: PolicySettings::default(),
+            limits: LimitSettings::default(),
             shutdown: ShutdownSettings::default(),
         }
     }
@@ -112,6 +117,29 @@ pub struct PolicySettings {
     /// Longest lifetime a token may be given; unset: no limit.
     #[serde(with = "humantime_serde")]
     pub max_ttl: Option<Duration>,
+    /// Idle timeout of tokens created without one; unset: none.
+    #[serde(with = "humantime_serde")]
+    pub default_idle_timeout: Option<Duration>,
+}
+
+/// Creation limits per owner; 0 turns a limit off.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitSettings {
+    /// Tokens an owner may be given in any 60-second window (renewals
+    /// included), across every replica.
+    pub create_per_owner_per_minute: u32,
+    /// ACTIVE tokens an owner may hold; creation past it is refused.
+    pub max_active_tokens_per_owner: u32,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        LimitSettings {
+            create_per_owner_per_minute: 10,
+            max_active_tokens_per_owner: 100,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Deserialize)]
@@ -218,6 +246,11 @@ impl Settings {
         if self.policy.max_ttl.is_some_and(|d| d.is_zero()) {
             bail!("policy.max_ttl must be positive when set");
         }
+        if let Some(d) = self.policy.default_idle_timeout
+            && (d.is_zero() || d > MAX_DURATION)
+        {
+            bail!("policy.default_idle_timeout must be positive and at most 10000 years when set");
+        }
         Ok(())
     }
 }
@@ -246,6 +279,9 @@ mod tests {
         assert!(s.auto_migrate);
         assert_eq!(s.last_used.flush_interval, Duration::from_secs(5));
         assert!(s.hmac_key.is_none() && s.admin_token.is_none() && s.policy.max_ttl.is_none());
+        assert!(s.policy.default_idle_timeout.is_none());
+        assert_eq!(s.limits.create_per_owner_per_minute, 10);
+        assert_eq!(s.limits.max_active_tokens_per_owner, 100);
     }
 
     #[test]
@@ -264,6 +300,8 @@ mod tests {
                 ("LATCHKEY_LAST_USED__FLUSH_INTERVAL", "250ms"),
                 ("LATCHKEY_AUTO_MIGRATE", "false"),
                 ("LATCHKEY_LOG_FORMAT", "json"),
+                ("LATCHKEY_POLICY__DEFAULT_IDLE_TIMEOUT", "30d"),
+                ("LATCHKEY_LIMITS__CREATE_PER_OWNER_PER_MINUTE", "3"),
                 ("LATCHKEY_CONFIG", "/ignored.toml"),
                 ("UNRELATED", "x"),
             ]),
@@ -276,6 +314,11 @@ mod tests {
         assert_eq!(s.policy.max_ttl, Some(Duration::from_secs(90 * 86_400)));
         assert!(!s.auto_migrate);
         assert_eq!(s.log_format, LogFormat::Json);
+        assert_eq!(
+            s.policy.default_idle_timeout,
+            Some(Duration::from_secs(30 * 86_400))
+        );
+        assert_eq!(s.limits.create_per_owner_per_minute, 3);
     }
 
     #[test]

@@ -26,6 +26,15 @@ pub enum Error {
     NotFound,
     #[error("{0}")]
     FailedPrecondition(String),
+    /// A creation limit was reached; `limit` names the setting.
+    #[error("{message}")]
+    ResourceExhausted {
+        limit: &'static str,
+        subject: String,
+        message: String,
+        /// When a retry can succeed, if that is known.
+        retry_after: Option<std::time::Duration>,
+    },
     /// The answer needed the database and the database was unreachable.
     #[error("database unavailable")]
     Unavailable(#[source] anyhow::Error),
@@ -75,6 +84,18 @@ impl From<Error> for Status {
             Error::PermissionDenied => Status::permission_denied(e.to_string()),
             Error::NotFound => Status::not_found(e.to_string()),
             Error::FailedPrecondition(m) => Status::failed_precondition(m),
+            Error::ResourceExhausted {
+                limit,
+                subject,
+                message,
+                retry_after,
+            } => {
+                let mut details = ErrorDetails::with_quota_failure_violation(subject, limit);
+                if let Some(after) = retry_after {
+                    details.set_retry_info(Some(after));
+                }
+                Status::with_error_details(Code::ResourceExhausted, message, details)
+            }
             Error::Unavailable(ref cause) => {
                 tracing::warn!(
                     error = format!("{cause:#}"),

@@ -6,21 +6,24 @@
 //! - [`app`]: start-up and shutdown; [`config`] and [`telemetry`] feed it.
 //! - [`grpc`]: the services (`TokenAdmin`, `TokenVerify`); the only module that
 //!   sees proto types.
-//! - [`lifecycle`] (create, list, update, revoke, restore, delete), [`verifier`]
-//!   (the Verify path) and [`auth`] (who may administer): the service logic.
-//! - [`token`]: format, digest, scopes, the record and its status.
+//! - [`lifecycle`] (create, list, update, revoke, restore, delete, renew,
+//!   owners, limits, events), [`verifier`] (the Verify path) and [`auth`] (who
+//!   may administer): the service logic.
+//! - [`token`]: format, digest, scopes, the record and its status;
+//!   [`owner`]: owners and their disabled state; [`audit`]: the audit trail.
 //! - [`cache`]: the verification cache and its race-safe fills.
 //! - [`store`]: the only module that imports sea_orm.
 //! - [`tasks`]: background work (the last-used flusher).
 //! - [`clock`]: time, injectable for tests.
 //! - [`error`]: the request-path error and its mapping to gRPC status.
 //!
-//! Dependencies point inward: `token`, `cache` and `clock` import neither
-//! tonic nor sea_orm.
+//! Dependencies point inward: `token`, `owner`, `audit`, `cache` and `clock`
+//! import neither tonic nor sea_orm.
 
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod cache;
 pub mod clock;
@@ -28,6 +31,7 @@ pub mod config;
 pub mod error;
 pub mod grpc;
 pub mod lifecycle;
+pub mod owner;
 pub mod store;
 pub mod tasks;
 pub mod telemetry;

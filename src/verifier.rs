@@ -31,11 +31,12 @@ pub enum Verdict {
     InsufficientScope,
 }
 
-/// What the cache holds for a known token: an immutable copy of the record and
-/// the cell its uses are counted in.
+/// What the cache holds for a known token: an immutable copy of the record,
+/// whether its owner was disabled, and the cell its uses are counted in.
 #[derive(Debug)]
 pub struct Snapshot {
     pub token: TokenRecord,
+    pub owner_disabled: bool,
     uses: Arc<UseCell>,
 }
 
@@ -108,9 +109,11 @@ impl Verifier {
             return Ok(Verification::without_token(Verdict::Unknown, at));
         };
         let mut missing_scopes = Vec::new();
-        let verdict = match snapshot.token.status(at) {
+        let status = snapshot.token.status_with_use(at, snapshot.uses.latest());
+        let verdict = match status {
             Status::Revoked => Verdict::Revoked,
             Status::Expired => Verdict::Expired,
+            _ if snapshot.owner_disabled => Verdict::OwnerDisabled,
             Status::Inactive => Verdict::Inactive,
             Status::Active => {
                 missing_scopes = scope::missing(&snapshot.token.scopes, required_scopes)
@@ -143,6 +146,12 @@ impl Verifier {
         self.cache.invalidate(digest);
     }
 
+    /// Drops every cached answer, and every fill under way: the fallback
+    /// when the digests a change affects cannot be listed.
+    pub fn forget_all(&self) {
+        self.cache.invalidate_all();
+    }
+
     async fn fill(&self, digest: Digest) -> Result<Cached<Snapshot>, Error> {
         let ticket = self.cache.begin_fill(&digest);
         let found = self.store.find_by_digest(&digest).await?;
@@ -150,8 +159,9 @@ impl Verifier {
             hook().await;
         }
         let entry = match found {
-            Some(token) => Cached::Known(Arc::new(Snapshot {
-                token,
+            Some(found) => Cached::Known(Arc::new(Snapshot {
+                token: found.record,
+                owner_disabled: found.owner_disabled,
                 uses: Arc::default(),
             })),
             None => Cached::Unknown,

@@ -10,6 +10,7 @@
 pub use sea_orm_migration::prelude::*;
 
 mod m20261123_000001_create_tokens;
+mod m20261123_000002_lifecycle_policies;
 
 /// Applies latchkey's migrations.
 pub struct Migrator;
@@ -17,6 +18,9 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261123_000001_create_tokens::Migration)]
+        vec![
+            Box::new(m20261123_000001_create_tokens::Migration),
+            Box::new(m20261123_000002_lifecycle_policies::Migration),
+        ]
     }
 }

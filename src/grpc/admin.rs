@@ -7,10 +7,12 @@ use tonic::{Request, Response, Status};
 
 use super::convert;
 use super::pb::{self, token_admin_server::TokenAdmin};
+use crate::audit::EventFilter;
 use crate::auth::{Actor, AdminAuth};
 use crate::clock::Clock;
 use crate::error::Error;
-use crate::lifecycle::{Expiry, Lifecycle, ListQuery, NewToken};
+use crate::lifecycle::{EventQuery, Lifecycle, ListQuery, NewToken, Renewal};
+use crate::owner::{OwnerRecord, TokenCounts};
 use crate::store::{ListFilter, TokenPatch};
 
 pub struct AdminService {
@@ -49,15 +51,13 @@ impl TokenAdmin for AdminService {
     ) -> Result<Response<pb::CreateTokenResponse>, Status> {
         let actor = self.authorize(&request).await?;
         let req = request.into_inner();
-        let expiry = match &req.expiration {
-            None => Expiry::Never,
-            Some(pb::create_token_request::Expiration::Ttl(d)) => {
-                Expiry::After(convert::positive_duration("ttl", d)?)
+        let expiry = convert::expiry(req.expiration.as_ref().map(|e| match e {
+            pb::create_token_request::Expiration::Ttl(d) => convert::Expiration::Ttl(d),
+            pb::create_token_request::Expiration::ExpireTime(t) => {
+                convert::Expiration::ExpireTime(t)
             }
-            Some(pb::create_token_request::Expiration::ExpireTime(t)) => {
-                Expiry::At(convert::timestamp_from("expire_time", t)?)
-            }
-        };
+        }))?
+        .unwrap_or(crate::lifecycle::Expiry::Never);
         let idle_timeout = req
             .idle_timeout
             .as_ref()
@@ -65,17 +65,19 @@ impl TokenAdmin for AdminService {
             .transpose()?;
         let (record, secret) = self
             .lifecycle
-            .create(NewToken {
-                owner: req.owner,
-                name: req.name,
-                description: req.description,
-                scopes: req.scopes,
-                metadata: req.metadata,
-                expiry,
-                idle_timeout,
-            })
+            .create(
+                NewToken {
+                    owner: req.owner,
+                    name: req.name,
+                    description: req.description,
+                    scopes: req.scopes,
+                    metadata: req.metadata,
+                    expiry,
+                    idle_timeout,
+                },
+                actor,
+            )
             .await?;
-        tracing::debug!(token_id = %record.id, %actor, "CreateToken");
         Ok(Response::new(pb::CreateTokenResponse {
             token: Some(self.token(&record)),
             secret: secret.expose().to_owned(),
@@ -117,7 +119,7 @@ impl TokenAdmin for AdminService {
             .await?;
         let now = self.clock.now();
         Ok(Response::new(pb::ListTokensResponse {
-            tokens: page.tokens.iter().map(|t| convert::token(t, now)).collect(),
+            tokens: page.items.iter().map(|t| convert::token(t, now)).collect(),
             next_page_token: page.next_page_token,
         }))
     }
@@ -126,14 +128,14 @@ impl TokenAdmin for AdminService {
         &self,
         request: Request<pb::UpdateTokenRequest>,
     ) -> Result<Response<pb::Token>, Status> {
-        self.authorize(&request).await?;
+        let actor = self.authorize(&request).await?;
         let req = request.into_inner();
         let token = req
             .token
             .ok_or_else(|| Error::invalid("token", "is required"))?;
         let id = convert::id("token.id", &token.id)?;
         let patch = patch_from_mask(token, req.update_mask)?;
-        let record = self.lifecycle.update(id, patch).await?;
+        let record = self.lifecycle.update(id, patch, actor).await?;
         Ok(Response::new(self.token(&record)))
     }
 
@@ -141,10 +143,10 @@ impl TokenAdmin for AdminService {
         &self,
         request: Request<pb::RevokeTokenRequest>,
     ) -> Result<Response<pb::Token>, Status> {
-        self.authorize(&request).await?;
+        let actor = self.authorize(&request).await?;
         let req = request.get_ref();
         let id = convert::id("id", &req.id)?;
-        let record = self.lifecycle.revoke(id, &req.reason).await?;
+        let record = self.lifecycle.revoke(id, &req.reason, actor).await?;
         Ok(Response::new(self.token(&record)))
     }
 
@@ -152,9 +154,9 @@ impl TokenAdmin for AdminService {
         &self,
         request: Request<pb::RestoreTokenRequest>,
     ) -> Result<Response<pb::Token>, Status> {
-        self.authorize(&request).await?;
+        let actor = self.authorize(&request).await?;
         let id = convert::id("id", &request.get_ref().id)?;
-        let record = self.lifecycle.restore(id).await?;
+        let record = self.lifecycle.restore(id, actor).await?;
         Ok(Response::new(self.token(&record)))
     }
 
@@ -162,11 +164,126 @@ impl TokenAdmin for AdminService {
         &self,
         request: Request<pb::DeleteTokenRequest>,
     ) -> Result<Response<()>, Status> {
-        self.authorize(&request).await?;
+        let actor = self.authorize(&request).await?;
         let id = convert::id("id", &request.get_ref().id)?;
-        self.lifecycle.delete(id).await?;
+        self.lifecycle.delete(id, actor).await?;
         Ok(Response::new(()))
     }
+
+    async fn renew_token(
+        &self,
+        request: Request<pb::RenewTokenRequest>,
+    ) -> Result<Response<pb::CreateTokenResponse>, Status> {
+        let actor = self.authorize(&request).await?;
+        let req = request.into_inner();
+        let id = convert::id("id", &req.id)?;
+        let grace_period = req
+            .grace_period
+            .as_ref()
+            .map(|d| convert::non_negative_duration("grace_period", d))
+            .transpose()?
+            .unwrap_or_default();
+        let expiry = convert::expiry(req.expiration.as_ref().map(|e| match e {
+            pb::renew_token_request::Expiration::Ttl(d) => convert::Expiration::Ttl(d),
+            pb::renew_token_request::Expiration::ExpireTime(t) => {
+                convert::Expiration::ExpireTime(t)
+            }
+        }))?;
+        let (record, secret) = self
+            .lifecycle
+            .renew(
+                Renewal {
+                    id,
+                    grace_period,
+                    expiry,
+                },
+                actor,
+            )
+            .await?;
+        Ok(Response::new(pb::CreateTokenResponse {
+            token: Some(self.token(&record)),
+            secret: secret.expose().to_owned(),
+        }))
+    }
+
+    async fn disable_owner(
+        &self,
+        request: Request<pb::DisableOwnerRequest>,
+    ) -> Result<Response<pb::Owner>, Status> {
+        let actor = self.authorize(&request).await?;
+        let req = request.get_ref();
+        let owner = self
+            .lifecycle
+            .disable_owner(&req.owner, &req.reason, actor)
+            .await?;
+        Ok(Response::new(owner_message(owner)))
+    }
+
+    async fn enable_owner(
+        &self,
+        request: Request<pb::EnableOwnerRequest>,
+    ) -> Result<Response<pb::Owner>, Status> {
+        let actor = self.authorize(&request).await?;
+        let owner = self
+            .lifecycle
+            .enable_owner(&request.get_ref().owner, actor)
+            .await?;
+        Ok(Response::new(owner_message(owner)))
+    }
+
+    async fn get_owner(
+        &self,
+        request: Request<pb::GetOwnerRequest>,
+    ) -> Result<Response<pb::Owner>, Status> {
+        self.authorize(&request).await?;
+        let owner = self.lifecycle.get_owner(&request.get_ref().owner).await?;
+        Ok(Response::new(owner_message(owner)))
+    }
+
+    async fn delete_owner_tokens(
+        &self,
+        request: Request<pb::DeleteOwnerTokensRequest>,
+    ) -> Result<Response<pb::DeleteOwnerTokensResponse>, Status> {
+        let actor = self.authorize(&request).await?;
+        let deleted = self
+            .lifecycle
+            .delete_owner_tokens(&request.get_ref().owner, actor)
+            .await?;
+        Ok(Response::new(pb::DeleteOwnerTokensResponse {
+            deleted_count: i64::try_from(deleted).unwrap_or(i64::MAX),
+        }))
+    }
+
+    async fn list_token_events(
+        &self,
+        request: Request<pb::ListTokenEventsRequest>,
+    ) -> Result<Response<pb::ListTokenEventsResponse>, Status> {
+        self.authorize(&request).await?;
+        let req = request.into_inner();
+        let token_id = match req.token_id.as_str() {
+            "" => None,
+            id => Some(convert::id("token_id", id)?),
+        };
+        let page = self
+            .lifecycle
+            .list_events(EventQuery {
+                filter: EventFilter {
+                    token_id,
+                    owner: (!req.owner.is_empty()).then_some(req.owner),
+                },
+                page_size: req.page_size,
+                page_token: req.page_token,
+            })
+            .await?;
+        Ok(Response::new(pb::ListTokenEventsResponse {
+            events: page.items.iter().map(convert::event).collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+}
+
+fn owner_message((record, counts): (OwnerRecord, TokenCounts)) -> pb::Owner {
+    convert::owner(&record, &counts)
 }
 
 /// The fields of `token` that `mask` names. With no mask (or an empty one),

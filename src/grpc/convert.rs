@@ -6,8 +6,11 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use super::pb;
+use crate::audit::{Event, EventKind};
 use crate::clock::Timestamp;
 use crate::error::Error;
+use crate::lifecycle::Expiry;
+use crate::owner::{OwnerRecord, TokenCounts};
 use crate::token::{Status, TokenRecord};
 use crate::verifier::Verdict;
 
@@ -35,6 +38,61 @@ pub fn token(r: &TokenRecord, now: Timestamp) -> pb::Token {
         replaces: r.replaces.map(|u| u.to_string()).unwrap_or_default(),
         replaced_by: r.replaced_by.map(|u| u.to_string()).unwrap_or_default(),
     }
+}
+
+pub fn owner(r: &OwnerRecord, counts: &TokenCounts) -> pb::Owner {
+    let n = |c: u64| i64::try_from(c).unwrap_or(i64::MAX);
+    pb::Owner {
+        owner: r.owner.clone(),
+        disabled: r.is_disabled(),
+        disable_time: r.disable_time.map(timestamp),
+        reason: r.reason.clone(),
+        token_counts: Some(pb::TokenCounts {
+            active: n(counts.active),
+            revoked: n(counts.revoked),
+            expired: n(counts.expired),
+            inactive: n(counts.inactive),
+        }),
+    }
+}
+
+pub fn event(e: &Event) -> pb::TokenEvent {
+    let kind = match e.kind {
+        EventKind::Created => pb::EventKind::Created,
+        EventKind::Updated => pb::EventKind::Updated,
+        EventKind::Revoked => pb::EventKind::Revoked,
+        EventKind::Restored => pb::EventKind::Restored,
+        EventKind::Renewed => pb::EventKind::Renewed,
+        EventKind::Deleted => pb::EventKind::Deleted,
+        EventKind::OwnerDisabled => pb::EventKind::OwnerDisabled,
+        EventKind::OwnerEnabled => pb::EventKind::OwnerEnabled,
+    };
+    pb::TokenEvent {
+        id: e.id.to_string(),
+        kind: kind as i32,
+        token_id: e.token_id.map(|u| u.to_string()).unwrap_or_default(),
+        owner: e.owner.clone(),
+        actor: e.actor.clone(),
+        time: Some(timestamp(e.time)),
+        detail: e.detail.clone(),
+    }
+}
+
+/// The expiry oneof of CreateToken and RenewToken.
+#[derive(Clone, Copy, Debug)]
+pub enum Expiration<'a> {
+    Ttl(&'a prost_types::Duration),
+    ExpireTime(&'a prost_types::Timestamp),
+}
+
+/// # Errors
+/// If the ttl is not positive or the expire_time is not a valid timestamp.
+pub fn expiry(e: Option<Expiration<'_>>) -> Result<Option<Expiry>, Error> {
+    Ok(match e {
+        None => None,
+        Some(Expiration::Ttl(d)) => Some(Expiry::After(positive_duration("ttl", d)?)),
+        Some(Expiration::ExpireTime(t)) => Some(Expiry::At(timestamp_from("expire_time", t)?)),
+    })
 }
 
 pub fn status(s: Status) -> pb::TokenStatus {
@@ -101,20 +159,37 @@ pub fn duration(d: Duration) -> prost_types::Duration {
 /// # Errors
 /// If `d` is zero, negative, or malformed.
 pub fn positive_duration(field: &str, d: &prost_types::Duration) -> Result<Duration, Error> {
+    let d = non_negative(field, d, "must be positive")?;
+    if d.as_micros() == 0 {
+        return Err(Error::invalid(field, "must be positive"));
+    }
+    Ok(d)
+}
+
+/// A duration that may be zero but not negative.
+///
+/// # Errors
+/// If `d` is negative or malformed.
+pub fn non_negative_duration(field: &str, d: &prost_types::Duration) -> Result<Duration, Error> {
+    non_negative(field, d, "must not be negative")
+}
+
+fn non_negative(field: &str, d: &prost_types::Duration, negative: &str) -> Result<Duration, Error> {
+    // protobuf's Duration spans ±10,000 years.
     if !(-999_999_999..=999_999_999).contains(&d.nanos)
+        || !(-315_576_000_000..=315_576_000_000).contains(&d.seconds)
         || (d.seconds > 0 && d.nanos < 0)
         || (d.seconds < 0 && d.nanos > 0)
     {
         return Err(Error::invalid(field, "is not a valid duration"));
     }
     if d.seconds < 0 || d.nanos < 0 {
-        return Err(Error::invalid(field, "must be positive"));
+        return Err(Error::invalid(field, negative));
     }
-    let d = Duration::new(d.seconds.unsigned_abs(), d.nanos.unsigned_abs());
-    if d.as_micros() == 0 {
-        return Err(Error::invalid(field, "must be positive"));
-    }
-    Ok(d)
+    Ok(Duration::new(
+        d.seconds.unsigned_abs(),
+        d.nanos.unsigned_abs(),
+    ))
 }
 
 /// # Errors

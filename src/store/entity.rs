@@ -27,6 +27,62 @@ pub mod tokens {
         pub revoke_reason: String,
         pub replaces: Option<Uuid>,
         pub replaced_by: Option<Uuid>,
+        pub idle_reset_time: Option<i64>,
+    }
+
+    /// Tokens name their owner; the owner's row may not exist (enabled).
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {
+        #[sea_orm(
+            belongs_to = "super::owners::Entity",
+            from = "Column::Owner",
+            to = "super::owners::Column::Owner"
+        )]
+        Owner,
+    }
+
+    impl Related<super::owners::Entity> for Entity {
+        fn to() -> RelationDef {
+            Relation::Owner.def()
+        }
+    }
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod owners {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "owners")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub owner: String,
+        pub disable_time: Option<i64>,
+        pub disable_reason: String,
+        pub update_time: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod token_events {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "token_events")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub time: i64,
+        pub kind: String,
+        pub token_id: Option<Uuid>,
+        pub owner: String,
+        pub actor: String,
+        pub detail: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

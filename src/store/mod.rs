@@ -1,9 +1,11 @@
 //! Persistence: the only module that imports sea_orm.
 //!
-//! It stores [`TokenRecord`]s with their digest and answers the queries the
-//! service needs. Each operation is one statement (or one short transaction), so
-//! a refused or failed request leaves nothing half-written. Rows are converted
-//! to domain types here; entities never leave the module.
+//! It stores [`TokenRecord`]s with their digest, owners and the audit trail,
+//! and answers the queries the service needs. Reads go through [`Store`];
+//! every change goes through a [`Txn`], so a change and its audit event commit
+//! together or not at all, and a refused or failed request leaves nothing
+//! half-written. Rows are converted to domain types here; entities never leave
+//! the module.
 
 mod entity;
 
@@ -11,17 +13,19 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use migrations::{Migrator, MigratorTrait};
-use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectOptions, ConnectionTrait, DatabaseConnection,
-    DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, RuntimeErr,
-    TransactionTrait, TryInsertResult,
+    DatabaseTransaction, DbBackend, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect, RuntimeErr, TransactionTrait, TryInsertResult,
 };
 use uuid::Uuid;
 
+use crate::audit::{Event, EventFilter, EventKind};
 use crate::clock::Timestamp;
+use crate::owner::OwnerRecord;
 use crate::token::{Digest, Status, TokenRecord};
-use entity::{meta, tokens};
+use entity::{meta, owners, token_events, tokens};
 
 /// Rows per last-used statement: a few parameters each, far below every
 /// backend's bind-parameter limit.
@@ -83,10 +87,10 @@ pub struct ListFilter {
     pub statuses: Vec<Status>,
 }
 
-/// A position in the newest-first order: the last token of the previous page.
+/// A position in a newest-first order: the last row of the previous page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Cursor {
-    pub create_time: Timestamp,
+    pub time: Timestamp,
     pub id: Uuid,
 }
 
@@ -103,6 +107,30 @@ pub struct TokenPatch {
 pub struct StoredToken {
     pub record: TokenRecord,
     pub digest: Digest,
+}
+
+/// What Verify needs from the database about one digest.
+#[derive(Clone, Debug)]
+pub struct FoundToken {
+    pub record: TokenRecord,
+    pub owner_disabled: bool,
+}
+
+/// An owner's creations inside a rate window.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Creations {
+    pub count: u64,
+    /// The earliest of them: the window frees a slot once it is old enough.
+    pub oldest: Option<Timestamp>,
+}
+
+/// How a renewal ends the old token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retirement {
+    /// Revoked at once, with reason "renewed".
+    RevokeNow,
+    /// Keeps working until then (already min(old expiry, now + grace)).
+    ExpireAt(Timestamp),
 }
 
 /// The database, behind a connection pool.
@@ -172,61 +200,35 @@ impl Store {
         Ok(())
     }
 
-    /// # Errors
-    /// On a database fault, or if the digest or id already exists.
-    pub async fn insert_token(
-        &self,
-        record: &TokenRecord,
-        digest: &Digest,
-        key_id: &str,
-    ) -> Result<()> {
-        tokens::Entity::insert(to_active_model(record, digest, key_id))
-            .exec_without_returning(&self.db)
-            .await?;
-        Ok(())
-    }
-
-    /// Inserts the bootstrap admin token unless one was ever issued (recorded
-    /// under `meta_key`), atomically: of several replicas starting at once,
-    /// exactly one issues it. Returns whether this call did.
+    /// Starts a change. Dropping the [`Txn`] without [`Txn::commit`] rolls it
+    /// back.
     ///
     /// # Errors
-    /// On a database fault.
-    pub async fn insert_token_once(
-        &self,
-        meta_key: &str,
-        record: &TokenRecord,
-        digest: &Digest,
-        key_id: &str,
-    ) -> Result<bool> {
-        let txn = self.db.begin().await?;
-        let marker = meta::ActiveModel {
-            key: Set(meta_key.to_owned()),
-            value: Set(record.id.to_string()),
-        };
-        let claimed = meta::Entity::insert(marker)
-            .on_conflict_do_nothing_on([meta::Column::Key])
-            .exec_without_returning(&txn)
-            .await?;
-        let claimed = matches!(claimed, TryInsertResult::Inserted(n) if n > 0);
-        if claimed {
-            tokens::Entity::insert(to_active_model(record, digest, key_id))
-                .exec_without_returning(&txn)
-                .await?;
-        }
-        txn.commit().await?;
-        Ok(claimed)
+    /// If no connection can be had.
+    pub async fn begin(&self) -> Result<Txn> {
+        Ok(Txn {
+            txn: self.db.begin().await?,
+        })
     }
 
+    /// The token with this digest, and whether its owner is disabled, in one
+    /// query.
+    ///
     /// # Errors
     /// On a database fault or a corrupt row.
-    pub async fn find_by_digest(&self, digest: &Digest) -> Result<Option<TokenRecord>> {
-        tokens::Entity::find()
+    pub async fn find_by_digest(&self, digest: &Digest) -> Result<Option<FoundToken>> {
+        let Some((token, owner)) = tokens::Entity::find()
             .filter(tokens::Column::Digest.eq(digest.as_bytes().to_vec()))
+            .find_also_related(owners::Entity)
             .one(&self.db)
             .await?
-            .map(to_record)
-            .transpose()
+        else {
+            return Ok(None);
+        };
+        Ok(Some(FoundToken {
+            record: to_record(token)?,
+            owner_disabled: owner.is_some_and(|o| o.disable_time.is_some()),
+        }))
     }
 
     /// # Errors
@@ -263,14 +265,7 @@ impl Store {
             query = query.filter(any);
         }
         if let Some(c) = after {
-            let t = c.create_time.as_micros();
-            query = query.filter(
-                Condition::any().add(tokens::Column::CreateTime.lt(t)).add(
-                    Condition::all()
-                        .add(tokens::Column::CreateTime.eq(t))
-                        .add(tokens::Column::Id.lt(c.id)),
-                ),
-            );
+            query = query.filter(before(tokens::Column::CreateTime, tokens::Column::Id, c));
         }
         query
             .order_by_desc(tokens::Column::CreateTime)
@@ -283,103 +278,122 @@ impl Store {
             .collect()
     }
 
-    /// Applies `patch`. `None` if there is no such token.
+    /// Every token of `owner` (for counting them by status).
     ///
     /// # Errors
     /// On a database fault or a corrupt row.
-    pub async fn update_token(
-        &self,
-        id: Uuid,
-        patch: &TokenPatch,
-        now: Timestamp,
-    ) -> Result<Option<StoredToken>> {
-        let mut update = tokens::Entity::update_many()
-            .col_expr(tokens::Column::UpdateTime, Expr::value(now.as_micros()));
-        if let Some(name) = &patch.name {
-            update = update.col_expr(tokens::Column::Name, Expr::value(name.clone()));
-        }
-        if let Some(description) = &patch.description {
-            update = update.col_expr(
-                tokens::Column::Description,
-                Expr::value(description.clone()),
-            );
-        }
-        if let Some(metadata) = &patch.metadata {
-            update = update.col_expr(
-                tokens::Column::Metadata,
-                Expr::value(encode_metadata(metadata)),
-            );
-        }
-        let rows = update
-            .filter(tokens::Column::Id.eq(id))
-            .exec_with_returning(&self.db)
-            .await?;
-        first_stored(rows)
+    pub async fn owner_tokens(&self, owner: &str) -> Result<Vec<TokenRecord>> {
+        tokens::Entity::find()
+            .filter(tokens::Column::Owner.eq(owner))
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(to_record)
+            .collect()
     }
 
-    /// Marks the token revoked unless it already is. Returns the token as it
-    /// now stands (unchanged if it was already revoked); `None` if absent.
+    /// The digests of every token of `owner` (to invalidate them).
     ///
     /// # Errors
     /// On a database fault or a corrupt row.
-    pub async fn revoke_token(
-        &self,
-        id: Uuid,
-        reason: &str,
-        now: Timestamp,
-    ) -> Result<Option<StoredToken>> {
-        let rows = tokens::Entity::update_many()
-            .col_expr(tokens::Column::RevokeTime, Expr::value(now.as_micros()))
-            .col_expr(tokens::Column::RevokeReason, Expr::value(reason.to_owned()))
-            .col_expr(tokens::Column::UpdateTime, Expr::value(now.as_micros()))
-            .filter(tokens::Column::Id.eq(id))
-            .filter(tokens::Column::RevokeTime.is_null())
-            .exec_with_returning(&self.db)
+    pub async fn owner_digests(&self, owner: &str) -> Result<Vec<Digest>> {
+        let rows: Vec<Vec<u8>> = tokens::Entity::find()
+            .select_only()
+            .column(tokens::Column::Digest)
+            .filter(tokens::Column::Owner.eq(owner))
+            .into_tuple()
+            .all(&self.db)
             .await?;
-        match first_stored(rows)? {
-            Some(changed) => Ok(Some(changed)),
-            None => self.get_stored(id).await,
-        }
+        rows.iter()
+            .map(|d| {
+                Digest::from_slice(d).ok_or_else(|| {
+                    StoreError::Corrupt(anyhow::anyhow!("a token of {owner} has a bad digest"))
+                })
+            })
+            .collect()
     }
 
-    /// Clears a revocation, provided the token was not replaced by a renewal
-    /// and has not expired at `now`. Returns the token if it changed; `None`
-    /// if it is absent or no longer qualifies (the caller reads it again).
-    ///
-    /// # Errors
-    /// On a database fault or a corrupt row.
-    pub async fn unrevoke_token(&self, id: Uuid, now: Timestamp) -> Result<Option<StoredToken>> {
-        let rows = tokens::Entity::update_many()
-            .col_expr(tokens::Column::RevokeTime, Expr::value(Option::<i64>::None))
-            .col_expr(tokens::Column::RevokeReason, Expr::value(String::new()))
-            .col_expr(tokens::Column::UpdateTime, Expr::value(now.as_micros()))
-            .filter(tokens::Column::Id.eq(id))
-            .filter(tokens::Column::RevokeTime.is_not_null())
-            .filter(tokens::Column::ReplacedBy.is_null())
-            .filter(
-                Condition::any()
-                    .add(tokens::Column::ExpireTime.is_null())
-                    .add(tokens::Column::ExpireTime.gt(now.as_micros())),
-            )
-            .exec_with_returning(&self.db)
-            .await?;
-        first_stored(rows)
-    }
-
-    /// Deletes the token; returns its digest, or `None` if there was none.
+    /// The owner's record; `None` if it has none (it is enabled).
     ///
     /// # Errors
     /// On a database fault.
-    pub async fn delete_token(&self, id: Uuid) -> Result<Option<Digest>> {
-        let deleted = tokens::Entity::delete_by_id(id)
-            .exec_with_returning(&self.db)
+    pub async fn get_owner(&self, owner: &str) -> Result<Option<OwnerRecord>> {
+        Ok(owners::Entity::find_by_id(owner.to_owned())
+            .one(&self.db)
+            .await?
+            .map(to_owner))
+    }
+
+    /// Up to `limit` events matching `filter`, newest first, strictly after
+    /// `after`.
+    ///
+    /// # Errors
+    /// On a database fault or a corrupt row.
+    pub async fn list_events(
+        &self,
+        filter: &EventFilter,
+        after: Option<Cursor>,
+        limit: u64,
+    ) -> Result<Vec<Event>> {
+        let mut query = token_events::Entity::find();
+        if let Some(id) = filter.token_id {
+            query = query.filter(token_events::Column::TokenId.eq(id));
+        }
+        if let Some(owner) = &filter.owner {
+            query = query.filter(token_events::Column::Owner.eq(owner.as_str()));
+        }
+        if let Some(c) = after {
+            query = query.filter(before(
+                token_events::Column::Time,
+                token_events::Column::Id,
+                c,
+            ));
+        }
+        query
+            .order_by_desc(token_events::Column::Time)
+            .order_by_desc(token_events::Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(to_event)
+            .collect()
+    }
+
+    /// Inserts the bootstrap admin token and its CREATED event unless one was
+    /// ever issued (recorded under `meta_key`), atomically: of several
+    /// replicas starting at once, exactly one issues it. Returns whether this
+    /// call did.
+    ///
+    /// # Errors
+    /// On a database fault.
+    pub async fn insert_token_once(
+        &self,
+        meta_key: &str,
+        token: &NewRow<'_>,
+        event: &Event,
+    ) -> Result<bool> {
+        let txn = self.begin().await?;
+        let marker = meta::ActiveModel {
+            key: Set(meta_key.to_owned()),
+            value: Set(token.record.id.to_string()),
+        };
+        let claimed = meta::Entity::insert(marker)
+            .on_conflict_do_nothing_on([meta::Column::Key])
+            .exec_without_returning(&txn.txn)
             .await?;
-        deleted.map(|m| digest_of(&m)).transpose()
+        let claimed = matches!(claimed, TryInsertResult::Inserted(n) if n > 0);
+        if claimed {
+            txn.insert_token(token).await?;
+            txn.insert_event(event).await?;
+            txn.commit().await?;
+        }
+        Ok(claimed)
     }
 
     /// Records last-use times, many tokens per statement. A time never moves
     /// backwards: a replica flushing an older time leaves a newer one alone.
-    /// Deleted tokens are skipped.
+    /// Deleted tokens are skipped. Not an admin change: no event.
     ///
     /// # Errors
     /// On a database fault; nothing of the failing chunk is written.
@@ -417,32 +431,370 @@ impl Store {
             .await?
             .map(|m| m.value))
     }
+}
 
-    async fn get_stored(&self, id: Uuid) -> Result<Option<StoredToken>> {
+/// A token to insert: its record, digest and the id of the key that made it.
+#[derive(Clone, Copy, Debug)]
+pub struct NewRow<'a> {
+    pub record: &'a TokenRecord,
+    pub digest: &'a Digest,
+    pub key_id: &'a str,
+}
+
+/// One change in progress: a database transaction. Every method that changes
+/// a token or an owner is here, and so is [`Txn::insert_event`], so a change
+/// and its audit event commit together. Dropped without [`Txn::commit`], it
+/// rolls back.
+pub struct Txn {
+    txn: DatabaseTransaction,
+}
+
+impl Txn {
+    /// # Errors
+    /// If the commit fails; then nothing of the transaction is kept.
+    pub async fn commit(self) -> Result<()> {
+        self.txn.commit().await?;
+        Ok(())
+    }
+
+    /// Takes the owner's row (creating it, enabled, if absent) and holds it
+    /// until the transaction ends: one owner's creations are serialised
+    /// across every replica, so counting them for the limits is exact. On
+    /// SQLite the write also takes the database's write lock up front.
+    ///
+    /// # Errors
+    /// On a database fault.
+    pub async fn lock_owner(&self, owner: &str, now: Timestamp) -> Result<OwnerRecord> {
+        let row = owners::Entity::insert(owners::ActiveModel {
+            owner: Set(owner.to_owned()),
+            disable_time: Set(None),
+            disable_reason: Set(String::new()),
+            update_time: Set(now.as_micros()),
+        })
+        .on_conflict(
+            OnConflict::column(owners::Column::Owner)
+                .update_column(owners::Column::Owner)
+                .to_owned(),
+        )
+        .exec_with_returning(&self.txn)
+        .await?;
+        Ok(to_owner(row))
+    }
+
+    /// The owner's tokens created after `since` (CREATED events, so deleted
+    /// tokens still count).
+    ///
+    /// # Errors
+    /// On a database fault.
+    pub async fn creations_since(&self, owner: &str, since: Timestamp) -> Result<Creations> {
+        let row: Option<(i64, Option<i64>)> = token_events::Entity::find()
+            .select_only()
+            .column_as(Expr::col(token_events::Column::Id).count(), "count")
+            .column_as(Expr::col(token_events::Column::Time).min(), "oldest")
+            .filter(token_events::Column::Owner.eq(owner))
+            .filter(token_events::Column::Kind.eq(EventKind::Created.as_str()))
+            .filter(token_events::Column::Time.gt(since.as_micros()))
+            .into_tuple()
+            .one(&self.txn)
+            .await?;
+        Ok(row
+            .map(|(count, oldest)| Creations {
+                count: u64::try_from(count).unwrap_or(0),
+                oldest: oldest.map(Timestamp::from_micros),
+            })
+            .unwrap_or_default())
+    }
+
+    /// The owner's ACTIVE tokens at `now`, not counting those a renewal has
+    /// replaced (they are on their way out).
+    ///
+    /// # Errors
+    /// On a database fault.
+    pub async fn count_active(&self, owner: &str, now: Timestamp) -> Result<u64> {
+        Ok(tokens::Entity::find()
+            .filter(tokens::Column::Owner.eq(owner))
+            .filter(status_condition(Status::Active, now))
+            .filter(tokens::Column::ReplacedBy.is_null())
+            .count(&self.txn)
+            .await?)
+    }
+
+    /// # Errors
+    /// On a database fault, or if the digest or id already exists.
+    pub async fn insert_token(&self, row: &NewRow<'_>) -> Result<()> {
+        tokens::Entity::insert(to_active_model(row))
+            .exec_without_returning(&self.txn)
+            .await?;
+        Ok(())
+    }
+
+    /// # Errors
+    /// On a database fault.
+    pub async fn insert_event(&self, event: &Event) -> Result<()> {
+        token_events::Entity::insert(token_events::ActiveModel {
+            id: Set(event.id),
+            time: Set(event.time.as_micros()),
+            kind: Set(event.kind.as_str().to_owned()),
+            token_id: Set(event.token_id),
+            owner: Set(event.owner.clone()),
+            actor: Set(event.actor.clone()),
+            detail: Set(encode_map(&event.detail)),
+        })
+        .exec_without_returning(&self.txn)
+        .await?;
+        Ok(())
+    }
+
+    /// Reads a token inside the transaction.
+    ///
+    /// # Errors
+    /// On a database fault or a corrupt row.
+    pub async fn get_token(&self, id: Uuid) -> Result<Option<StoredToken>> {
         tokens::Entity::find_by_id(id)
-            .one(&self.db)
+            .one(&self.txn)
             .await?
             .map(stored)
             .transpose()
     }
+
+    /// Applies `patch`. `None` if there is no such token.
+    ///
+    /// # Errors
+    /// On a database fault or a corrupt row.
+    pub async fn update_token(
+        &self,
+        id: Uuid,
+        patch: &TokenPatch,
+        now: Timestamp,
+    ) -> Result<Option<StoredToken>> {
+        let mut update = tokens::Entity::update_many()
+            .col_expr(tokens::Column::UpdateTime, Expr::value(now.as_micros()));
+        if let Some(name) = &patch.name {
+            update = update.col_expr(tokens::Column::Name, Expr::value(name.clone()));
+        }
+        if let Some(description) = &patch.description {
+            update = update.col_expr(
+                tokens::Column::Description,
+                Expr::value(description.clone()),
+            );
+        }
+        if let Some(metadata) = &patch.metadata {
+            update = update.col_expr(tokens::Column::Metadata, Expr::value(encode_map(metadata)));
+        }
+        let rows = update
+            .filter(tokens::Column::Id.eq(id))
+            .exec_with_returning(&self.txn)
+            .await?;
+        first_stored(rows)
+    }
+
+    /// Marks the token revoked if it is not already. Returns it if this call
+    /// revoked it; `None` if it is absent or was already revoked.
+    ///
+    /// # Errors
+    /// On a database fault or a corrupt row.
+    pub async fn revoke_token(
+        &self,
+        id: Uuid,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<Option<StoredToken>> {
+        let rows = tokens::Entity::update_many()
+            .col_expr(tokens::Column::RevokeTime, Expr::value(now.as_micros()))
+            .col_expr(tokens::Column::RevokeReason, Expr::value(reason.to_owned()))
+            .col_expr(tokens::Column::UpdateTime, Expr::value(now.as_micros()))
+            .filter(tokens::Column::Id.eq(id))
+            .filter(tokens::Column::RevokeTime.is_null())
+            .exec_with_returning(&self.txn)
+            .await?;
+        first_stored(rows)
+    }
+
+    /// Clears a revocation and restarts the idle clock, provided the token
+    /// was not replaced by a renewal and has not expired at `now`. Returns
+    /// the token if it changed; `None` if it is absent or no longer qualifies
+    /// (the caller reads it again).
+    ///
+    /// # Errors
+    /// On a database fault or a corrupt row.
+    pub async fn restore_token(&self, id: Uuid, now: Timestamp) -> Result<Option<StoredToken>> {
+        let rows = tokens::Entity::update_many()
+            .col_expr(tokens::Column::RevokeTime, Expr::value(Option::<i64>::None))
+            .col_expr(tokens::Column::RevokeReason, Expr::value(String::new()))
+            .col_expr(tokens::Column::IdleResetTime, Expr::value(now.as_micros()))
+            .col_expr(tokens::Column::UpdateTime, Expr::value(now.as_micros()))
+            .filter(tokens::Column::Id.eq(id))
+            .filter(tokens::Column::ReplacedBy.is_null())
+            .filter(not_expired(now))
+            .exec_with_returning(&self.txn)
+            .await?;
+        first_stored(rows)
+    }
+
+    /// Links the old token of a renewal to its replacement and retires it,
+    /// provided it is neither revoked nor already replaced. Returns it if
+    /// this call changed it; `None` otherwise (the caller reads it again).
+    ///
+    /// # Errors
+    /// On a database fault or a corrupt row.
+    pub async fn replace_token(
+        &self,
+        id: Uuid,
+        replaced_by: Uuid,
+        retirement: Retirement,
+        now: Timestamp,
+    ) -> Result<Option<StoredToken>> {
+        let mut update = tokens::Entity::update_many()
+            .col_expr(tokens::Column::ReplacedBy, Expr::value(replaced_by))
+            .col_expr(tokens::Column::UpdateTime, Expr::value(now.as_micros()));
+        update = match retirement {
+            Retirement::RevokeNow => update
+                .col_expr(tokens::Column::RevokeTime, Expr::value(now.as_micros()))
+                .col_expr(tokens::Column::RevokeReason, Expr::value("renewed")),
+            Retirement::ExpireAt(t) => {
+                update.col_expr(tokens::Column::ExpireTime, Expr::value(t.as_micros()))
+            }
+        };
+        let rows = update
+            .filter(tokens::Column::Id.eq(id))
+            .filter(tokens::Column::RevokeTime.is_null())
+            .filter(tokens::Column::ReplacedBy.is_null())
+            .exec_with_returning(&self.txn)
+            .await?;
+        first_stored(rows)
+    }
+
+    /// Deletes the token; returns what it was, or `None` if there was none.
+    ///
+    /// # Errors
+    /// On a database fault or a corrupt row.
+    pub async fn delete_token(&self, id: Uuid) -> Result<Option<StoredToken>> {
+        tokens::Entity::delete_by_id(id)
+            .exec_with_returning(&self.txn)
+            .await?
+            .map(stored)
+            .transpose()
+    }
+
+    /// Deletes every token of `owner`; returns what they were.
+    ///
+    /// # Errors
+    /// On a database fault or a corrupt row.
+    pub async fn delete_owner_tokens(&self, owner: &str) -> Result<Vec<StoredToken>> {
+        tokens::Entity::delete_many()
+            .filter(tokens::Column::Owner.eq(owner))
+            .exec_with_returning(&self.txn)
+            .await?
+            .into_iter()
+            .map(stored)
+            .collect()
+    }
+
+    /// Disables (`Some((time, reason))`) or enables (`None`) the owner.
+    /// Returns its record if this call changed it; `None` if it already was
+    /// in that state (a disabled owner keeps its first disable time and
+    /// reason).
+    ///
+    /// # Errors
+    /// On a database fault.
+    pub async fn set_owner_disabled(
+        &self,
+        owner: &str,
+        disable: Option<(Timestamp, &str)>,
+        now: Timestamp,
+    ) -> Result<Option<OwnerRecord>> {
+        let current = self.lock_owner(owner, now).await?;
+        if current.is_disabled() == disable.is_some() {
+            return Ok(None);
+        }
+        let (time, reason) = match disable {
+            Some((t, r)) => (Some(t.as_micros()), r.to_owned()),
+            None => (None, String::new()),
+        };
+        let rows = owners::Entity::update_many()
+            .col_expr(owners::Column::DisableTime, Expr::value(time))
+            .col_expr(owners::Column::DisableReason, Expr::value(reason))
+            .col_expr(owners::Column::UpdateTime, Expr::value(now.as_micros()))
+            .filter(owners::Column::Owner.eq(owner))
+            .exec_with_returning(&self.txn)
+            .await?;
+        Ok(rows.into_iter().next().map(to_owner))
+    }
+}
+
+/// Rows strictly after cursor `c` in newest-first `(time, id)` order.
+fn before<C: ColumnTrait>(time: C, id: C, c: Cursor) -> Condition {
+    let t = c.time.as_micros();
+    Condition::any()
+        .add(time.lt(t))
+        .add(Condition::all().add(time.eq(t)).add(id.lt(c.id)))
+}
+
+fn not_expired(now: Timestamp) -> Condition {
+    Condition::any()
+        .add(tokens::Column::ExpireTime.is_null())
+        .add(tokens::Column::ExpireTime.gt(now.as_micros()))
+}
+
+/// SQL for "idle_timeout has passed since creation, last use and the idle
+/// clock's restart", mirroring [`TokenRecord::inactive_time`]. A NULL last
+/// use or restart does not count.
+fn idle(now: Timestamp) -> Condition {
+    let now = now.as_micros();
+    let timeout = || Expr::col(tokens::Column::IdleTimeout);
+    let deadline = |c: tokens::Column| Expr::col(c).add(timeout());
+    Condition::all()
+        .add(tokens::Column::IdleTimeout.is_not_null())
+        .add(deadline(tokens::Column::CreateTime).lte(now))
+        .add(
+            Condition::any()
+                .add(tokens::Column::LastUsedTime.is_null())
+                .add(deadline(tokens::Column::LastUsedTime).lte(now)),
+        )
+        .add(
+            Condition::any()
+                .add(tokens::Column::IdleResetTime.is_null())
+                .add(deadline(tokens::Column::IdleResetTime).lte(now)),
+        )
+}
+
+/// The negation of [`idle`], spelled out so that NULLs cannot make a token
+/// both or neither.
+fn not_idle(now: Timestamp) -> Condition {
+    let now = now.as_micros();
+    let timeout = || Expr::col(tokens::Column::IdleTimeout);
+    let deadline = |c: tokens::Column| Expr::col(c).add(timeout());
+    Condition::any()
+        .add(tokens::Column::IdleTimeout.is_null())
+        .add(deadline(tokens::Column::CreateTime).gt(now))
+        .add(
+            Condition::all()
+                .add(tokens::Column::LastUsedTime.is_not_null())
+                .add(deadline(tokens::Column::LastUsedTime).gt(now)),
+        )
+        .add(
+            Condition::all()
+                .add(tokens::Column::IdleResetTime.is_not_null())
+                .add(deadline(tokens::Column::IdleResetTime).gt(now)),
+        )
 }
 
 /// SQL for "has status `s` at `now`", mirroring [`TokenRecord::status`].
 fn status_condition(s: Status, now: Timestamp) -> Condition {
-    let now = now.as_micros();
     let not_revoked = || tokens::Column::RevokeTime.is_null();
     match s {
         Status::Revoked => Condition::all().add(tokens::Column::RevokeTime.is_not_null()),
         Status::Expired => Condition::all()
             .add(not_revoked())
-            .add(tokens::Column::ExpireTime.lte(now)),
-        Status::Active => Condition::all().add(not_revoked()).add(
-            Condition::any()
-                .add(tokens::Column::ExpireTime.is_null())
-                .add(tokens::Column::ExpireTime.gt(now)),
-        ),
-        // Idle expiry is not judged yet: no token is inactive.
-        Status::Inactive => Condition::all().add(Expr::value(false)),
+            .add(tokens::Column::ExpireTime.lte(now.as_micros())),
+        Status::Inactive => Condition::all()
+            .add(not_revoked())
+            .add(not_expired(now))
+            .add(idle(now)),
+        Status::Active => Condition::all()
+            .add(not_revoked())
+            .add(not_expired(now))
+            .add(not_idle(now)),
     }
 }
 
@@ -468,18 +820,47 @@ fn digest_of(m: &tokens::Model) -> Result<Digest> {
     })
 }
 
-fn encode_metadata(metadata: &BTreeMap<String, String>) -> String {
-    serde_json::to_string(metadata).unwrap_or_else(|_| "{}".to_owned())
+/// A map of strings as a JSON object (metadata, event detail).
+fn encode_map(map: &BTreeMap<String, String>) -> String {
+    serde_json::to_string(map).unwrap_or_else(|_| "{}".to_owned())
 }
 
-fn to_active_model(r: &TokenRecord, digest: &Digest, key_id: &str) -> tokens::ActiveModel {
+fn to_owner(m: owners::Model) -> OwnerRecord {
+    OwnerRecord {
+        owner: m.owner,
+        disable_time: m.disable_time.map(Timestamp::from_micros),
+        reason: m.disable_reason,
+    }
+}
+
+fn to_event(m: token_events::Model) -> Result<Event> {
+    let corrupt = |what: String| StoreError::Corrupt(anyhow::anyhow!(what));
+    Ok(Event {
+        kind: EventKind::parse(&m.kind)
+            .ok_or_else(|| corrupt(format!("event {} has unknown kind {:?}", m.id, m.kind)))?,
+        detail: serde_json::from_str(&m.detail)
+            .map_err(|_| corrupt(format!("event {} has a corrupt detail", m.id)))?,
+        id: m.id,
+        time: Timestamp::from_micros(m.time),
+        token_id: m.token_id,
+        owner: m.owner,
+        actor: m.actor,
+    })
+}
+
+fn to_active_model(row: &NewRow<'_>) -> tokens::ActiveModel {
+    let NewRow {
+        record: r,
+        digest,
+        key_id,
+    } = *row;
     tokens::ActiveModel {
         id: Set(r.id),
         owner: Set(r.owner.clone()),
         name: Set(r.name.clone()),
         description: Set(r.description.clone()),
         scopes: Set(r.scopes.join(" ")),
-        metadata: Set(encode_metadata(&r.metadata)),
+        metadata: Set(encode_map(&r.metadata)),
         digest: Set(digest.as_bytes().to_vec()),
         key_id: Set(key_id.to_owned()),
         display_hint: Set(r.display_hint.clone()),
@@ -492,6 +873,7 @@ fn to_active_model(r: &TokenRecord, digest: &Digest, key_id: &str) -> tokens::Ac
         revoke_reason: Set(r.revoke_reason.clone()),
         replaces: Set(r.replaces),
         replaced_by: Set(r.replaced_by),
+        idle_reset_time: Set(r.idle_reset_time.map(Timestamp::as_micros)),
     }
 }
 
@@ -522,5 +904,6 @@ fn to_record(m: tokens::Model) -> Result<TokenRecord> {
         revoke_reason: m.revoke_reason,
         replaces: m.replaces,
         replaced_by: m.replaced_by,
+        idle_reset_time: m.idle_reset_time.map(Timestamp::from_micros),
     })
 }

@@ -24,6 +24,16 @@ pub struct UseCell {
     queued: AtomicBool,
 }
 
+impl UseCell {
+    /// The latest use recorded here, written or not; `None` if none.
+    pub fn latest(&self) -> Option<Timestamp> {
+        match self.latest.load(Ordering::Relaxed) {
+            0 => None,
+            t => Some(Timestamp::from_micros(t)),
+        }
+    }
+}
+
 /// Uses waiting to be written.
 #[derive(Debug, Default)]
 pub struct LastUsed {

@@ -61,6 +61,9 @@ pub struct TokenRecord {
     pub revoke_reason: String,
     pub replaces: Option<Uuid>,
     pub replaced_by: Option<Uuid>,
+    /// When RestoreToken last restarted the idle clock; `None`: it runs
+    /// from creation.
+    pub idle_reset_time: Option<Timestamp>,
 }
 
 impl TokenRecord {
@@ -73,14 +76,35 @@ impl TokenRecord {
         self.expire_time.is_some_and(|t| t <= now)
     }
 
+    /// The status at `now`, judged from what is stored.
     pub fn status(&self, now: Timestamp) -> Status {
+        self.status_with_use(now, None)
+    }
+
+    /// The status at `now`, counting also a use not yet written to the
+    /// database (Verify knows of those before the flusher writes them).
+    pub fn status_with_use(&self, now: Timestamp, unwritten_use: Option<Timestamp>) -> Status {
         if self.is_revoked() {
             Status::Revoked
         } else if self.is_expired(now) {
             Status::Expired
+        } else if self.inactive_time(unwritten_use).is_some_and(|t| t <= now) {
+            Status::Inactive
         } else {
             Status::Active
         }
+    }
+
+    /// When the token becomes inactive unless used before: `idle_timeout`
+    /// after the latest of creation, last use and idle-clock restart. `None`
+    /// without an idle timeout.
+    pub fn inactive_time(&self, unwritten_use: Option<Timestamp>) -> Option<Timestamp> {
+        let timeout = self.idle_timeout?;
+        let since = [self.last_used_time, self.idle_reset_time, unwritten_use]
+            .into_iter()
+            .flatten()
+            .fold(self.create_time, Timestamp::max);
+        Some(since.checked_add(timeout).unwrap_or(Timestamp::MAX))
     }
 }
 
@@ -191,6 +215,7 @@ mod tests {
             revoke_reason: String::new(),
             replaces: None,
             replaced_by: None,
+            idle_reset_time: None,
         }
     }
 
@@ -203,6 +228,24 @@ mod tests {
         assert_eq!(t.status(now), Status::Expired);
         t.revoke_time = Some(Timestamp::EPOCH);
         assert_eq!(t.status(now), Status::Revoked);
+    }
+
+    #[test]
+    fn idleness_runs_from_the_latest_of_creation_use_and_restore() {
+        let day = Duration::from_secs(86_400);
+        let at = |days: i64| Timestamp::from_micros(days * 86_400_000_000);
+        let mut t = record();
+        t.idle_timeout = Some(30 * day);
+        assert_eq!(t.status(at(29)), Status::Active);
+        assert_eq!(t.status(at(30)), Status::Inactive);
+        t.last_used_time = Some(at(10));
+        assert_eq!(t.status(at(39)), Status::Active);
+        assert_eq!(t.status(at(40)), Status::Inactive);
+        assert_eq!(t.status_with_use(at(40), Some(at(20))), Status::Active);
+        t.idle_reset_time = Some(at(45));
+        assert_eq!(t.status(at(74)), Status::Active);
+        t.expire_time = Some(at(50));
+        assert_eq!(t.status(at(80)), Status::Expired);
     }
 
     #[test]

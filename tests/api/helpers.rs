@@ -240,6 +240,14 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
     spawn_app_on(db, settings).await
 }
 
+/// [`spawn_app`] with settings changed by `change`.
+pub async fn spawn_app_with(backend: Backend, change: impl FnOnce(&mut Settings)) -> TestApp {
+    let db = Arc::new(TestDb::new(backend).await);
+    let mut settings = test_settings(&db);
+    change(&mut settings);
+    spawn_app_on(db, settings).await
+}
+
 /// Starts (or restarts) the application on `db` with `settings`.
 pub async fn spawn_app_on(db: Arc<TestDb>, settings: Settings) -> TestApp {
     try_spawn_app_on(db, settings)
@@ -507,7 +515,13 @@ impl TestApp {
             Backend::Postgres => {
                 let conn = Database::connect(&self.db.url).await.unwrap();
                 let mut out = Vec::new();
-                for table in ["tokens", "latchkey_meta", "seaql_migrations"] {
+                for table in [
+                    "tokens",
+                    "owners",
+                    "token_events",
+                    "latchkey_meta",
+                    "seaql_migrations",
+                ] {
                     let rows = conn
                         .query_all_raw(sea_orm::Statement::from_string(
                             conn.get_database_backend(),
