@@ -485,6 +485,124 @@ impl TestApp {
             .map(|r| r.into_inner())
     }
 
+    pub async fn renew(
+        &self,
+        req: pb::RenewTokenRequest,
+    ) -> Result<pb::CreateTokenResponse, Status> {
+        self.admin
+            .clone()
+            .renew_token(self.admin_request(req))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// Renews `id` with a grace period of `grace_secs` (0: none).
+    pub async fn renew_with_grace(&self, id: &str, grace_secs: i64) -> (pb::Token, String) {
+        let renewed = self
+            .renew(pb::RenewTokenRequest {
+                id: id.to_owned(),
+                grace_period: (grace_secs > 0).then(|| duration(grace_secs)),
+                expiration: None,
+            })
+            .await
+            .expect("RenewToken");
+        (renewed.token.expect("token"), renewed.secret)
+    }
+
+    pub async fn disable_owner(&self, owner: &str, reason: &str) -> Result<pb::Owner, Status> {
+        self.admin
+            .clone()
+            .disable_owner(self.admin_request(pb::DisableOwnerRequest {
+                owner: owner.to_owned(),
+                reason: reason.to_owned(),
+            }))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn enable_owner(&self, owner: &str) -> Result<pb::Owner, Status> {
+        self.admin
+            .clone()
+            .enable_owner(self.admin_request(pb::EnableOwnerRequest {
+                owner: owner.to_owned(),
+            }))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn get_owner(&self, owner: &str) -> Result<pb::Owner, Status> {
+        self.admin
+            .clone()
+            .get_owner(self.admin_request(pb::GetOwnerRequest {
+                owner: owner.to_owned(),
+            }))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn delete_owner_tokens(&self, owner: &str) -> Result<i64, Status> {
+        self.admin
+            .clone()
+            .delete_owner_tokens(self.admin_request(pb::DeleteOwnerTokensRequest {
+                owner: owner.to_owned(),
+            }))
+            .await
+            .map(|r| r.into_inner().deleted_count)
+    }
+
+    pub async fn list_events(
+        &self,
+        req: pb::ListTokenEventsRequest,
+    ) -> Result<pb::ListTokenEventsResponse, Status> {
+        self.admin
+            .clone()
+            .list_token_events(self.admin_request(req))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// Every event for `token_id` and `owner` (either may be empty), newest
+    /// first.
+    pub async fn events(&self, token_id: &str, owner: &str) -> Vec<pb::TokenEvent> {
+        let mut all = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let page = self
+                .list_events(pb::ListTokenEventsRequest {
+                    token_id: token_id.to_owned(),
+                    owner: owner.to_owned(),
+                    page_size: 1000,
+                    page_token,
+                })
+                .await
+                .expect("ListTokenEvents");
+            all.extend(page.events);
+            if page.next_page_token.is_empty() {
+                return all;
+            }
+            page_token = page.next_page_token;
+        }
+    }
+
+    /// The kinds of every event of `token_id`, oldest first.
+    pub async fn event_kinds(&self, token_id: &str) -> Vec<pb::EventKind> {
+        let mut kinds: Vec<_> = self
+            .events(token_id, "")
+            .await
+            .iter()
+            .map(|e| e.kind())
+            .collect();
+        kinds.reverse();
+        kinds
+    }
+
+    /// Runs `sql` on the test database, outside the service.
+    pub async fn execute_sql(&self, sql: &str) {
+        let conn = Database::connect(&self.db.url).await.unwrap();
+        conn.execute_unprepared(sql).await.unwrap();
+        conn.close().await.ok();
+    }
+
     /// Polls GetToken until `last_used_time` is set and differs from
     /// `previous` (the flusher writes it behind, every 100 ms in tests).
     pub async fn wait_for_last_used(
@@ -583,6 +701,17 @@ pub fn now_plus(clock: &ManualClock, d: Duration) -> prost_types::Timestamp {
     use latchkey::clock::Clock as _;
     let (seconds, nanos) = clock.now().checked_add(d).unwrap().to_unix();
     prost_types::Timestamp { seconds, nanos }
+}
+
+/// The manual clock's time, as protobuf carries it.
+pub trait ClockExt {
+    fn now_timestamp(&self) -> prost_types::Timestamp;
+}
+
+impl ClockExt for ManualClock {
+    fn now_timestamp(&self) -> prost_types::Timestamp {
+        now_plus(self, Duration::ZERO)
+    }
 }
 
 pub fn duration(secs: i64) -> prost_types::Duration {
