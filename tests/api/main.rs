@@ -9,6 +9,7 @@ mod discovery;
 mod idle;
 mod lifecycle;
 mod listing;
+mod owners;
 mod persistence;
 mod renewal;
 mod shutdown;
