@@ -8,6 +8,7 @@ mod bad_input;
 mod discovery;
 mod idle;
 mod lifecycle;
+mod limits;
 mod listing;
 mod owners;
 mod persistence;
