@@ -4,6 +4,7 @@
 mod helpers;
 
 mod admin_auth;
+mod audit;
 mod bad_input;
 mod discovery;
 mod idle;
