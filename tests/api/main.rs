@@ -16,3 +16,4 @@ mod persistence;
 mod renewal;
 mod shutdown;
 mod verify;
+mod workflows;
