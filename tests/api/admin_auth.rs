@@ -14,7 +14,82 @@ on_both_databases!(
     a_valid_token_without_the_admin_scope_is_permission_denied,
     a_token_with_the_admin_scope_administers,
     the_bootstrap_token_is_issued_once_and_administers,
+    every_admin_rpc_refuses_no_credential_and_a_token_without_the_admin_scope,
 );
+
+async fn every_admin_rpc_refuses_no_credential_and_a_token_without_the_admin_scope(
+    backend: Backend,
+) {
+    let app = spawn_app(backend).await;
+    let (token, user_secret) = app.create_token("u", &["repo:read"]).await;
+    let before = (app.list_all().await, app.events("", "").await);
+    let id = token.id.clone();
+    for credential in [None, Some(user_secret.as_str())] {
+        let expected = if credential.is_some() {
+            Code::PermissionDenied
+        } else {
+            Code::Unauthenticated
+        };
+        let mut c = app.admin.clone();
+        macro_rules! refused {
+            ($call:ident, $msg:expr) => {
+                let request = match credential {
+                    Some(cred) => with_bearer($msg, cred),
+                    None => Request::new($msg),
+                };
+                let status = c.$call(request).await.expect_err(stringify!($call));
+                assert_eq!(status.code(), expected, "{}", stringify!($call));
+            };
+        }
+        refused!(
+            create_token,
+            pb::CreateTokenRequest {
+                owner: "u".into(),
+                ..Default::default()
+            }
+        );
+        refused!(get_token, pb::GetTokenRequest { id: id.clone() });
+        refused!(list_tokens, pb::ListTokensRequest::default());
+        refused!(
+            update_token,
+            pb::UpdateTokenRequest {
+                token: Some(token.clone()),
+                update_mask: None
+            }
+        );
+        refused!(
+            revoke_token,
+            pb::RevokeTokenRequest {
+                id: id.clone(),
+                reason: String::new()
+            }
+        );
+        refused!(restore_token, pb::RestoreTokenRequest { id: id.clone() });
+        refused!(delete_token, pb::DeleteTokenRequest { id: id.clone() });
+        refused!(
+            renew_token,
+            pb::RenewTokenRequest {
+                id: id.clone(),
+                ..Default::default()
+            }
+        );
+        refused!(
+            disable_owner,
+            pb::DisableOwnerRequest {
+                owner: "u".into(),
+                reason: String::new()
+            }
+        );
+        refused!(enable_owner, pb::EnableOwnerRequest { owner: "u".into() });
+        refused!(get_owner, pb::GetOwnerRequest { owner: "u".into() });
+        refused!(
+            delete_owner_tokens,
+            pb::DeleteOwnerTokensRequest { owner: "u".into() }
+        );
+        refused!(list_token_events, pb::ListTokenEventsRequest::default());
+    }
+    assert_eq!((app.list_all().await, app.events("", "").await), before);
+}
 
 async fn list_with(
     app: &TestApp,
