@@ -741,10 +741,10 @@ fn status_name(s: Status) -> &'static str {
 
 /// What a CREATED event records: the token's name, scopes and expiry.
 fn created_detail(r: &TokenRecord) -> BTreeMap<String, String> {
-    let mut d = BTreeMap::from([
-        ("name".to_owned(), r.name.clone()),
-        ("scopes".to_owned(), r.scopes.join(" ")),
-    ]);
+    let mut d = BTreeMap::from([("name".to_owned(), r.name.clone())]);
+    if !r.scopes.is_empty() {
+        d.insert("scopes".into(), r.scopes.join(" "));
+    }
     if let Some(t) = r.expire_time {
         d.insert("expire_time".into(), rfc3339(t));
     }
