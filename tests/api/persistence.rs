@@ -9,6 +9,7 @@ use crate::on_both_databases;
 
 on_both_databases!(
     tokens_survive_a_restart,
+    a_database_on_the_first_schema_upgrades_with_its_tokens,
     the_secret_appears_nowhere_but_the_create_response,
 );
 
@@ -29,6 +30,37 @@ async fn tokens_survive_a_restart(backend: Backend) {
     assert_eq!(
         app.verify(&revoked_secret, &[]).await.verdict(),
         Verdict::Revoked
+    );
+}
+
+async fn a_database_on_the_first_schema_upgrades_with_its_tokens(backend: Backend) {
+    use migrations::{Migrator, MigratorTrait as _};
+
+    let app = spawn_app(backend).await;
+    let (token, secret) = app.create_token("u", &["a:b"]).await;
+    let (db, settings) = app.stop().await;
+    // Take the schema back to the first migration, tokens and all, as a
+    // database written by the first release would be.
+    let conn = sea_orm::Database::connect(&db.url).await.unwrap();
+    Migrator::down(&conn, Some(1)).await.unwrap();
+    assert_eq!(
+        Migrator::get_pending_migrations(&conn).await.unwrap().len(),
+        1
+    );
+    conn.close().await.unwrap();
+
+    let app = spawn_app_on(db, settings).await;
+    assert_eq!(
+        app.verify(&secret, &["a:b"]).await.verdict(),
+        Verdict::Valid
+    );
+    let (renewed, renewed_secret) = app.renew_with_grace(&token.id, 0).await;
+    assert_eq!(renewed.replaces, token.id);
+    assert_eq!(app.verify(&secret, &[]).await.verdict(), Verdict::Revoked);
+    app.disable_owner("u", "").await.unwrap();
+    assert_eq!(
+        app.verify(&renewed_secret, &[]).await.verdict(),
+        Verdict::OwnerDisabled
     );
 }
 
@@ -66,13 +98,21 @@ async fn the_secret_appears_nowhere_but_the_create_response(backend: Backend) {
         .unwrap_err();
     app.restore(&token.id).await.unwrap();
     app.wait_for_last_used(&token.id, None).await;
+    // Renewal issues a second secret; owner changes and the audit trail add
+    // rows of their own.
+    let (renewed, renewed_secret) = app.renew_with_grace(&token.id, 60).await;
+    app.disable_owner("u", "suspended").await.unwrap();
+    app.enable_owner("u").await.unwrap();
+    assert!(app.events(&renewed.id, "").await.len() == 1);
 
     let dump = app.database_dump().await;
     assert!(!dump.is_empty());
-    assert!(
-        !dump.windows(secret.len()).any(|w| w == secret.as_bytes()),
-        "the secret is stored in the database"
-    );
+    for s in [&secret, &renewed_secret] {
+        assert!(
+            !dump.windows(s.len()).any(|w| w == s.as_bytes()),
+            "a secret is stored in the database"
+        );
+    }
     // Not even its random body.
     let body = &secret.as_bytes()[3..46];
     assert!(!dump.windows(body.len()).any(|w| w == body));
@@ -99,5 +139,9 @@ async fn the_secret_appears_nowhere_but_the_create_response(backend: Backend) {
     let logs = captured_logs();
     assert!(logs.contains(&token.id), "the log capture is not working");
     assert!(!logs.contains(&secret), "the secret reached a log line");
+    assert!(
+        !logs.contains(&renewed_secret),
+        "a renewed secret reached a log line"
+    );
     assert!(!logs.contains(std::str::from_utf8(body).unwrap()));
 }
