@@ -15,5 +15,6 @@ mod owners;
 mod persistence;
 mod renewal;
 mod shutdown;
+mod store_status;
 mod verify;
 mod workflows;
