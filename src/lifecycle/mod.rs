@@ -189,8 +189,11 @@ impl Lifecycle {
         token::check_metadata("metadata", &new.metadata)?;
         let now = self.clock.now();
         let expire_time = self.expire_time(new.expiry, now)?;
-        let idle_timeout = new.idle_timeout.or(self.policy.default_idle_timeout);
-        let (record, secret) = self.mint(new, expire_time, idle_timeout, now)?;
+        let new = NewToken {
+            idle_timeout: new.idle_timeout.or(self.policy.default_idle_timeout),
+            ..new
+        };
+        let (record, secret) = self.mint(new, expire_time, now)?;
         let digest = self.key.digest(secret.expose());
 
         let txn = self.store.begin().await?;
@@ -437,7 +440,6 @@ impl Lifecycle {
                 idle_timeout: old.idle_timeout,
             },
             expire_time,
-            old.idle_timeout,
             now,
         )?;
         record.replaces = Some(old.id);
@@ -527,7 +529,7 @@ impl Lifecycle {
             expiry: Expiry::Never,
             idle_timeout: None,
         };
-        let (record, secret) = self.mint(new, None, None, now)?;
+        let (record, secret) = self.mint(new, None, now)?;
         let digest = self.key.digest(secret.expose());
         let event = self.event(
             EventKind::Created,
@@ -638,12 +640,12 @@ impl Lifecycle {
         ))
     }
 
-    /// Draws a secret and builds the record for it.
+    /// Draws a secret and builds the record for it; `expire_time` is
+    /// `new.expiry` already resolved against the clock and policy.
     fn mint(
         &self,
         new: NewToken,
         expire_time: Option<Timestamp>,
-        idle_timeout: Option<Duration>,
         now: Timestamp,
     ) -> Result<(TokenRecord, Secret), Error> {
         let secret = format::generate(&self.prefix)
@@ -659,7 +661,7 @@ impl Lifecycle {
             create_time: now,
             update_time: now,
             expire_time,
-            idle_timeout,
+            idle_timeout: new.idle_timeout,
             last_used_time: None,
             revoke_time: None,
             revoke_reason: String::new(),
