@@ -677,6 +677,18 @@ pub fn with_bearer<T>(msg: T, credential: &str) -> Request<T> {
     req
 }
 
+/// `tokens` without their last-use times, which the flusher writes behind
+/// whenever it likes: for comparing what an admin call changed.
+pub fn without_last_use(tokens: Vec<pb::Token>) -> Vec<pb::Token> {
+    tokens
+        .into_iter()
+        .map(|t| pb::Token {
+            last_used_time: None,
+            ..t
+        })
+        .collect()
+}
+
 /// Asserts `result` is INVALID_ARGUMENT and its message names `field`.
 #[track_caller]
 pub fn assert_invalid<T: std::fmt::Debug>(result: Result<T, Status>, field: &str) {

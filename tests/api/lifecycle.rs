@@ -122,7 +122,18 @@ async fn update_changes_only_the_masked_fields_and_verify_sees_it_at_once(backen
     let seen = app.verify(&created.secret, &[]).await.token.unwrap();
     assert_eq!(seen.name, "new name");
     assert_eq!(seen.metadata, updated.metadata);
-    assert_eq!(app.get(&token.id).await.unwrap(), updated);
+    // Everything but the last use, which the flusher may write meanwhile.
+    let fetched = app.get(&token.id).await.unwrap();
+    assert_eq!(
+        pb::Token {
+            last_used_time: None,
+            ..fetched
+        },
+        pb::Token {
+            last_used_time: None,
+            ..updated
+        }
+    );
 
     let everything = pb::Token {
         id: token.id.clone(),
