@@ -26,7 +26,7 @@ use crate::config::Settings;
 use crate::grpc::pb::token_admin_server::TokenAdminServer;
 use crate::grpc::pb::token_verify_server::TokenVerifyServer;
 use crate::grpc::{self, AdminService, VerifyService};
-use crate::lifecycle::{Lifecycle, Limits, Policy};
+use crate::lifecycle::Lifecycle;
 use crate::store::Store;
 use crate::tasks::last_used::{LastUsed, LastUsedFlusher};
 use crate::token::{Prefix, Secret, TokenKey};
@@ -121,14 +121,8 @@ impl Application {
             key.clone(),
             prefix,
             Arc::clone(&clock),
-            Policy {
-                max_ttl: settings.policy.max_ttl,
-                default_idle_timeout: settings.policy.default_idle_timeout,
-            },
-            Limits {
-                create_per_owner_per_minute: settings.limits.create_per_owner_per_minute,
-                max_active_tokens_per_owner: settings.limits.max_active_tokens_per_owner,
-            },
+            settings.policy,
+            settings.limits,
         ));
         let static_admin = settings.admin_token.as_ref().map(|t| t.expose());
         let auth = Arc::new(AdminAuth::new(key, static_admin, Arc::clone(&verifier)));

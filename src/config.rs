@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
+use crate::lifecycle::{Limits, Policy};
 use crate::token::Prefix;
 
 /// The longest duration protobuf can carry (10,000 years).
@@ -38,8 +39,8 @@ pub struct Settings {
     pub auto_migrate: bool,
     pub cache: CacheSettings,
     pub last_used: LastUsedSettings,
-    pub policy: PolicySettings,
-    pub limits: LimitSettings,
+    pub policy: Policy,
+    pub limits: Limits,
     pub shutdown: ShutdownSettings,
 }
 
@@ -56,8 +57,8 @@ impl Default for Settings {
             auto_migrate: true,
             cache: CacheSettings::default(),
             last_used: LastUsedSettings::default(),
-            policy: PolicySettings::default(),
-            limits: LimitSettings::default(),
+            policy: Policy::default(),
+            limits: Limits::default(),
             shutdown: ShutdownSettings::default(),
         }
     }
@@ -107,37 +108,6 @@ impl Default for LastUsedSettings {
     fn default() -> Self {
         LastUsedSettings {
             flush_interval: Duration::from_secs(5),
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct PolicySettings {
-    /// Longest lifetime a token may be given; unset: no limit.
-    #[serde(with = "humantime_serde")]
-    pub max_ttl: Option<Duration>,
-    /// Idle timeout of tokens created without one; unset: none.
-    #[serde(with = "humantime_serde")]
-    pub default_idle_timeout: Option<Duration>,
-}
-
-/// Creation limits per owner; 0 turns a limit off.
-#[derive(Clone, Copy, Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LimitSettings {
-    /// Tokens an owner may be given in any 60-second window (renewals
-    /// included), across every replica.
-    pub create_per_owner_per_minute: u32,
-    /// ACTIVE tokens an owner may hold; creation past it is refused.
-    pub max_active_tokens_per_owner: u32,
-}
-
-impl Default for LimitSettings {
-    fn default() -> Self {
-        LimitSettings {
-            create_per_owner_per_minute: 10,
-            max_active_tokens_per_owner: 100,
         }
     }
 }

@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use serde::Deserialize;
 use uuid::Uuid;
 
 pub use paging::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
@@ -38,17 +39,22 @@ const BOOTSTRAP_META_KEY: &str = "bootstrap_admin_token_id";
 /// The window of the per-owner creation rate.
 pub const RATE_WINDOW: Duration = Duration::from_secs(60);
 
-/// Rules set by the operator.
-#[derive(Clone, Copy, Debug, Default)]
+/// Rules set by the operator (configuration section `policy`).
+#[derive(Clone, Copy, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Policy {
     /// Longest lifetime a token may be given; `None`: no limit.
+    #[serde(with = "humantime_serde")]
     pub max_ttl: Option<Duration>,
     /// Idle timeout of tokens created without one; `None`: no idle expiry.
+    #[serde(with = "humantime_serde")]
     pub default_idle_timeout: Option<Duration>,
 }
 
-/// Creation limits per owner; 0 turns one off.
-#[derive(Clone, Copy, Debug)]
+/// Creation limits per owner (configuration section `limits`); 0 turns one
+/// off. Both hold across every replica sharing the database.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// New tokens (renewals included) in any [`RATE_WINDOW`].
     pub create_per_owner_per_minute: u32,
