@@ -51,13 +51,8 @@ impl TokenAdmin for AdminService {
     ) -> Result<Response<pb::CreateTokenResponse>, Status> {
         let actor = self.authorize(&request).await?;
         let req = request.into_inner();
-        let expiry = convert::expiry(req.expiration.as_ref().map(|e| match e {
-            pb::create_token_request::Expiration::Ttl(d) => convert::Expiration::Ttl(d),
-            pb::create_token_request::Expiration::ExpireTime(t) => {
-                convert::Expiration::ExpireTime(t)
-            }
-        }))?
-        .unwrap_or(crate::lifecycle::Expiry::Never);
+        let expiry = convert::expiry(req.expiration.as_ref().map(Into::into))?
+            .unwrap_or(crate::lifecycle::Expiry::Never);
         let idle_timeout = req
             .idle_timeout
             .as_ref()
@@ -183,12 +178,7 @@ impl TokenAdmin for AdminService {
             .map(|d| convert::non_negative_duration("grace_period", d))
             .transpose()?
             .unwrap_or_default();
-        let expiry = convert::expiry(req.expiration.as_ref().map(|e| match e {
-            pb::renew_token_request::Expiration::Ttl(d) => convert::Expiration::Ttl(d),
-            pb::renew_token_request::Expiration::ExpireTime(t) => {
-                convert::Expiration::ExpireTime(t)
-            }
-        }))?;
+        let expiry = convert::expiry(req.expiration.as_ref().map(Into::into))?;
         let (record, secret) = self
             .lifecycle
             .renew(

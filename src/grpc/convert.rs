@@ -78,11 +78,32 @@ pub fn event(e: &Event) -> pb::TokenEvent {
     }
 }
 
-/// The expiry oneof of CreateToken and RenewToken.
+/// The expiry oneof of CreateToken and RenewToken (two generated types of
+/// the same shape).
 #[derive(Clone, Copy, Debug)]
 pub enum Expiration<'a> {
     Ttl(&'a prost_types::Duration),
     ExpireTime(&'a prost_types::Timestamp),
+}
+
+impl<'a> From<&'a pb::create_token_request::Expiration> for Expiration<'a> {
+    fn from(e: &'a pb::create_token_request::Expiration) -> Self {
+        use pb::create_token_request::Expiration as E;
+        match e {
+            E::Ttl(d) => Expiration::Ttl(d),
+            E::ExpireTime(t) => Expiration::ExpireTime(t),
+        }
+    }
+}
+
+impl<'a> From<&'a pb::renew_token_request::Expiration> for Expiration<'a> {
+    fn from(e: &'a pb::renew_token_request::Expiration) -> Self {
+        use pb::renew_token_request::Expiration as E;
+        match e {
+            E::Ttl(d) => Expiration::Ttl(d),
+            E::ExpireTime(t) => Expiration::ExpireTime(t),
+        }
+    }
 }
 
 /// # Errors

@@ -27,7 +27,7 @@ use crate::clock::{Clock, Timestamp};
 use crate::error::Error;
 use crate::store::{ListFilter, NewRow, Retirement, Store, StoredToken, TokenPatch, Txn};
 use crate::token::{
-    self, ADMIN_SCOPE, Prefix, Secret, Status, TokenKey, TokenRecord, format, limits,
+    self, ADMIN_SCOPE, Digest, Prefix, Secret, Status, TokenKey, TokenRecord, format, limits,
 };
 use crate::verifier::Verifier;
 use paging::Paging;
@@ -199,17 +199,11 @@ impl Lifecycle {
             idle_timeout: new.idle_timeout.or(self.policy.default_idle_timeout),
             ..new
         };
-        let (record, secret) = self.mint(new, expire_time, now)?;
-        let digest = self.key.digest(secret.expose());
+        let (record, secret, digest) = self.mint(new, expire_time, now)?;
 
         let txn = self.store.begin().await?;
         self.admit(&txn, &record.owner, now, Gain::Creation).await?;
-        txn.insert_token(&NewRow {
-            record: &record,
-            digest: &digest,
-            key_id: self.key.id(),
-        })
-        .await?;
+        txn.insert_token(&self.row(&record, &digest)).await?;
         txn.insert_event(&self.event(
             EventKind::Created,
             &record,
@@ -435,7 +429,7 @@ impl Lifecycle {
             Some(t) => t,
             None => self.inherited_expiry(&old, now),
         };
-        let (mut record, secret) = self.mint(
+        let (mut record, secret, digest) = self.mint(
             NewToken {
                 owner: old.owner.clone(),
                 name: old.name.clone(),
@@ -465,13 +459,7 @@ impl Lifecycle {
                     "the token changed while it was being renewed; try again".into(),
                 )
             })?;
-        let digest = self.key.digest(secret.expose());
-        txn.insert_token(&NewRow {
-            record: &record,
-            digest: &digest,
-            key_id: self.key.id(),
-        })
-        .await?;
+        txn.insert_token(&self.row(&record, &digest)).await?;
         let mut detail = BTreeMap::from([("replaced_by".to_owned(), record.id.to_string())]);
         match retirement {
             Retirement::RevokeNow => detail.insert("old_secret".into(), "revoked".into()),
@@ -535,8 +523,7 @@ impl Lifecycle {
             expiry: Expiry::Never,
             idle_timeout: None,
         };
-        let (record, secret) = self.mint(new, None, now)?;
-        let digest = self.key.digest(secret.expose());
+        let (record, secret, digest) = self.mint(new, None, now)?;
         let event = self.event(
             EventKind::Created,
             &record,
@@ -546,15 +533,7 @@ impl Lifecycle {
         );
         let issued = self
             .store
-            .insert_token_once(
-                BOOTSTRAP_META_KEY,
-                &NewRow {
-                    record: &record,
-                    digest: &digest,
-                    key_id: self.key.id(),
-                },
-                &event,
-            )
+            .insert_token_once(BOOTSTRAP_META_KEY, &self.row(&record, &digest), &event)
             .await?;
         Ok(issued.then_some((record, secret)))
     }
@@ -646,14 +625,15 @@ impl Lifecycle {
         ))
     }
 
-    /// Draws a secret and builds the record for it; `expire_time` is
-    /// `new.expiry` already resolved against the clock and policy.
+    /// Draws a secret and builds the record for it and its digest;
+    /// `expire_time` is `new.expiry` already resolved against the clock and
+    /// policy.
     fn mint(
         &self,
         new: NewToken,
         expire_time: Option<Timestamp>,
         now: Timestamp,
-    ) -> Result<(TokenRecord, Secret), Error> {
+    ) -> Result<(TokenRecord, Secret, Digest), Error> {
         let secret = format::generate(&self.prefix)
             .map_err(|e| Error::Internal(anyhow::anyhow!("the OS random source failed: {e}")))?;
         let record = TokenRecord {
@@ -675,7 +655,17 @@ impl Lifecycle {
             replaced_by: None,
             idle_reset_time: None,
         };
-        Ok((record, secret))
+        let digest = self.key.digest(secret.expose());
+        Ok((record, secret, digest))
+    }
+
+    /// The row that stores `record` under `digest`, made with this key.
+    fn row<'a>(&'a self, record: &'a TokenRecord, digest: &'a Digest) -> NewRow<'a> {
+        NewRow {
+            record,
+            digest,
+            key_id: self.key.id(),
+        }
     }
 
     /// A renewal's expiry when none is asked for: the old token's lifetime

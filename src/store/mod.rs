@@ -736,25 +736,28 @@ fn not_expired(now: Timestamp) -> Condition {
         .add(tokens::Column::ExpireTime.gt(now.as_micros()))
 }
 
+/// `column + idle_timeout`: when the token goes idle, counting from `column`.
+fn idle_deadline(column: tokens::Column) -> Expr {
+    Expr::col(column).add(Expr::col(tokens::Column::IdleTimeout))
+}
+
 /// SQL for "idle_timeout has passed since creation, last use and the idle
 /// clock's restart", mirroring [`TokenRecord::inactive_time`]. A NULL last
 /// use or restart does not count.
 fn idle(now: Timestamp) -> Condition {
     let now = now.as_micros();
-    let timeout = || Expr::col(tokens::Column::IdleTimeout);
-    let deadline = |c: tokens::Column| Expr::col(c).add(timeout());
     Condition::all()
         .add(tokens::Column::IdleTimeout.is_not_null())
-        .add(deadline(tokens::Column::CreateTime).lte(now))
+        .add(idle_deadline(tokens::Column::CreateTime).lte(now))
         .add(
             Condition::any()
                 .add(tokens::Column::LastUsedTime.is_null())
-                .add(deadline(tokens::Column::LastUsedTime).lte(now)),
+                .add(idle_deadline(tokens::Column::LastUsedTime).lte(now)),
         )
         .add(
             Condition::any()
                 .add(tokens::Column::IdleResetTime.is_null())
-                .add(deadline(tokens::Column::IdleResetTime).lte(now)),
+                .add(idle_deadline(tokens::Column::IdleResetTime).lte(now)),
         )
 }
 
@@ -762,20 +765,18 @@ fn idle(now: Timestamp) -> Condition {
 /// both or neither.
 fn not_idle(now: Timestamp) -> Condition {
     let now = now.as_micros();
-    let timeout = || Expr::col(tokens::Column::IdleTimeout);
-    let deadline = |c: tokens::Column| Expr::col(c).add(timeout());
     Condition::any()
         .add(tokens::Column::IdleTimeout.is_null())
-        .add(deadline(tokens::Column::CreateTime).gt(now))
+        .add(idle_deadline(tokens::Column::CreateTime).gt(now))
         .add(
             Condition::all()
                 .add(tokens::Column::LastUsedTime.is_not_null())
-                .add(deadline(tokens::Column::LastUsedTime).gt(now)),
+                .add(idle_deadline(tokens::Column::LastUsedTime).gt(now)),
         )
         .add(
             Condition::all()
                 .add(tokens::Column::IdleResetTime.is_not_null())
-                .add(deadline(tokens::Column::IdleResetTime).gt(now)),
+                .add(idle_deadline(tokens::Column::IdleResetTime).gt(now)),
         )
 }
 
