@@ -190,14 +190,7 @@ async fn a_change_whose_transaction_fails_leaves_neither_change_nor_event(backen
     internal(app.update(renamed, &["name"]).await.map(drop));
     internal(app.revoke(&token.id, "").await.map(drop));
     internal(app.restore(&revoked.id).await.map(drop));
-    internal(
-        app.renew(pb::RenewTokenRequest {
-            id: token.id.clone(),
-            ..Default::default()
-        })
-        .await
-        .map(drop),
-    );
+    internal(app.try_renew(&token.id).await.map(drop));
     internal(app.delete(&token.id).await);
     internal(app.disable_owner("dave", "").await.map(drop));
     internal(app.delete_owner_tokens("dave").await.map(drop));

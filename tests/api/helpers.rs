@@ -496,6 +496,15 @@ impl TestApp {
             .map(|r| r.into_inner())
     }
 
+    /// Renews `id` with no grace period and the old lifetime.
+    pub async fn try_renew(&self, id: &str) -> Result<pb::CreateTokenResponse, Status> {
+        self.renew(pb::RenewTokenRequest {
+            id: id.to_owned(),
+            ..Default::default()
+        })
+        .await
+    }
+
     /// Renews `id` with a grace period of `grace_secs` (0: none).
     pub async fn renew_with_grace(&self, id: &str, grace_secs: i64) -> (pb::Token, String) {
         let renewed = self
@@ -718,11 +727,19 @@ pub fn now_plus(clock: &ManualClock, d: Duration) -> prost_types::Timestamp {
 /// The manual clock's time, as protobuf carries it.
 pub trait ClockExt {
     fn now_timestamp(&self) -> prost_types::Timestamp;
+    /// Sets the clock to `t` (microsecond precision, as stored).
+    fn set_timestamp(&self, t: prost_types::Timestamp);
 }
 
 impl ClockExt for ManualClock {
     fn now_timestamp(&self) -> prost_types::Timestamp {
         now_plus(self, Duration::ZERO)
+    }
+
+    fn set_timestamp(&self, t: prost_types::Timestamp) {
+        self.set(latchkey::clock::Timestamp::from_micros(
+            t.seconds * 1_000_000 + i64::from(t.nanos / 1000),
+        ));
     }
 }
 

@@ -81,16 +81,12 @@ async fn each_use_restarts_the_idle_clock_before_and_after_it_is_written(backend
 
     // After a restart only the written last use is known, and it is enough.
     let app = app.restart().await;
-    app.clock.set(latchkey::clock::Timestamp::from_micros(
-        used.seconds * 1_000_000 + i64::from(used.nanos / 1000),
-    ));
+    app.clock.set_timestamp(used);
     app.clock
         .advance(Duration::from_secs(IDLE_DAYS * DAY) - Duration::from_secs(1));
     assert_eq!(app.verify(&secret, &[]).await.verdict(), Verdict::Valid);
     let app = app.restart().await;
-    app.clock.set(latchkey::clock::Timestamp::from_micros(
-        used.seconds * 1_000_000 + i64::from(used.nanos / 1000),
-    ));
+    app.clock.set_timestamp(used);
     app.clock.advance(Duration::from_secs(IDLE_DAYS * DAY));
     // The Valid answer above was a use too: judged from it.
     assert_eq!(app.verify(&secret, &[]).await.verdict(), Verdict::Valid);

@@ -83,11 +83,7 @@ async fn deleting_tokens_does_not_refund_the_rate(backend: Backend) {
         id = app.renew_with_grace(&id, 0).await.0.id;
     }
     assert_exhausted(
-        app.renew(pb::RenewTokenRequest {
-            id,
-            ..Default::default()
-        })
-        .await,
+        app.try_renew(&id).await,
         "limits.create_per_owner_per_minute",
     );
 }

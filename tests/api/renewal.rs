@@ -182,14 +182,7 @@ async fn a_renewal_may_set_a_new_expiry_within_policy(backend: Backend) {
         })
         .await;
     assert_invalid(negative_grace, "grace_period");
-    assert_invalid(
-        app.renew(pb::RenewTokenRequest {
-            id: "not-a-uuid".into(),
-            ..Default::default()
-        })
-        .await,
-        "id",
-    );
+    assert_invalid(app.try_renew("not-a-uuid").await, "id");
 }
 
 async fn an_inherited_lifetime_is_cut_to_policy_max_ttl(backend: Backend) {
@@ -211,26 +204,12 @@ async fn revoked_or_replaced_tokens_cannot_be_renewed_or_restored(backend: Backe
     let app = spawn_app(backend).await;
     let (revoked, _) = app.create_token("frank", &[]).await;
     app.revoke(&revoked.id, "lost").await.unwrap();
-    let s = assert_code(
-        app.renew(pb::RenewTokenRequest {
-            id: revoked.id.clone(),
-            ..Default::default()
-        })
-        .await,
-        Code::FailedPrecondition,
-    );
+    let s = assert_code(app.try_renew(&revoked.id).await, Code::FailedPrecondition);
     assert!(s.message().contains("revoked"), "{}", s.message());
 
     let (graced, _) = app.create_token("frank", &[]).await;
     let (next, _) = app.renew_with_grace(&graced.id, 3600).await;
-    let s = assert_code(
-        app.renew(pb::RenewTokenRequest {
-            id: graced.id.clone(),
-            ..Default::default()
-        })
-        .await,
-        Code::FailedPrecondition,
-    );
+    let s = assert_code(app.try_renew(&graced.id).await, Code::FailedPrecondition);
     assert!(s.message().contains(&next.id), "{}", s.message());
 
     // Replaced at once: revoked with reason "renewed", and not restorable.
@@ -238,11 +217,7 @@ async fn revoked_or_replaced_tokens_cannot_be_renewed_or_restored(backend: Backe
     app.renew_with_grace(&old.id, 0).await;
     assert_code(app.restore(&old.id).await, Code::FailedPrecondition);
     assert_code(
-        app.renew(pb::RenewTokenRequest {
-            id: uuid::Uuid::now_v7().to_string(),
-            ..Default::default()
-        })
-        .await,
+        app.try_renew(&uuid::Uuid::now_v7().to_string()).await,
         Code::NotFound,
     );
 }
@@ -254,14 +229,7 @@ async fn a_refused_renewal_writes_nothing(backend: Backend) {
     let tokens_before = app.list_all().await;
     let events_before = app.events("", "").await;
     for _ in 0..2 {
-        assert_code(
-            app.renew(pb::RenewTokenRequest {
-                id: old.id.clone(),
-                ..Default::default()
-            })
-            .await,
-            Code::FailedPrecondition,
-        );
+        assert_code(app.try_renew(&old.id).await, Code::FailedPrecondition);
     }
     assert_eq!(app.list_all().await, tokens_before);
     assert_eq!(app.events("", "").await, events_before);
