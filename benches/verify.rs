@@ -65,7 +65,7 @@ fn verify_hit(c: &mut Criterion) {
             store.clone(),
             Arc::new(LastUsed::new()),
             clock.clone(),
-            None,
+            latchkey::grpc::render_token,
         ));
         let lifecycle = Lifecycle::new(
             store,

@@ -24,8 +24,7 @@ use crate::cache::CacheConfig;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
 use crate::grpc::pb::token_admin_server::TokenAdminServer;
-use crate::grpc::pb::token_verify_server::TokenVerifyServer;
-use crate::grpc::{self, AdminService, VerifyService};
+use crate::grpc::{self, AdminService, TokenVerifyServer, VerifyService};
 use crate::lifecycle::Lifecycle;
 use crate::store::Store;
 use crate::tasks::last_used::{LastUsed, LastUsedFlusher};
@@ -102,19 +101,22 @@ impl Application {
         }
         let clock = options.clock;
         let last_used = Arc::new(LastUsed::new());
-        let verifier = Arc::new(Verifier::new(
-            prefix.clone(),
-            key.clone(),
-            CacheConfig {
-                capacity: settings.cache.capacity,
-                ttl: settings.cache.ttl,
-                negative_ttl: settings.cache.negative_ttl,
-            },
-            store.clone(),
-            Arc::clone(&last_used),
-            Arc::clone(&clock),
-            options.miss_hook,
-        ));
+        let verifier = Arc::new(
+            Verifier::new(
+                prefix.clone(),
+                key.clone(),
+                CacheConfig {
+                    capacity: settings.cache.capacity,
+                    ttl: settings.cache.ttl,
+                    negative_ttl: settings.cache.negative_ttl,
+                },
+                store.clone(),
+                Arc::clone(&last_used),
+                Arc::clone(&clock),
+                grpc::render_token,
+            )
+            .with_miss_hook(options.miss_hook),
+        );
         let lifecycle = Arc::new(Lifecycle::new(
             store.clone(),
             Arc::clone(&verifier),

@@ -69,7 +69,7 @@ impl AdminAuth {
         }
         let checked = self.verifier.verify(credential, &self.required).await?;
         match (checked.verdict, checked.token) {
-            (Verdict::Valid, Some(t)) => Ok(Actor::Token(t.token.id)),
+            (Verdict::Valid, Some(t)) => Ok(Actor::Token(t.snapshot.id)),
             (Verdict::InsufficientScope, _) => Err(Error::PermissionDenied),
             _ => Err(Error::Unauthenticated),
         }

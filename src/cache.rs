@@ -20,6 +20,7 @@
 //! Imports neither tonic nor sea_orm; it knows nothing about tokens but their
 //! digest.
 
+use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -27,6 +28,9 @@ use std::time::{Duration, Instant};
 use moka::Expiry;
 
 use crate::token::Digest;
+use crate::token::digest::DigestHasher;
+
+type Entries<V> = moka::sync::Cache<Digest, Cached<V>, BuildHasherDefault<DigestHasher>>;
 
 /// Number of epoch counters. More stripes means fewer fills abandoned because
 /// an unrelated token in the same stripe changed.
@@ -73,7 +77,7 @@ pub struct FillTicket {
 
 /// The moka-backed cache, with race-safe fills.
 pub struct VerifyCache<V> {
-    entries: moka::sync::Cache<Digest, Cached<V>>,
+    entries: Entries<V>,
     epochs: Box<[AtomicU64]>,
 }
 
@@ -85,7 +89,7 @@ impl<V: Send + Sync + 'static> VerifyCache<V> {
                 ttl: config.ttl,
                 negative_ttl: config.negative_ttl,
             })
-            .build();
+            .build_with_hasher(BuildHasherDefault::default());
         VerifyCache {
             entries,
             epochs: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),

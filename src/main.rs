@@ -7,6 +7,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use latchkey::{Application, Settings, store::Store, telemetry};
 
+/// The request path allocates small, short-lived buffers on every call;
+/// mimalloc serves them from thread-local free lists.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     version,

@@ -12,11 +12,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::cache::{CacheConfig, Cached, VerifyCache};
-use crate::clock::{Clock, Timestamp};
+use uuid::Uuid;
+
+use crate::clock::Clock;
 use crate::error::Error;
 use crate::store::Store;
-use crate::tasks::last_used::{LastUsed, UseCell};
-use crate::token::{self, Digest, Prefix, Status, TokenKey, TokenRecord, format, scope};
+use crate::tasks::last_used::{HoldsUses, LastUsed, UseCell};
+use crate::token::{self, Digest, Lifetime, Prefix, Status, TokenKey, TokenRecord, format, scope};
 
 /// The answer, in the order it is judged: the first that applies wins.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,13 +33,51 @@ pub enum Verdict {
     InsufficientScope,
 }
 
-/// What the cache holds for a known token: an immutable copy of the record,
-/// whether its owner was disabled, and the cell its uses are counted in.
+/// What the cache holds for a known token: only what Verify judges and
+/// answers from, built once per fill. The token as the API shows it is kept
+/// encoded ([`Render`]), so a hit builds no message.
 #[derive(Debug)]
 pub struct Snapshot {
-    pub token: TokenRecord,
+    pub id: Uuid,
+    pub lifetime: Lifetime,
     pub owner_disabled: bool,
-    uses: Arc<UseCell>,
+    /// The granted scopes, space-separated (a scope has no spaces).
+    scopes: Box<str>,
+    /// The token as the API shows it, without its status (which depends on
+    /// the time of the call): the output of [`Render`].
+    pub rendered: Box<[u8]>,
+    uses: UseCell,
+}
+
+impl Snapshot {
+    pub fn new(record: &TokenRecord, owner_disabled: bool, render: Render) -> Self {
+        Snapshot {
+            id: record.id,
+            lifetime: record.lifetime(),
+            owner_disabled,
+            scopes: record.scopes.join(" ").into_boxed_str(),
+            rendered: render(record),
+            uses: UseCell::default(),
+        }
+    }
+}
+
+impl HoldsUses for Snapshot {
+    fn uses(&self) -> &UseCell {
+        &self.uses
+    }
+}
+
+/// Encodes a token record as the API shows it, status left out; called once
+/// per cache fill. The gRPC layer supplies it.
+pub type Render = fn(&TokenRecord) -> Box<[u8]>;
+
+/// A known token as Verify judged it.
+#[derive(Debug)]
+pub struct Known {
+    pub snapshot: Arc<Snapshot>,
+    /// The token's own status at the time of the call.
+    pub status: Status,
 }
 
 /// A verdict, the token it is about (for every known token), and for
@@ -45,10 +85,8 @@ pub struct Snapshot {
 #[derive(Debug)]
 pub struct Verification {
     pub verdict: Verdict,
-    pub token: Option<Arc<Snapshot>>,
+    pub token: Option<Known>,
     pub missing_scopes: Vec<String>,
-    /// The time the verdict was judged at.
-    pub at: Timestamp,
 }
 
 /// Runs after a cache miss has read the database and before the answer is
@@ -62,6 +100,7 @@ pub struct Verifier {
     store: Store,
     last_used: Arc<LastUsed>,
     clock: Arc<dyn Clock>,
+    render: Render,
     miss_hook: Option<MissHook>,
 }
 
@@ -73,7 +112,7 @@ impl Verifier {
         store: Store,
         last_used: Arc<LastUsed>,
         clock: Arc<dyn Clock>,
-        miss_hook: Option<MissHook>,
+        render: Render,
     ) -> Self {
         Verifier {
             prefix,
@@ -82,8 +121,16 @@ impl Verifier {
             store,
             last_used,
             clock,
-            miss_hook,
+            render,
+            miss_hook: None,
         }
+    }
+
+    /// Sets the [`MissHook`].
+    #[must_use]
+    pub fn with_miss_hook(mut self, hook: Option<MissHook>) -> Self {
+        self.miss_hook = hook;
+        self
     }
 
     /// # Errors
@@ -96,30 +143,33 @@ impl Verifier {
         required_scopes: &[String],
     ) -> Result<Verification, Error> {
         token::check_scopes("required_scopes", required_scopes)?;
-        let at = self.clock.now();
         if !format::is_well_formed(&self.prefix, token) {
-            return Ok(Verification::without_token(Verdict::Malformed, at));
+            return Ok(Verification::without_token(Verdict::Malformed));
         }
         let digest = self.key.digest(token);
         let cached = match self.cache.get(&digest) {
             Some(hit) => hit,
-            None => self.fill(digest).await?,
+            // Boxed: the database read's state machine is large, and the hit
+            // path should not carry (or move) it.
+            None => Box::pin(self.fill(digest)).await?,
         };
         let Cached::Known(snapshot) = cached else {
-            return Ok(Verification::without_token(Verdict::Unknown, at));
+            return Ok(Verification::without_token(Verdict::Unknown));
         };
+        let at = self.clock.now();
+        let status = snapshot.lifetime.status(at, snapshot.uses.latest());
         let mut missing_scopes = Vec::new();
-        let status = snapshot.token.status_with_use(at, snapshot.uses.latest());
         let verdict = match status {
             Status::Revoked => Verdict::Revoked,
             Status::Expired => Verdict::Expired,
             _ if snapshot.owner_disabled => Verdict::OwnerDisabled,
             Status::Inactive => Verdict::Inactive,
             Status::Active => {
-                missing_scopes = scope::missing(&snapshot.token.scopes, required_scopes)
-                    .into_iter()
-                    .map(str::to_owned)
-                    .collect();
+                missing_scopes =
+                    scope::missing(snapshot.scopes.split_ascii_whitespace(), required_scopes)
+                        .into_iter()
+                        .map(str::to_owned)
+                        .collect();
                 if missing_scopes.is_empty() {
                     Verdict::Valid
                 } else {
@@ -130,13 +180,12 @@ impl Verifier {
         // A live token presented to a service counts as used, even when it
         // lacked a scope for this particular call.
         if matches!(verdict, Verdict::Valid | Verdict::InsufficientScope) {
-            self.last_used.record(snapshot.token.id, &snapshot.uses, at);
+            self.last_used.record(snapshot.id, &snapshot, at);
         }
         Ok(Verification {
             verdict,
-            token: Some(snapshot),
+            token: Some(Known { snapshot, status }),
             missing_scopes,
-            at,
         })
     }
 
@@ -159,11 +208,11 @@ impl Verifier {
             hook().await;
         }
         let entry = match found {
-            Some(found) => Cached::Known(Arc::new(Snapshot {
-                token: found.record,
-                owner_disabled: found.owner_disabled,
-                uses: Arc::default(),
-            })),
+            Some(found) => Cached::Known(Arc::new(Snapshot::new(
+                &found.record,
+                found.owner_disabled,
+                self.render,
+            ))),
             None => Cached::Unknown,
         };
         self.cache.complete_fill(ticket, digest, entry.clone());
@@ -172,12 +221,11 @@ impl Verifier {
 }
 
 impl Verification {
-    fn without_token(verdict: Verdict, at: Timestamp) -> Self {
+    fn without_token(verdict: Verdict) -> Self {
         Verification {
             verdict,
             token: None,
             missing_scopes: Vec::new(),
-            at,
         }
     }
 }

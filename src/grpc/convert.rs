@@ -20,6 +20,14 @@ const MAX_SECONDS: i64 = 253_402_300_799;
 
 pub fn token(r: &TokenRecord, now: Timestamp) -> pb::Token {
     pb::Token {
+        status: status(r.status(now)) as i32,
+        ..token_without_status(r)
+    }
+}
+
+/// Every field of the token but `status`, which depends on the time.
+pub fn token_without_status(r: &TokenRecord) -> pb::Token {
+    pb::Token {
         id: r.id.to_string(),
         owner: r.owner.clone(),
         name: r.name.clone(),
@@ -27,7 +35,7 @@ pub fn token(r: &TokenRecord, now: Timestamp) -> pb::Token {
         scopes: r.scopes.clone(),
         metadata: r.metadata.clone(),
         display_hint: r.display_hint.clone(),
-        status: status(r.status(now)) as i32,
+        status: 0,
         create_time: Some(timestamp(r.create_time)),
         update_time: Some(timestamp(r.update_time)),
         expire_time: r.expire_time.map(timestamp),

@@ -34,10 +34,22 @@ impl UseCell {
     }
 }
 
+/// Whatever holds a token's [`UseCell`]: the cached snapshot carries its own,
+/// so recording a use allocates nothing.
+pub trait HoldsUses: Send + Sync + 'static {
+    fn uses(&self) -> &UseCell;
+}
+
+impl HoldsUses for UseCell {
+    fn uses(&self) -> &UseCell {
+        self
+    }
+}
+
 /// Uses waiting to be written.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct LastUsed {
-    queue: Mutex<Vec<(Uuid, Arc<UseCell>)>>,
+    queue: Mutex<Vec<(Uuid, Arc<dyn HoldsUses>)>>,
     /// Uses whose write failed, retried with the next batch.
     retry: Mutex<HashMap<Uuid, Timestamp>>,
 }
@@ -48,7 +60,8 @@ impl LastUsed {
     }
 
     /// Notes that token `id` was used at `at`.
-    pub fn record(&self, id: Uuid, cell: &Arc<UseCell>, at: Timestamp) {
+    pub fn record<H: HoldsUses>(&self, id: Uuid, holder: &Arc<H>, at: Timestamp) {
+        let cell = holder.uses();
         // SeqCst on both sides: a flush that clears `queued` and then reads
         // `latest` either sees this time, or this call sees `queued` false and
         // queues the token again.
@@ -57,7 +70,7 @@ impl LastUsed {
             self.queue
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .push((id, Arc::clone(cell)));
+                .push((id, Arc::clone(holder) as Arc<dyn HoldsUses>));
         }
     }
 
@@ -67,7 +80,8 @@ impl LastUsed {
             std::mem::take(&mut *self.queue.lock().unwrap_or_else(PoisonError::into_inner));
         let mut latest =
             std::mem::take(&mut *self.retry.lock().unwrap_or_else(PoisonError::into_inner));
-        for (id, cell) in queued {
+        for (id, holder) in queued {
+            let cell = holder.uses();
             cell.queued.store(false, Ordering::SeqCst);
             let t = Timestamp::from_micros(cell.latest.load(Ordering::SeqCst));
             latest

@@ -15,8 +15,42 @@ type HmacSha256 = Hmac<Sha256>;
 pub const MIN_KEY_LEN: usize = 32;
 
 /// The HMAC of a token: the cache key and the database lookup key.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Digest(pub [u8; 32]);
+
+/// Hashes as its first eight bytes. An HMAC output is already uniform, and
+/// unpredictable without the server key, so hashing it again buys no
+/// spread and no defence against crafted collisions; [`DigestHasher`] passes
+/// these bytes through.
+impl std::hash::Hash for Digest {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let (head, _) = self.0.split_first_chunk::<8>().expect("32 > 8");
+        state.write_u64(u64::from_le_bytes(*head));
+    }
+}
+
+/// The hasher for maps keyed by [`Digest`]: the digest's own bytes are the
+/// hash.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DigestHasher(u64);
+
+impl std::hash::Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only reached if something other than a Digest is hashed: fold it
+        // in rather than lose it.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 ^= n;
+    }
+}
 
 impl Digest {
     pub fn as_bytes(&self) -> &[u8; 32] {

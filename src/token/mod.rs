@@ -84,9 +84,48 @@ impl TokenRecord {
     /// The status at `now`, counting also a use not yet written to the
     /// database (Verify knows of those before the flusher writes them).
     pub fn status_with_use(&self, now: Timestamp, unwritten_use: Option<Timestamp>) -> Status {
-        if self.is_revoked() {
+        self.lifetime().status(now, unwritten_use)
+    }
+
+    /// When the token becomes inactive unless used before: see
+    /// [`Lifetime::inactive_time`].
+    pub fn inactive_time(&self, unwritten_use: Option<Timestamp>) -> Option<Timestamp> {
+        self.lifetime().inactive_time(unwritten_use)
+    }
+
+    /// The part of the record its status depends on.
+    pub fn lifetime(&self) -> Lifetime {
+        let idle_since = [self.last_used_time, self.idle_reset_time]
+            .into_iter()
+            .flatten()
+            .fold(self.create_time, Timestamp::max);
+        Lifetime {
+            revoked: self.is_revoked(),
+            expire_time: self.expire_time,
+            idle_timeout: self.idle_timeout,
+            idle_since,
+        }
+    }
+}
+
+/// What a token's status depends on, and nothing else: the small part of a
+/// record that Verify judges from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lifetime {
+    pub revoked: bool,
+    pub expire_time: Option<Timestamp>,
+    pub idle_timeout: Option<Duration>,
+    /// The latest of creation, last use and idle-clock restart.
+    pub idle_since: Timestamp,
+}
+
+impl Lifetime {
+    /// Revoked, else expired (an expiry at exactly `now` has passed), else
+    /// inactive, else active; `unwritten_use` counts as a use.
+    pub fn status(&self, now: Timestamp, unwritten_use: Option<Timestamp>) -> Status {
+        if self.revoked {
             Status::Revoked
-        } else if self.is_expired(now) {
+        } else if self.expire_time.is_some_and(|t| t <= now) {
             Status::Expired
         } else if self.inactive_time(unwritten_use).is_some_and(|t| t <= now) {
             Status::Inactive
@@ -100,10 +139,7 @@ impl TokenRecord {
     /// without an idle timeout.
     pub fn inactive_time(&self, unwritten_use: Option<Timestamp>) -> Option<Timestamp> {
         let timeout = self.idle_timeout?;
-        let since = [self.last_used_time, self.idle_reset_time, unwritten_use]
-            .into_iter()
-            .flatten()
-            .fold(self.create_time, Timestamp::max);
+        let since = unwritten_use.map_or(self.idle_since, |u| u.max(self.idle_since));
         Some(since.checked_add(timeout).unwrap_or(Timestamp::MAX))
     }
 }

@@ -32,10 +32,13 @@ pub fn covers(granted: &str, required: &str) -> bool {
 }
 
 /// The required scopes that no granted scope covers, in the order given.
-pub fn missing<'a>(granted: &[String], required: &'a [String]) -> Vec<&'a str> {
+pub fn missing<'a, 'g>(
+    granted: impl Iterator<Item = &'g str> + Clone,
+    required: &'a [String],
+) -> Vec<&'a str> {
     required
         .iter()
-        .filter(|r| !granted.iter().any(|g| covers(g, r)))
+        .filter(|r| !granted.clone().any(|g| covers(g, r)))
         .map(String::as_str)
         .collect()
 }
@@ -64,9 +67,9 @@ mod tests {
 
     #[test]
     fn missing_lists_uncovered_scopes_in_request_order() {
-        let granted = vec!["a:*".to_owned(), "b".to_owned()];
+        let granted = ["a:*", "b"];
         let required: Vec<String> = ["c", "a:x", "b", "d"].map(String::from).to_vec();
-        assert_eq!(missing(&granted, &required), vec!["c", "d"]);
+        assert_eq!(missing(granted.into_iter(), &required), vec!["c", "d"]);
     }
 
     #[test]
