@@ -57,7 +57,8 @@ impl<V> Clone for Cached<V> {
 /// Sizes and lifetimes of cache entries.
 #[derive(Clone, Copy, Debug)]
 pub struct CacheConfig {
-    /// Most entries held; the least useful are evicted past it.
+    /// Most entries held; the least useful are evicted past it. 0 turns the
+    /// cache off: every Verify reads the database (to measure that path).
     pub capacity: u64,
     /// How long a known token's snapshot is trusted. Changes made through this
     /// process invalidate at once; this bounds how long a change made through
@@ -77,19 +78,22 @@ pub struct FillTicket {
 
 /// The moka-backed cache, with race-safe fills.
 pub struct VerifyCache<V> {
-    entries: Entries<V>,
+    /// `None` when configured with capacity 0: nothing is cached.
+    entries: Option<Entries<V>>,
     epochs: Box<[AtomicU64]>,
 }
 
 impl<V: Send + Sync + 'static> VerifyCache<V> {
     pub fn new(config: CacheConfig) -> Self {
-        let entries = moka::sync::Cache::builder()
-            .max_capacity(config.capacity)
-            .expire_after(EntryExpiry {
-                ttl: config.ttl,
-                negative_ttl: config.negative_ttl,
-            })
-            .build_with_hasher(BuildHasherDefault::default());
+        let entries = (config.capacity > 0).then(|| {
+            moka::sync::Cache::builder()
+                .max_capacity(config.capacity)
+                .expire_after(EntryExpiry {
+                    ttl: config.ttl,
+                    negative_ttl: config.negative_ttl,
+                })
+                .build_with_hasher(BuildHasherDefault::default())
+        });
         VerifyCache {
             entries,
             epochs: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
@@ -97,7 +101,7 @@ impl<V: Send + Sync + 'static> VerifyCache<V> {
     }
 
     pub fn get(&self, digest: &Digest) -> Option<Cached<V>> {
-        self.entries.get(digest)
+        self.entries.as_ref()?.get(digest)
     }
 
     /// Call before reading the database for `digest`.
@@ -112,11 +116,14 @@ impl<V: Send + Sync + 'static> VerifyCache<V> {
     /// Caches what the database said, unless `digest` was invalidated since
     /// [`Self::begin_fill`]. Returns whether the answer stayed cached.
     pub fn complete_fill(&self, ticket: FillTicket, digest: Digest, value: Cached<V>) -> bool {
-        self.entries.insert(digest, value);
+        let Some(entries) = &self.entries else {
+            return false;
+        };
+        entries.insert(digest, value);
         if self.epochs[ticket.stripe].load(Ordering::SeqCst) == ticket.epoch {
             true
         } else {
-            self.entries.invalidate(&digest);
+            entries.invalidate(&digest);
             false
         }
     }
@@ -125,7 +132,9 @@ impl<V: Send + Sync + 'static> VerifyCache<V> {
     /// answer. Call after the change is committed.
     pub fn invalidate(&self, digest: &Digest) {
         self.epochs[stripe_of(digest)].fetch_add(1, Ordering::SeqCst);
-        self.entries.invalidate(digest);
+        if let Some(entries) = &self.entries {
+            entries.invalidate(digest);
+        }
     }
 
     /// Forgets everything, and makes every fill under way drop its answer.
@@ -133,13 +142,17 @@ impl<V: Send + Sync + 'static> VerifyCache<V> {
         for epoch in &*self.epochs {
             epoch.fetch_add(1, Ordering::SeqCst);
         }
-        self.entries.invalidate_all();
+        if let Some(entries) = &self.entries {
+            entries.invalidate_all();
+        }
     }
 
     /// Entries held, after pending maintenance.
     pub fn entry_count(&self) -> u64 {
-        self.entries.run_pending_tasks();
-        self.entries.entry_count()
+        self.entries.as_ref().map_or(0, |entries| {
+            entries.run_pending_tasks();
+            entries.entry_count()
+        })
     }
 }
 
@@ -182,12 +195,18 @@ impl<V> Expiry<Digest, Cached<V>> for EntryExpiry {
 mod tests {
     use super::*;
 
+    impl CacheConfig {
+        fn default_for_tests() -> Self {
+            CacheConfig {
+                capacity: 1_000,
+                ttl: Duration::from_secs(60),
+                negative_ttl: Duration::from_secs(5),
+            }
+        }
+    }
+
     fn cache() -> VerifyCache<&'static str> {
-        VerifyCache::new(CacheConfig {
-            capacity: 1_000,
-            ttl: Duration::from_secs(60),
-            negative_ttl: Duration::from_secs(5),
-        })
+        VerifyCache::new(CacheConfig::default_for_tests())
     }
 
     fn digest(n: u8) -> Digest {
@@ -232,7 +251,10 @@ mod tests {
         // the epoch; the invalidation's removal then comes after the insert.
         let c = cache();
         let ticket = c.begin_fill(&digest(1));
-        c.entries.insert(digest(1), known("active"));
+        c.entries
+            .as_ref()
+            .unwrap()
+            .insert(digest(1), known("active"));
         assert_eq!(c.epochs[ticket.stripe].load(Ordering::SeqCst), ticket.epoch);
         c.invalidate(&digest(1));
         assert!(c.get(&digest(1)).is_none());
@@ -302,6 +324,17 @@ mod tests {
         c.invalidate_all();
         assert!(c.get(&digest(4)).is_none());
         assert!(!c.complete_fill(t, digest(3), known("stale")));
+    }
+
+    #[test]
+    fn with_capacity_zero_nothing_is_cached() {
+        let c: VerifyCache<&'static str> = VerifyCache::new(CacheConfig {
+            capacity: 0,
+            ..CacheConfig::default_for_tests()
+        });
+        let t = c.begin_fill(&digest(1));
+        assert!(!c.complete_fill(t, digest(1), known("active")));
+        assert!(c.get(&digest(1)).is_none());
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! Imports neither tonic nor sea_orm.
 
 use std::fmt;
+use std::sync::LazyLock;
 
 /// Base62 digits in ascending order; the checksum is written in this base.
 const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
@@ -131,7 +132,12 @@ pub fn display_hint(prefix: &Prefix, secret: &Secret) -> String {
 
 /// CRC32 of `data` as 6 base62 digits, most significant first.
 fn checksum(data: &[u8]) -> [u8; CHECK_LEN] {
-    let mut n = crc32fast::hash(data);
+    // `crc32fast::hash` probes the CPU on every call; Verify runs this on
+    // every request, so the probe is done once and its hasher cloned.
+    static CRC32: LazyLock<crc32fast::Hasher> = LazyLock::new(crc32fast::Hasher::new);
+    let mut crc = CRC32.clone();
+    crc.update(data);
+    let mut n = crc.finalize();
     let mut out = [b'0'; CHECK_LEN];
     for slot in out.iter_mut().rev() {
         *slot = ALPHABET[(n % 62) as usize];

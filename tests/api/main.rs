@@ -14,6 +14,7 @@ mod listing;
 mod owners;
 mod persistence;
 mod renewal;
+mod seeding;
 mod shutdown;
 mod store_status;
 mod verify;

@@ -1,0 +1,295 @@
+//! Tools behind `bench/run`: seed a database with many tokens in batches,
+//! warm a server's cache with them, and drive CreateToken with concurrent
+//! clients. Each prints one JSON line of results on stdout.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use latchkey::auth::Actor;
+use latchkey::cache::CacheConfig;
+use latchkey::clock::SystemClock;
+use latchkey::grpc::pb::token_admin_client::TokenAdminClient;
+use latchkey::grpc::pb::token_verify_client::TokenVerifyClient;
+use latchkey::grpc::pb::{self, CreateTokenRequest, VerifyRequest};
+use latchkey::lifecycle::{Expiry, Lifecycle, NewToken};
+use latchkey::store::Store;
+use latchkey::tasks::last_used::LastUsed;
+use latchkey::token::{Prefix, TokenKey};
+use latchkey::verifier::Verifier;
+use latchkey::{Settings, grpc};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tonic::transport::{Channel, Endpoint};
+
+#[derive(Parser)]
+#[command(about = "Load and seeding tools for latchkey's benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Creates tokens straight into the database named by
+    /// LATCHKEY_DATABASE_URL (digested with LATCHKEY_HMAC_KEY), in batched
+    /// transactions, and writes their secrets one per line.
+    Seed {
+        #[arg(long)]
+        count: usize,
+        /// Tokens are spread over this many owners.
+        #[arg(long, default_value_t = 10_000)]
+        owners: usize,
+        /// Tokens per transaction.
+        #[arg(long, default_value_t = 10_000)]
+        batch: usize,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Verifies every token in a file once, so the server caches them all.
+    Warm {
+        #[arg(long)]
+        addr: String,
+        #[arg(long)]
+        tokens: PathBuf,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+    },
+    /// CreateToken from concurrent clients, each on its own connection, for
+    /// a fixed time; every call for a new owner.
+    Create {
+        #[arg(long)]
+        addr: String,
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+        #[arg(long, default_value = "10s", value_parser = humantime_duration)]
+        duration: Duration,
+        #[arg(long, env = "LATCHKEY_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: String,
+    },
+}
+
+fn humantime_duration(s: &str) -> Result<Duration, String> {
+    s.trim_end_matches('s')
+        .parse::<f64>()
+        .map(Duration::from_secs_f64)
+        .map_err(|e| format!("{s}: {e} (seconds, like 10s)"))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Seed {
+            count,
+            owners,
+            batch,
+            out,
+        } => seed(count, owners.max(1), batch.max(1), out).await,
+        Command::Warm {
+            addr,
+            tokens,
+            concurrency,
+        } => warm(&addr, tokens, concurrency.max(1)).await,
+        Command::Create {
+            addr,
+            clients,
+            duration,
+            admin_token,
+        } => create(&addr, clients.max(1), duration, &admin_token).await,
+    }
+}
+
+async fn seed(count: usize, owners: usize, batch: usize, out: PathBuf) -> anyhow::Result<()> {
+    let settings = Settings::load(None)?;
+    let Some(key) = &settings.hmac_key else {
+        bail!("set LATCHKEY_HMAC_KEY to the key the server will use");
+    };
+    let key = TokenKey::from_encoded(key.expose()).context("LATCHKEY_HMAC_KEY")?;
+    let prefix = Prefix::new(&settings.token_prefix).map_err(anyhow::Error::msg)?;
+    let store = Store::connect(&settings.database_url).await?;
+    store.migrate().await?;
+    let clock = Arc::new(SystemClock);
+    let verifier = Arc::new(Verifier::new(
+        prefix.clone(),
+        key.clone(),
+        CacheConfig {
+            capacity: 1,
+            ttl: Duration::from_secs(1),
+            negative_ttl: Duration::from_secs(1),
+        },
+        store.clone(),
+        Arc::new(LastUsed::new()),
+        clock.clone(),
+        grpc::render_token,
+    ));
+    let lifecycle = Lifecycle::new(
+        store.clone(),
+        verifier,
+        key,
+        prefix,
+        clock,
+        settings.policy,
+        settings.limits,
+    );
+    let mut file = BufWriter::new(tokio::fs::File::create(&out).await?);
+    let started = Instant::now();
+    let mut made = 0;
+    while made < count {
+        let n = batch.min(count - made);
+        let tokens = (made..made + n)
+            .map(|i| NewToken {
+                owner: format!("bench-owner-{}", i % owners),
+                name: format!("bench token {i}"),
+                description: String::new(),
+                scopes: vec!["read".into(), "write".into()],
+                metadata: Default::default(),
+                expiry: Expiry::Never,
+                idle_timeout: None,
+            })
+            .collect();
+        let created = lifecycle
+            .bulk_create(tokens, Actor::System)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        for (_, secret) in created {
+            file.write_all(secret.expose().as_bytes()).await?;
+            file.write_all(b"\n").await?;
+        }
+        made += n;
+    }
+    file.flush().await?;
+    store.close().await?;
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        serde_json::json!({"seeded": count, "seconds": secs, "per_second": count as f64 / secs})
+    );
+    Ok(())
+}
+
+async fn channel(addr: &str) -> anyhow::Result<Channel> {
+    Ok(Endpoint::from_shared(addr.to_owned())?
+        .tcp_nodelay(true)
+        .connect()
+        .await?)
+}
+
+async fn warm(addr: &str, tokens: PathBuf, concurrency: usize) -> anyhow::Result<()> {
+    let mut lines = BufReader::new(tokio::fs::File::open(&tokens).await?).lines();
+    let mut all = Vec::new();
+    while let Some(line) = lines.next_line().await? {
+        all.push(line);
+    }
+    let all = Arc::new(all);
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for w in 0..concurrency {
+        let client = TokenVerifyClient::new(channel(addr).await?);
+        let all = Arc::clone(&all);
+        workers.push(tokio::spawn(async move {
+            let mut client = client;
+            let mut not_valid = 0u64;
+            for token in all.iter().skip(w).step_by(concurrency) {
+                let reply = client
+                    .verify(VerifyRequest {
+                        token: token.clone(),
+                        required_scopes: vec![],
+                    })
+                    .await?
+                    .into_inner();
+                if reply.verdict() != pb::Verdict::Valid {
+                    not_valid += 1;
+                }
+            }
+            anyhow::Ok(not_valid)
+        }));
+    }
+    let mut not_valid = 0;
+    for w in workers {
+        not_valid += w.await??;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        serde_json::json!({
+            "verified": all.len(), "not_valid": not_valid, "seconds": secs,
+            "per_second": all.len() as f64 / secs,
+        })
+    );
+    if not_valid > 0 {
+        bail!("{not_valid} tokens did not verify as VALID");
+    }
+    Ok(())
+}
+
+async fn create(
+    addr: &str,
+    clients: usize,
+    duration: Duration,
+    admin_token: &str,
+) -> anyhow::Result<()> {
+    let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {admin_token}").parse()?;
+    let run = std::process::id();
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut workers = Vec::new();
+    for c in 0..clients {
+        let mut client = TokenAdminClient::new(channel(addr).await?);
+        let bearer = bearer.clone();
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut errors = 0u64;
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                let mut request = tonic::Request::new(CreateTokenRequest {
+                    owner: format!("load-{run}-{c}-{n}"),
+                    name: "load".into(),
+                    scopes: vec!["read".into()],
+                    ..Default::default()
+                });
+                request
+                    .metadata_mut()
+                    .insert("authorization", bearer.clone());
+                n += 1;
+                let t0 = Instant::now();
+                match client.create_token(request).await {
+                    Ok(_) => latencies.push(t0.elapsed()),
+                    Err(status) => {
+                        errors += 1;
+                        if errors == 1 {
+                            eprintln!("CreateToken failed: {}", status.message());
+                        }
+                    }
+                }
+            }
+            (latencies, errors)
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    for w in workers {
+        let (l, e) = w.await?;
+        latencies.extend(l);
+        errors += e;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+            .map_or(0.0, |d| d.as_secs_f64() * 1e3)
+    };
+    println!(
+        "{}",
+        serde_json::json!({
+            "created": latencies.len(), "errors": errors, "seconds": secs,
+            "per_second": latencies.len() as f64 / secs,
+            "p50_ms": pct(0.50), "p99_ms": pct(0.99),
+        })
+    );
+    if errors > 0 {
+        bail!("{errors} CreateToken calls failed");
+    }
+    Ok(())
+}
