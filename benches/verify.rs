@@ -1,6 +1,6 @@
 //! The in-process Verify path, piece by piece and whole: shape and checksum,
-//! HMAC digest, cache lookup, and `Verifier::verify` on a cache hit (no
-//! database). Run with `cargo bench --bench verify`.
+//! HMAC digest, cache lookup, response encoding, and `Verifier::verify` on a
+//! cache hit (no database). Run with `cargo bench --bench verify`.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -116,5 +116,67 @@ fn verify_hit(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, pieces, verify_hit);
+/// The response to a hit: writing the bytes encoded at fill time behind the
+/// verdict, against building the message field by field and encoding it.
+fn response_encoding(c: &mut Criterion) {
+    use latchkey::grpc::{VerifyReply, pb};
+    use latchkey::token::{Status, TokenRecord};
+    use latchkey::verifier::{Known, Snapshot};
+    use prost::Message as _;
+
+    let record = TokenRecord {
+        id: uuid::Uuid::now_v7(),
+        owner: "user-1234".into(),
+        name: "laptop".into(),
+        description: String::new(),
+        scopes: vec!["repo:read".into(), "deploy:*".into()],
+        metadata: [("team".to_owned(), "infra".to_owned())].into(),
+        display_hint: "lk_…abcd".into(),
+        create_time: latchkey::clock::Timestamp::from_micros(1_795_000_000_000_000),
+        update_time: latchkey::clock::Timestamp::from_micros(1_795_000_000_000_000),
+        expire_time: None,
+        idle_timeout: None,
+        last_used_time: None,
+        revoke_time: None,
+        revoke_reason: String::new(),
+        replaces: None,
+        replaced_by: None,
+        idle_reset_time: None,
+    };
+    let snapshot = Arc::new(Snapshot::new(&record, false, latchkey::grpc::render_token));
+    let mut buf = Vec::with_capacity(512);
+    c.bench_function("response: pre-encoded token (hit path)", |b| {
+        b.iter(|| {
+            buf.clear();
+            let reply = VerifyReply::new(
+                Verdict::Valid,
+                Some(Known {
+                    snapshot: Arc::clone(&snapshot),
+                    status: Status::Active,
+                }),
+                Vec::new(),
+            );
+            reply.encode(&mut buf).unwrap();
+            black_box(&buf);
+        });
+    });
+    let token = pb::Token::decode(&*snapshot.rendered).unwrap();
+    c.bench_function("response: message built per call", |b| {
+        b.iter(|| {
+            buf.clear();
+            let reply = pb::VerifyResponse {
+                verdict: pb::Verdict::Valid as i32,
+                token: Some(pb::Token {
+                    status: pb::TokenStatus::Active as i32,
+                    ..black_box(&token).clone()
+                }),
+                missing_scopes: Vec::new(),
+            };
+            reply.encode(&mut buf).unwrap();
+            black_box(&buf);
+        });
+    });
+}
+
+criterion_group!(benches, pieces, verify_hit, response_encoding);
 criterion_main!(benches);

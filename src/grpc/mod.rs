@@ -6,7 +6,7 @@ mod convert;
 mod verify;
 
 pub use admin::AdminService;
-pub use verify::{TokenVerifyServer, VerifyService, render as render_token};
+pub use verify::{TokenVerifyServer, VerifyReply, VerifyService, render as render_token};
 
 /// Types generated from `proto/latchkey/v1`, with clients for callers and tests.
 pub mod pb {

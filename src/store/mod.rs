@@ -153,6 +153,10 @@ impl Store {
         options
             .connect_timeout(Duration::from_secs(5))
             .acquire_timeout(Duration::from_secs(5))
+            // Pinging every connection before each use would double the
+            // round trips of a cache miss; only one idle for a while (which
+            // may have been cut meanwhile) is checked first.
+            .test_before_acquire_if_idle_for(Duration::from_secs(10))
             // Statements are traced by the service itself; sqlx's own log
             // lines would only repeat them.
             .sqlx_logging(false)
