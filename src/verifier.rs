@@ -11,9 +11,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use crate::cache::{CacheConfig, Cached, VerifyCache};
 use uuid::Uuid;
 
+use crate::cache::{CacheConfig, Cached, VerifyCache};
 use crate::clock::Clock;
 use crate::error::Error;
 use crate::store::Store;

@@ -184,22 +184,8 @@ impl Lifecycle {
         new: NewToken,
         actor: Actor,
     ) -> Result<(TokenRecord, Secret), Error> {
-        token::check_owner("owner", &new.owner)?;
-        token::check_len("name", &new.name, limits::MAX_NAME_CHARS)?;
-        token::check_len(
-            "description",
-            &new.description,
-            limits::MAX_DESCRIPTION_CHARS,
-        )?;
-        token::check_scopes("scopes", &new.scopes)?;
-        token::check_metadata("metadata", &new.metadata)?;
         let now = self.clock.now();
-        let expire_time = self.expire_time(new.expiry, now)?;
-        let new = NewToken {
-            idle_timeout: new.idle_timeout.or(self.policy.default_idle_timeout),
-            ..new
-        };
-        let (record, secret, digest) = self.mint(new, expire_time, now)?;
+        let (record, secret, digest) = self.prepare(new, now)?;
 
         let txn = self.store.begin().await?;
         self.admit(&txn, &record.owner, now, Gain::Creation).await?;
@@ -233,16 +219,7 @@ impl Lifecycle {
         let now = self.clock.now();
         let mut minted = Vec::with_capacity(batch.len());
         for new in batch {
-            token::check_owner("owner", &new.owner)?;
-            token::check_len("name", &new.name, limits::MAX_NAME_CHARS)?;
-            token::check_scopes("scopes", &new.scopes)?;
-            token::check_metadata("metadata", &new.metadata)?;
-            let expire_time = self.expire_time(new.expiry, now)?;
-            let new = NewToken {
-                idle_timeout: new.idle_timeout.or(self.policy.default_idle_timeout),
-                ..new
-            };
-            minted.push(self.mint(new, expire_time, now)?);
+            minted.push(self.prepare(new, now)?);
         }
         let rows: Vec<NewRow<'_>> = minted
             .iter()
@@ -264,7 +241,6 @@ impl Lifecycle {
         txn.insert_tokens(&rows).await?;
         txn.insert_events(&events).await?;
         txn.commit().await?;
-        drop(rows);
         Ok(minted
             .into_iter()
             .map(|(record, secret, _)| (record, secret))
@@ -682,6 +658,30 @@ impl Lifecycle {
     /// Draws a secret and builds the record for it and its digest;
     /// `expire_time` is `new.expiry` already resolved against the clock and
     /// policy.
+    /// Checks a CreateToken request's fields and policy, applies the default
+    /// idle timeout, and mints the token.
+    fn prepare(
+        &self,
+        new: NewToken,
+        now: Timestamp,
+    ) -> Result<(TokenRecord, Secret, Digest), Error> {
+        token::check_owner("owner", &new.owner)?;
+        token::check_len("name", &new.name, limits::MAX_NAME_CHARS)?;
+        token::check_len(
+            "description",
+            &new.description,
+            limits::MAX_DESCRIPTION_CHARS,
+        )?;
+        token::check_scopes("scopes", &new.scopes)?;
+        token::check_metadata("metadata", &new.metadata)?;
+        let expire_time = self.expire_time(new.expiry, now)?;
+        let new = NewToken {
+            idle_timeout: new.idle_timeout.or(self.policy.default_idle_timeout),
+            ..new
+        };
+        self.mint(new, expire_time, now)
+    }
+
     fn mint(
         &self,
         new: NewToken,
