@@ -54,7 +54,7 @@ fn verify_hit(c: &mut Criterion) {
         .build()
         .unwrap();
     let (verifier, secret) = rt.block_on(async {
-        let store = Store::connect("sqlite::memory:").await.unwrap();
+        let store = Store::connect("sqlite::memory:", 1).await.unwrap();
         store.migrate().await.unwrap();
         let key = TokenKey::from_encoded(KEY).unwrap();
         let clock = Arc::new(SystemClock);

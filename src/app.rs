@@ -79,7 +79,7 @@ impl Application {
         let prefix = Prefix::new(&settings.token_prefix)
             .map_err(|why| anyhow::anyhow!("LATCHKEY_TOKEN_PREFIX {why}"))?;
         let key = resolve_hmac_key(&settings)?;
-        let store = Store::connect(&settings.database_url)
+        let store = Store::connect(&settings.database_url, settings.database_max_connections)
             .await
             .context("connecting to the database (LATCHKEY_DATABASE_URL)")?;
         if settings.auto_migrate {

@@ -27,6 +27,9 @@ pub struct Settings {
     pub listen_addr: SocketAddr,
     /// `sqlite://…` (embedded) or `postgres://…`.
     pub database_url: String,
+    /// Most connections this process keeps open to PostgreSQL; cache misses,
+    /// admin calls and the last-used flusher share them. (SQLite uses one.)
+    pub database_max_connections: u32,
     /// 32+ bytes, hex or base64. Required with PostgreSQL.
     pub hmac_key: Option<Sensitive>,
     /// Static admin credential, 32+ characters.
@@ -49,6 +52,7 @@ impl Default for Settings {
         Settings {
             listen_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
             database_url: "sqlite://latchkey.db?mode=rwc".to_owned(),
+            database_max_connections: 10,
             hmac_key: None,
             admin_token: None,
             token_prefix: "lk".to_owned(),
@@ -205,6 +209,9 @@ impl Settings {
         {
             bail!("LATCHKEY_ADMIN_TOKEN must be at least 32 characters");
         }
+        if self.database_max_connections == 0 {
+            bail!("LATCHKEY_DATABASE_MAX_CONNECTIONS must be at least 1");
+        }
         if self.cache.ttl.is_zero() || self.cache.negative_ttl.is_zero() {
             bail!("cache.ttl and cache.negative_ttl must be positive");
         }
@@ -241,6 +248,7 @@ mod tests {
         let s = Settings::load_from(None, env(&[])).unwrap();
         assert_eq!(s.listen_addr.to_string(), "127.0.0.1:50051");
         assert_eq!(s.database_url, "sqlite://latchkey.db?mode=rwc");
+        assert_eq!(s.database_max_connections, 10);
         assert_eq!(s.token_prefix, "lk");
         assert_eq!(s.metrics_addr.to_string(), "127.0.0.1:9090");
         assert_eq!(s.log_format, LogFormat::Text);
@@ -270,6 +278,7 @@ mod tests {
                 ("LATCHKEY_LOG_FORMAT", "json"),
                 ("LATCHKEY_POLICY__DEFAULT_IDLE_TIMEOUT", "30d"),
                 ("LATCHKEY_LIMITS__CREATE_PER_OWNER_PER_MINUTE", "3"),
+                ("LATCHKEY_DATABASE_MAX_CONNECTIONS", "16"),
                 ("LATCHKEY_CONFIG", "/ignored.toml"),
                 ("UNRELATED", "x"),
             ]),
@@ -287,6 +296,7 @@ mod tests {
             Some(Duration::from_secs(30 * 86_400))
         );
         assert_eq!(s.limits.create_per_owner_per_minute, 3);
+        assert_eq!(s.database_max_connections, 16);
     }
 
     #[test]
@@ -309,6 +319,12 @@ mod tests {
         assert!(!err.to_string().contains("short"));
         let err = Settings::load_from(None, env(&[("LATCHKEY_TOKEN_PREFIX", "Bad_")])).unwrap_err();
         assert!(err.to_string().contains("LATCHKEY_TOKEN_PREFIX"));
+        let err = Settings::load_from(None, env(&[("LATCHKEY_DATABASE_MAX_CONNECTIONS", "0")]))
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("LATCHKEY_DATABASE_MAX_CONNECTIONS")
+        );
     }
 
     #[test]

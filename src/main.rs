@@ -52,7 +52,7 @@ async fn main() -> anyhow::Result<()> {
             app.run_until_stopped(stop_signal()).await
         }
         Command::Migrate => {
-            let store = Store::connect(&settings.database_url)
+            let store = Store::connect(&settings.database_url, settings.database_max_connections)
                 .await
                 .context("connecting to the database")?;
             store.migrate().await.context("applying migrations")?;

@@ -107,7 +107,7 @@ async fn seed(count: usize, owners: usize, batch: usize, out: PathBuf) -> anyhow
     };
     let key = TokenKey::from_encoded(key.expose()).context("LATCHKEY_HMAC_KEY")?;
     let prefix = Prefix::new(&settings.token_prefix).map_err(anyhow::Error::msg)?;
-    let store = Store::connect(&settings.database_url).await?;
+    let store = Store::connect(&settings.database_url, settings.database_max_connections).await?;
     store.migrate().await?;
     let clock = Arc::new(SystemClock);
     let verifier = Arc::new(Verifier::new(

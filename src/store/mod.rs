@@ -8,16 +8,19 @@
 //! the module.
 
 mod entity;
+mod lanes;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use migrations::{Migrator, MigratorTrait};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectOptions, ConnectionTrait, DatabaseConnection,
-    DatabaseTransaction, DbBackend, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, RuntimeErr, TransactionTrait, TryInsertResult,
+    DatabaseTransaction, DbBackend, DbErr, EntityTrait, FromQueryResult, JoinType, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, QueryTrait, RelationTrait, RuntimeErr, Statement,
+    TransactionTrait, TryInsertResult,
 };
 use uuid::Uuid;
 
@@ -26,6 +29,7 @@ use crate::clock::Timestamp;
 use crate::owner::OwnerRecord;
 use crate::token::{Digest, Status, TokenRecord};
 use entity::{meta, owners, token_events, tokens};
+use lanes::Lanes;
 
 /// Rows per last-used statement: a few parameters each, far below every
 /// backend's bind-parameter limit.
@@ -141,18 +145,46 @@ pub enum Retirement {
 #[derive(Clone, Debug)]
 pub struct Store {
     db: DatabaseConnection,
+    /// PostgreSQL only: connections kept for [`Store::find_by_digest`].
+    lanes: Option<Arc<Lanes>>,
+    /// [`Store::find_by_digest`]'s statement, built once: a cache miss
+    /// should cost the database round trip, not query building.
+    find_by_digest_sql: Arc<str>,
+}
+
+/// How long a caller waits for a database connection.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Column alias for the owner's disable time in [`Store::find_by_digest`].
+const OWNER_DISABLE_TIME: &str = "owner_disable_time";
+
+/// The token with a given digest (unique, so at most one row), with its
+/// owner's disable time; the digest is the only parameter.
+fn find_by_digest_sql(backend: DbBackend) -> Arc<str> {
+    tokens::Entity::find()
+        .column_as(owners::Column::DisableTime, OWNER_DISABLE_TIME)
+        .join(JoinType::LeftJoin, tokens::Relation::Owner.def())
+        .filter(tokens::Column::Digest.eq(Vec::<u8>::new()))
+        .build(backend)
+        .sql
+        .into()
 }
 
 impl Store {
-    /// Connects to `url` (`sqlite://…` or `postgres://…`).
+    /// Connects to `url` (`sqlite://…` or `postgres://…`). A PostgreSQL pool
+    /// holds up to `max_connections`; SQLite, which has one writer, is reached
+    /// through one connection.
     ///
     /// # Errors
     /// If the URL is malformed or the database cannot be reached.
-    pub async fn connect(url: &str) -> Result<Self> {
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
         let mut options = ConnectOptions::new(url);
+        if !url.starts_with("sqlite:") {
+            options.max_connections(max_connections);
+        }
         options
             .connect_timeout(Duration::from_secs(5))
-            .acquire_timeout(Duration::from_secs(5))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             // Pinging every connection before each use would double the
             // round trips of a cache miss; only one idle for a while (which
             // may have been cut meanwhile) is checked first.
@@ -165,7 +197,18 @@ impl Store {
                     .busy_timeout(Duration::from_secs(5))
             });
         let db = sea_orm::Database::connect(options).await?;
-        Ok(Store { db })
+        let lanes = (db.get_database_backend() == DbBackend::Postgres).then(|| {
+            Arc::new(Lanes::new(
+                db.get_postgres_connection_pool().clone(),
+                (max_connections / 2) as usize,
+                ACQUIRE_TIMEOUT,
+            ))
+        });
+        Ok(Store {
+            lanes,
+            find_by_digest_sql: find_by_digest_sql(db.get_database_backend()),
+            db,
+        })
     }
 
     pub fn is_postgres(&self) -> bool {
@@ -204,6 +247,9 @@ impl Store {
     /// # Errors
     /// If closing fails.
     pub async fn close(self) -> Result<()> {
+        if let Some(lanes) = &self.lanes {
+            lanes.release().await;
+        }
         self.db.close().await?;
         Ok(())
     }
@@ -225,17 +271,28 @@ impl Store {
     /// # Errors
     /// On a database fault or a corrupt row.
     pub async fn find_by_digest(&self, digest: &Digest) -> Result<Option<FoundToken>> {
-        let Some((token, owner)) = tokens::Entity::find()
-            .filter(tokens::Column::Digest.eq(digest.as_bytes().to_vec()))
-            .find_also_related(owners::Entity)
-            .one(&self.db)
-            .await?
-        else {
+        let row = match &self.lanes {
+            Some(lanes) => {
+                lanes
+                    .query_one(&self.find_by_digest_sql, digest.as_bytes())
+                    .await?
+            }
+            None => {
+                let statement = Statement::from_sql_and_values(
+                    self.db.get_database_backend(),
+                    self.find_by_digest_sql.as_ref(),
+                    [digest.as_bytes().to_vec().into()],
+                );
+                self.db.query_one_raw(statement).await?
+            }
+        };
+        let Some(row) = row else {
             return Ok(None);
         };
+        let owner_disable_time: Option<i64> = row.try_get("", OWNER_DISABLE_TIME)?;
         Ok(Some(FoundToken {
-            record: to_record(token)?,
-            owner_disabled: owner.is_some_and(|o| o.disable_time.is_some()),
+            record: to_record(tokens::Model::from_query_result(&row, "")?)?,
+            owner_disabled: owner_disable_time.is_some(),
         }))
     }
 

@@ -63,7 +63,12 @@ fn new_token(owner: &str, i: usize) -> NewToken {
 
 async fn bulk_created_tokens_verify_list_and_have_their_events(backend: Backend) {
     let app = spawn_app(backend).await;
-    let store = Store::connect(&app.settings.database_url).await.unwrap();
+    let store = Store::connect(
+        &app.settings.database_url,
+        app.settings.database_max_connections,
+    )
+    .await
+    .unwrap();
     // More than one INSERT statement's worth, over the default per-owner cap
     // (bulk loads are not subject to creation limits).
     let count = BULK_CHUNK + 7;
@@ -89,7 +94,12 @@ async fn bulk_created_tokens_verify_list_and_have_their_events(backend: Backend)
 
 async fn a_bulk_load_with_a_bad_token_writes_nothing(backend: Backend) {
     let app = spawn_app(backend).await;
-    let store = Store::connect(&app.settings.database_url).await.unwrap();
+    let store = Store::connect(
+        &app.settings.database_url,
+        app.settings.database_max_connections,
+    )
+    .await
+    .unwrap();
     let before = app.database_dump().await;
     let mut batch: Vec<NewToken> = (0..3).map(|i| new_token("bulk", i)).collect();
     batch[2].scopes = vec!["not a scope".into()];

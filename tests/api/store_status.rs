@@ -55,7 +55,7 @@ fn records() -> Vec<TokenRecord> {
 
 async fn listing_by_status_agrees_with_the_derived_status(backend: Backend) {
     let db = TestDb::new(backend).await;
-    let store = Store::connect(&db.url).await.unwrap();
+    let store = Store::connect(&db.url, 2).await.unwrap();
     store.migrate().await.unwrap();
     let records = records();
     let txn = store.begin().await.unwrap();

@@ -21,6 +21,15 @@ on_both_databases!(
     verify_needs_no_credential,
 );
 
+mod lookups_survive_the_database_dropping_its_connections {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        if crate::helpers::postgres_available() {
+            super::lookups_survive_the_database_dropping_its_connections().await;
+        }
+    }
+}
+
 async fn scopes_are_matched_exactly_or_by_a_wildcard_stem(backend: Backend) {
     let app = spawn_app(backend).await;
     let (_, secret) = app.create_token("u", &["repo:read", "deploy:*"]).await;
@@ -200,4 +209,49 @@ async fn an_unreachable_database_is_unavailable_never_a_verdict_on_postgres() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(recovered, Some(Verdict::Valid));
+}
+
+/// Cache misses on PostgreSQL reuse held connections. When the server drops
+/// every connection (a restart, a failover), calls answer VALID or, while the
+/// dead connections are found out, UNAVAILABLE: never a wrong verdict, and
+/// never for long.
+async fn lookups_survive_the_database_dropping_its_connections() {
+    let app = spawn_app_with(Backend::Postgres, |s| {
+        s.cache.capacity = 0;
+        s.database_max_connections = 4;
+    })
+    .await;
+    let (_, secret) = app.create_token("u", &[]).await;
+    // Concurrent misses: both lanes take a connection and keep it.
+    let concurrent = tokio::join!(
+        app.verify(&secret, &[]),
+        app.verify(&secret, &[]),
+        app.verify(&secret, &[]),
+        app.verify(&secret, &[]),
+    );
+    for v in [concurrent.0, concurrent.1, concurrent.2, concurrent.3] {
+        assert_eq!(v.verdict(), Verdict::Valid);
+    }
+
+    app.execute_sql(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .await;
+
+    let mut failures = 0;
+    for _ in 0..20 {
+        match app.try_verify(&secret, &[]).await {
+            Ok(v) => assert_eq!(v.verdict(), Verdict::Valid),
+            Err(status) => {
+                assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+                failures += 1;
+            }
+        }
+    }
+    // At most one per pooled connection: each dead one fails once.
+    assert!(failures <= 4, "{failures} of 20 calls failed");
+    for _ in 0..20 {
+        assert_eq!(app.verify(&secret, &[]).await.verdict(), Verdict::Valid);
+    }
 }
