@@ -9,19 +9,24 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use latchkey::auth::Actor;
-use latchkey::cache::CacheConfig;
-use latchkey::clock::SystemClock;
+use latchkey::cache::{CacheConfig, Cached, VerifyCache};
+use latchkey::clock::{Clock as _, SystemClock};
 use latchkey::grpc::pb::token_admin_client::TokenAdminClient;
 use latchkey::grpc::pb::token_verify_client::TokenVerifyClient;
 use latchkey::grpc::pb::{self, CreateTokenRequest, VerifyRequest};
 use latchkey::lifecycle::{Expiry, Lifecycle, NewToken};
 use latchkey::store::Store;
 use latchkey::tasks::last_used::LastUsed;
-use latchkey::token::{Prefix, TokenKey};
-use latchkey::verifier::Verifier;
+use latchkey::token::{Prefix, TokenKey, TokenRecord};
+use latchkey::verifier::{Snapshot, Verifier};
 use latchkey::{Settings, grpc};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tonic::transport::{Channel, Endpoint};
+use uuid::Uuid;
+
+/// The server's allocator, so that memory figures match.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(about = "Load and seeding tools for latchkey's benchmarks")]
@@ -55,6 +60,16 @@ enum Command {
         tokens: PathBuf,
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
+    },
+    /// Fills a Verify cache in this process with COUNT token snapshots (as a
+    /// cache miss would) and reports the resident memory each one costs.
+    CacheMemory {
+        #[arg(long, default_value_t = 1_000_000)]
+        count: usize,
+        /// Cache "unknown" markers instead of snapshots: the cost of the
+        /// cache's own bookkeeping alone.
+        #[arg(long)]
+        markers_only: bool,
     },
     /// CreateToken from concurrent clients, each on its own connection, for
     /// a fixed time; every call for a new owner.
@@ -91,6 +106,13 @@ async fn main() -> anyhow::Result<()> {
             tokens,
             concurrency,
         } => warm(&addr, tokens, concurrency.max(1)).await,
+        Command::CacheMemory {
+            count,
+            markers_only,
+        } => {
+            cache_memory(count, markers_only);
+            Ok(())
+        }
         Command::Create {
             addr,
             clients,
@@ -166,6 +188,69 @@ async fn seed(count: usize, owners: usize, batch: usize, out: PathBuf) -> anyhow
         serde_json::json!({"seeded": count, "seconds": secs, "per_second": count as f64 / secs})
     );
     Ok(())
+}
+
+fn cache_memory(count: usize, markers_only: bool) {
+    let cache = VerifyCache::new(CacheConfig {
+        capacity: count as u64,
+        ttl: Duration::from_secs(3600),
+        negative_ttl: Duration::from_secs(2),
+    });
+    let key = TokenKey::from_encoded(&"11".repeat(32)).expect("a valid key");
+    let now = SystemClock.now();
+    let before = resident_bytes();
+    for i in 0..count {
+        let record = TokenRecord {
+            id: Uuid::now_v7(),
+            owner: format!("bench-owner-{}", i % 10_000),
+            name: format!("bench token {i}"),
+            description: String::new(),
+            scopes: vec!["read".into(), "write".into()],
+            metadata: Default::default(),
+            display_hint: format!("lk_…{:04}", i % 10_000),
+            create_time: now,
+            update_time: now,
+            expire_time: None,
+            idle_timeout: None,
+            last_used_time: None,
+            revoke_time: None,
+            revoke_reason: String::new(),
+            replaces: None,
+            replaced_by: None,
+            idle_reset_time: None,
+        };
+        let digest = key.digest(&format!("token {i}"));
+        let ticket = cache.begin_fill(&digest);
+        let snapshot = Snapshot::new(&record, false, grpc::render_token);
+        let entry = if markers_only {
+            Cached::Unknown
+        } else {
+            Cached::Known(Arc::new(snapshot))
+        };
+        cache.complete_fill(ticket, digest, entry);
+    }
+    let entries = cache.entry_count();
+    let after = resident_bytes();
+    println!(
+        "{}",
+        serde_json::json!({
+            "entries": entries,
+            "resident_before": before,
+            "resident_after": after,
+            "bytes_per_entry": (after - before) as f64 / count as f64,
+        })
+    );
+}
+
+/// This process's resident set size, from /proc/self/statm.
+fn resident_bytes() -> i64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: i64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
 }
 
 async fn channel(addr: &str) -> anyhow::Result<Channel> {
