@@ -127,8 +127,8 @@ impl Lanes {
 
     /// Gives every held connection back to the pool (before it closes).
     pub async fn release(&self) {
-        // Waits for lookups under way to put their lanes back.
-        let _all = self.turns.acquire_many(self.count).await;
+        // Waits (a while) for lookups under way to put their lanes back.
+        let _all = tokio::time::timeout(self.wait, self.turns.acquire_many(self.count)).await;
         for lane in self.free_lanes().iter_mut() {
             lane.conn = None;
         }

@@ -172,7 +172,8 @@ fn find_by_digest_sql(backend: DbBackend) -> Arc<str> {
 
 impl Store {
     /// Connects to `url` (`sqlite://…` or `postgres://…`). A PostgreSQL pool
-    /// holds up to `max_connections`; SQLite, which has one writer, is reached
+    /// holds up to `max_connections`, of which up to half are kept for
+    /// [`Store::find_by_digest`]; SQLite, which has one writer, is reached
     /// through one connection.
     ///
     /// # Errors
@@ -197,13 +198,15 @@ impl Store {
                     .busy_timeout(Duration::from_secs(5))
             });
         let db = sea_orm::Database::connect(options).await?;
-        let lanes = (db.get_database_backend() == DbBackend::Postgres).then(|| {
-            Arc::new(Lanes::new(
-                db.get_postgres_connection_pool().clone(),
-                (max_connections / 2) as usize,
-                ACQUIRE_TIMEOUT,
-            ))
-        });
+        // With a single connection there is none to spare for lookups.
+        let lanes = (db.get_database_backend() == DbBackend::Postgres && max_connections >= 2)
+            .then(|| {
+                Arc::new(Lanes::new(
+                    db.get_postgres_connection_pool().clone(),
+                    (max_connections / 2) as usize,
+                    ACQUIRE_TIMEOUT,
+                ))
+            });
         Ok(Store {
             lanes,
             find_by_digest_sql: find_by_digest_sql(db.get_database_backend()),

@@ -30,6 +30,15 @@ mod lookups_survive_the_database_dropping_its_connections {
     }
 }
 
+mod one_connection_serves_lookups_and_admin_calls {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        if crate::helpers::postgres_available() {
+            super::one_connection_serves_lookups_and_admin_calls().await;
+        }
+    }
+}
+
 async fn scopes_are_matched_exactly_or_by_a_wildcard_stem(backend: Backend) {
     let app = spawn_app(backend).await;
     let (_, secret) = app.create_token("u", &["repo:read", "deploy:*"]).await;
@@ -253,5 +262,20 @@ async fn lookups_survive_the_database_dropping_its_connections() {
     assert!(failures <= 4, "{failures} of 20 calls failed");
     for _ in 0..20 {
         assert_eq!(app.verify(&secret, &[]).await.verdict(), Verdict::Valid);
+    }
+}
+
+/// With a pool of one, no connection is kept for lookups: admin calls after
+/// a cache miss still get the connection.
+async fn one_connection_serves_lookups_and_admin_calls() {
+    let app = spawn_app_with(Backend::Postgres, |s| {
+        s.cache.capacity = 0;
+        s.database_max_connections = 1;
+    })
+    .await;
+    for _ in 0..3 {
+        let (token, secret) = app.create_token("u", &[]).await;
+        assert_eq!(app.verify(&secret, &[]).await.verdict(), Verdict::Valid);
+        assert_eq!(app.get(&token.id).await.unwrap().id, token.id);
     }
 }
