@@ -37,22 +37,20 @@ async fn run(
     Ok((conn, row))
 }
 
+/// A connection kept after a clean answer, and when that was.
+type Held = (PoolConnection<Postgres>, Instant);
+
 pub struct Lanes {
     pool: PgPool,
     /// One permit per lane: waiting lookups queue here, first come first
     /// served, for whichever lane frees first.
     turns: Semaphore,
-    /// Free lanes; a lookup holding a permit always finds one.
-    free: std::sync::Mutex<Vec<Lane>>,
+    /// Connections kept between lookups, the latest used last; never more
+    /// than the lanes, since each lookup puts back at most the one it took.
+    held: std::sync::Mutex<Vec<Held>>,
     count: u32,
     /// How long a lookup may wait for a lane (the pool's acquire timeout).
     wait: Duration,
-}
-
-#[derive(Default)]
-struct Lane {
-    conn: Option<PoolConnection<Postgres>>,
-    used: Option<Instant>,
 }
 
 impl std::fmt::Debug for Lanes {
@@ -69,7 +67,7 @@ impl Lanes {
         Lanes {
             pool,
             turns: Semaphore::new(count),
-            free: std::sync::Mutex::new((0..count).map(|_| Lane::default()).collect()),
+            held: std::sync::Mutex::new(Vec::with_capacity(count)),
             count: u32::try_from(count).unwrap_or(u32::MAX),
             wait,
         }
@@ -91,28 +89,18 @@ impl Lanes {
             .ok()
             .and_then(Result::ok)
             .ok_or(DbErr::ConnectionAcquire(ConnAcquireErr::Timeout))?;
-        let mut lane = self.take();
-        let held = lane
-            .conn
-            .take()
-            .filter(|_| lane.used.is_some_and(|at| at.elapsed() <= IDLE_LIMIT));
-        let result = match held {
+        let (conn, row) = match self.take() {
             Some(conn) => match run(conn, sql, param).await {
-                Ok(done) => Ok(done),
+                Ok(done) => done,
                 // A held connection may have been cut since its last use (a
                 // database restart, a proxy's idle timeout): one more try, on
                 // a connection from the pool.
-                Err(_) => self.run_fresh(sql, param).await,
+                Err(_) => self.run_fresh(sql, param).await?,
             },
-            None => self.run_fresh(sql, param).await,
+            None => self.run_fresh(sql, param).await?,
         };
-        let row = result.map(|(conn, row)| {
-            lane.conn = Some(conn);
-            lane.used = Some(Instant::now());
-            row
-        });
-        self.put(lane);
-        Ok(row?.map(QueryResult::from))
+        self.put(conn);
+        Ok(row.map(QueryResult::from))
     }
 
     async fn run_fresh(&self, sql: &Arc<str>, param: &[u8]) -> Result<Answer, DbErr> {
@@ -127,35 +115,30 @@ impl Lanes {
 
     /// Gives every held connection back to the pool (before it closes).
     pub async fn release(&self) {
-        // Waits (a while) for lookups under way to put their lanes back.
+        // Waits (a while) for lookups under way to put theirs back.
         let _all = tokio::time::timeout(self.wait, self.turns.acquire_many(self.count)).await;
-        for lane in self.free_lanes().iter_mut() {
-            lane.conn = None;
-        }
+        self.held_connections().clear();
     }
 
-    fn take(&self) -> Lane {
-        self.free_lanes().pop().unwrap_or_default()
+    /// The connection used last, unless it has sat idle too long.
+    fn take(&self) -> Option<PoolConnection<Postgres>> {
+        let (conn, at) = self.held_connections().pop()?;
+        (at.elapsed() <= IDLE_LIMIT).then_some(conn)
     }
 
-    /// The lane last used is the first taken again, so under light load a
-    /// few lanes stay busy and the rest, once idle, give their connections
-    /// back here.
-    fn put(&self, lane: Lane) {
+    /// The connection used last is the first taken again, so under light
+    /// load a few stay busy and the rest, once idle, go back to the pool
+    /// here.
+    fn put(&self, conn: PoolConnection<Postgres>) {
         let now = Instant::now();
-        let mut free = self.free_lanes();
-        for idle in free.iter_mut() {
-            if idle.used.is_some_and(|at| now - at > IDLE_LIMIT) {
-                idle.conn = None;
-                idle.used = None;
-            }
-        }
-        free.push(lane);
+        let mut held = self.held_connections();
+        held.retain(|(_, at)| now - *at <= IDLE_LIMIT);
+        held.push((conn, now));
     }
 
-    fn free_lanes(&self) -> std::sync::MutexGuard<'_, Vec<Lane>> {
+    fn held_connections(&self) -> std::sync::MutexGuard<'_, Vec<Held>> {
         // A panic while holding this lock cannot leave the list invalid.
-        self.free
+        self.held
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
