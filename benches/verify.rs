@@ -125,23 +125,15 @@ fn response_encoding(c: &mut Criterion) {
     use prost::Message as _;
 
     let record = TokenRecord {
-        id: uuid::Uuid::now_v7(),
-        owner: "user-1234".into(),
         name: "laptop".into(),
-        description: String::new(),
         scopes: vec!["repo:read".into(), "deploy:*".into()],
         metadata: [("team".to_owned(), "infra".to_owned())].into(),
         display_hint: "lk_…abcd".into(),
-        create_time: latchkey::clock::Timestamp::from_micros(1_795_000_000_000_000),
-        update_time: latchkey::clock::Timestamp::from_micros(1_795_000_000_000_000),
-        expire_time: None,
-        idle_timeout: None,
-        last_used_time: None,
-        revoke_time: None,
-        revoke_reason: String::new(),
-        replaces: None,
-        replaced_by: None,
-        idle_reset_time: None,
+        ..TokenRecord::new(
+            uuid::Uuid::now_v7(),
+            "user-1234".into(),
+            latchkey::clock::Timestamp::from_micros(1_795_000_000_000_000),
+        )
     };
     let snapshot = Arc::new(Snapshot::new(&record, false, latchkey::grpc::render_token));
     let mut buf = Vec::with_capacity(512);

@@ -28,7 +28,7 @@ use crate::grpc::{self, AdminService, TokenVerifyServer, VerifyService};
 use crate::lifecycle::Lifecycle;
 use crate::store::Store;
 use crate::tasks::last_used::{LastUsed, LastUsedFlusher};
-use crate::token::{Prefix, Secret, TokenKey};
+use crate::token::{Secret, TokenKey};
 use crate::verifier::{MissHook, Verifier};
 
 /// What tests and embedders may swap in.
@@ -76,8 +76,7 @@ impl Application {
     /// bound.
     pub async fn build_with(settings: Settings, options: Options) -> anyhow::Result<Self> {
         settings.validate()?;
-        let prefix = Prefix::new(&settings.token_prefix)
-            .map_err(|why| anyhow::anyhow!("LATCHKEY_TOKEN_PREFIX {why}"))?;
+        let prefix = settings.prefix()?;
         let key = resolve_hmac_key(&settings)?;
         let store = Store::connect(&settings.database_url, settings.database_max_connections)
             .await
@@ -309,6 +308,42 @@ async fn set_health(health: &HealthReporter, status: ServingStatus) {
 
 /// The HMAC key: configured; or, with SQLite only, generated once into a 0600
 /// file beside the database.
+/// The token lifecycle with no server around it, for tools that write tokens
+/// straight into the database ([`Lifecycle::bulk_create`]): the key, prefix,
+/// policy and limits a server with `settings` uses, and no cache (there is no
+/// Verify traffic to serve).
+///
+/// # Errors
+/// If the prefix or the HMAC key is invalid, or the key is missing where it
+/// is required.
+pub fn offline_lifecycle(store: Store, settings: &Settings) -> anyhow::Result<Lifecycle> {
+    let prefix = settings.prefix()?;
+    let key = resolve_hmac_key(settings)?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let verifier = Arc::new(Verifier::new(
+        prefix.clone(),
+        key.clone(),
+        CacheConfig {
+            capacity: 0,
+            ttl: settings.cache.ttl,
+            negative_ttl: settings.cache.negative_ttl,
+        },
+        store.clone(),
+        Arc::new(LastUsed::new()),
+        Arc::clone(&clock),
+        grpc::render_token,
+    ));
+    Ok(Lifecycle::new(
+        store,
+        verifier,
+        key,
+        prefix,
+        clock,
+        settings.policy,
+        settings.limits,
+    ))
+}
+
 fn resolve_hmac_key(settings: &Settings) -> anyhow::Result<TokenKey> {
     if let Some(encoded) = &settings.hmac_key {
         return TokenKey::from_encoded(encoded.expose()).context("LATCHKEY_HMAC_KEY is invalid");

@@ -199,11 +199,19 @@ impl Settings {
         Ok(settings)
     }
 
+    /// The configured token prefix.
+    ///
+    /// # Errors
+    /// Naming `LATCHKEY_TOKEN_PREFIX`, if it is not a valid prefix.
+    pub fn prefix(&self) -> anyhow::Result<Prefix> {
+        Prefix::new(&self.token_prefix)
+            .map_err(|why| anyhow::anyhow!("LATCHKEY_TOKEN_PREFIX {why}"))
+    }
+
     /// # Errors
     /// Names the first setting that breaks its rule.
     pub fn validate(&self) -> anyhow::Result<()> {
-        Prefix::new(&self.token_prefix)
-            .map_err(|why| anyhow::anyhow!("LATCHKEY_TOKEN_PREFIX {why}"))?;
+        self.prefix()?;
         if let Some(t) = &self.admin_token
             && t.expose().chars().count() < 32
         {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::{Parser, Subcommand};
 use latchkey::auth::Actor;
 use latchkey::cache::{CacheConfig, Cached, VerifyCache};
@@ -14,11 +14,10 @@ use latchkey::clock::{Clock as _, SystemClock};
 use latchkey::grpc::pb::token_admin_client::TokenAdminClient;
 use latchkey::grpc::pb::token_verify_client::TokenVerifyClient;
 use latchkey::grpc::pb::{self, CreateTokenRequest, VerifyRequest};
-use latchkey::lifecycle::{Expiry, Lifecycle, NewToken};
+use latchkey::lifecycle::{Expiry, NewToken};
 use latchkey::store::Store;
-use latchkey::tasks::last_used::LastUsed;
-use latchkey::token::{Prefix, TokenKey, TokenRecord};
-use latchkey::verifier::{Snapshot, Verifier};
+use latchkey::token::{TokenKey, TokenRecord};
+use latchkey::verifier::Snapshot;
 use latchkey::{Settings, grpc};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tonic::transport::{Channel, Endpoint};
@@ -124,36 +123,9 @@ async fn main() -> anyhow::Result<()> {
 
 async fn seed(count: usize, owners: usize, batch: usize, out: PathBuf) -> anyhow::Result<()> {
     let settings = Settings::load(None)?;
-    let Some(key) = &settings.hmac_key else {
-        bail!("set LATCHKEY_HMAC_KEY to the key the server will use");
-    };
-    let key = TokenKey::from_encoded(key.expose()).context("LATCHKEY_HMAC_KEY")?;
-    let prefix = Prefix::new(&settings.token_prefix).map_err(anyhow::Error::msg)?;
     let store = Store::connect(&settings.database_url, settings.database_max_connections).await?;
     store.migrate().await?;
-    let clock = Arc::new(SystemClock);
-    let verifier = Arc::new(Verifier::new(
-        prefix.clone(),
-        key.clone(),
-        CacheConfig {
-            capacity: 1,
-            ttl: Duration::from_secs(1),
-            negative_ttl: Duration::from_secs(1),
-        },
-        store.clone(),
-        Arc::new(LastUsed::new()),
-        clock.clone(),
-        grpc::render_token,
-    ));
-    let lifecycle = Lifecycle::new(
-        store.clone(),
-        verifier,
-        key,
-        prefix,
-        clock,
-        settings.policy,
-        settings.limits,
-    );
+    let lifecycle = latchkey::app::offline_lifecycle(store.clone(), &settings)?;
     let mut file = BufWriter::new(tokio::fs::File::create(&out).await?);
     let started = Instant::now();
     let mut made = 0;
@@ -201,23 +173,10 @@ fn cache_memory(count: usize, markers_only: bool) {
     let before = resident_bytes();
     for i in 0..count {
         let record = TokenRecord {
-            id: Uuid::now_v7(),
-            owner: format!("bench-owner-{}", i % 10_000),
             name: format!("bench token {i}"),
-            description: String::new(),
             scopes: vec!["read".into(), "write".into()],
-            metadata: Default::default(),
             display_hint: format!("lk_…{:04}", i % 10_000),
-            create_time: now,
-            update_time: now,
-            expire_time: None,
-            idle_timeout: None,
-            last_used_time: None,
-            revoke_time: None,
-            revoke_reason: String::new(),
-            replaces: None,
-            replaced_by: None,
-            idle_reset_time: None,
+            ..TokenRecord::new(Uuid::now_v7(), format!("bench-owner-{}", i % 10_000), now)
         };
         let digest = key.digest(&format!("token {i}"));
         let ticket = cache.begin_fill(&digest);

@@ -155,23 +155,17 @@ mod tests {
     fn record() -> TokenRecord {
         let t = |micros: i64| Timestamp::from_micros(1_795_000_000_000_000 + micros);
         TokenRecord {
-            id: Uuid::now_v7(),
-            owner: "user-1".into(),
             name: "laptop".into(),
             description: "é and more".into(),
             scopes: vec!["repo:read".into(), "deploy:*".into()],
             metadata: BTreeMap::from([("team".into(), "infra".into())]),
             display_hint: "lk_…abcd".into(),
-            create_time: t(1),
             update_time: t(123_457),
             expire_time: Some(t(86_400_000_001)),
             idle_timeout: Some(Duration::from_secs(30 * 86_400)),
             last_used_time: Some(t(999)),
-            revoke_time: None,
-            revoke_reason: String::new(),
             replaces: Some(Uuid::now_v7()),
-            replaced_by: None,
-            idle_reset_time: None,
+            ..TokenRecord::new(Uuid::now_v7(), "user-1".into(), t(1))
         }
     }
 

@@ -691,23 +691,14 @@ impl Lifecycle {
         let secret = format::generate(&self.prefix)
             .map_err(|e| Error::Internal(anyhow::anyhow!("the OS random source failed: {e}")))?;
         let record = TokenRecord {
-            id: self.new_id(now),
-            owner: new.owner,
             name: new.name,
             description: new.description,
             scopes: new.scopes,
             metadata: new.metadata,
             display_hint: format::display_hint(&self.prefix, &secret),
-            create_time: now,
-            update_time: now,
             expire_time,
             idle_timeout: new.idle_timeout,
-            last_used_time: None,
-            revoke_time: None,
-            revoke_reason: String::new(),
-            replaces: None,
-            replaced_by: None,
-            idle_reset_time: None,
+            ..TokenRecord::new(self.new_id(now), new.owner, now)
         };
         let digest = self.key.digest(secret.expose());
         Ok((record, secret, digest))

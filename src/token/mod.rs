@@ -67,6 +67,31 @@ pub struct TokenRecord {
 }
 
 impl TokenRecord {
+    /// A token as created at `now`: no name, description, scopes, metadata
+    /// or display hint, no expiry or idle timeout, never used, revoked or
+    /// renewed. Callers set what they have with struct update syntax.
+    pub fn new(id: Uuid, owner: String, now: Timestamp) -> Self {
+        TokenRecord {
+            id,
+            owner,
+            name: String::new(),
+            description: String::new(),
+            scopes: Vec::new(),
+            metadata: BTreeMap::new(),
+            display_hint: String::new(),
+            create_time: now,
+            update_time: now,
+            expire_time: None,
+            idle_timeout: None,
+            last_used_time: None,
+            revoke_time: None,
+            revoke_reason: String::new(),
+            replaces: None,
+            replaced_by: None,
+            idle_reset_time: None,
+        }
+    }
+
     pub fn is_revoked(&self) -> bool {
         self.revoke_time.is_some()
     }
@@ -234,25 +259,7 @@ mod tests {
     use super::*;
 
     fn record() -> TokenRecord {
-        TokenRecord {
-            id: Uuid::nil(),
-            owner: "u".into(),
-            name: String::new(),
-            description: String::new(),
-            scopes: vec![],
-            metadata: BTreeMap::new(),
-            display_hint: String::new(),
-            create_time: Timestamp::EPOCH,
-            update_time: Timestamp::EPOCH,
-            expire_time: None,
-            idle_timeout: None,
-            last_used_time: None,
-            revoke_time: None,
-            revoke_reason: String::new(),
-            replaces: None,
-            replaced_by: None,
-            idle_reset_time: None,
-        }
+        TokenRecord::new(Uuid::nil(), "u".into(), Timestamp::EPOCH)
     }
 
     #[test]

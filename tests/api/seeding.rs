@@ -1,18 +1,11 @@
 //! Bulk loading (what the benchmark seeder uses): tokens created in batched
 //! transactions behave exactly like tokens made by CreateToken.
 
-use std::sync::Arc;
-use std::time::Duration;
-
+use latchkey::app::offline_lifecycle;
 use latchkey::auth::Actor;
-use latchkey::cache::CacheConfig;
-use latchkey::clock::SystemClock;
 use latchkey::grpc::pb::{self, Verdict};
 use latchkey::lifecycle::{Expiry, Lifecycle, NewToken};
 use latchkey::store::{BULK_CHUNK, Store};
-use latchkey::tasks::last_used::LastUsed;
-use latchkey::token::{Prefix, TokenKey};
-use latchkey::verifier::Verifier;
 
 use crate::helpers::*;
 use crate::on_both_databases;
@@ -22,31 +15,16 @@ on_both_databases!(
     a_bulk_load_with_a_bad_token_writes_nothing,
 );
 
-fn lifecycle(store: &Store) -> Lifecycle {
-    let key = TokenKey::from_encoded(HMAC_KEY).unwrap();
-    let clock = Arc::new(SystemClock);
-    let verifier = Arc::new(Verifier::new(
-        Prefix::default(),
-        key.clone(),
-        CacheConfig {
-            capacity: 0,
-            ttl: Duration::from_secs(1),
-            negative_ttl: Duration::from_secs(1),
-        },
-        store.clone(),
-        Arc::new(LastUsed::new()),
-        clock.clone(),
-        latchkey::grpc::render_token,
-    ));
-    Lifecycle::new(
-        store.clone(),
-        verifier,
-        key,
-        Prefix::default(),
-        clock,
-        Default::default(),
-        Default::default(),
+/// A second connection to the app's database, and a lifecycle over it
+/// configured like the app.
+async fn loader(app: &TestApp) -> Lifecycle {
+    let store = Store::connect(
+        &app.settings.database_url,
+        app.settings.database_max_connections,
     )
+    .await
+    .unwrap();
+    offline_lifecycle(store, &app.settings).unwrap()
 }
 
 fn new_token(owner: &str, i: usize) -> NewToken {
@@ -63,17 +41,12 @@ fn new_token(owner: &str, i: usize) -> NewToken {
 
 async fn bulk_created_tokens_verify_list_and_have_their_events(backend: Backend) {
     let app = spawn_app(backend).await;
-    let store = Store::connect(
-        &app.settings.database_url,
-        app.settings.database_max_connections,
-    )
-    .await
-    .unwrap();
     // More than one INSERT statement's worth, over the default per-owner cap
     // (bulk loads are not subject to creation limits).
     let count = BULK_CHUNK + 7;
     let batch = (0..count).map(|i| new_token("bulk", i)).collect();
-    let created = lifecycle(&store)
+    let created = loader(&app)
+        .await
         .bulk_create(batch, Actor::System)
         .await
         .unwrap();
@@ -94,19 +67,11 @@ async fn bulk_created_tokens_verify_list_and_have_their_events(backend: Backend)
 
 async fn a_bulk_load_with_a_bad_token_writes_nothing(backend: Backend) {
     let app = spawn_app(backend).await;
-    let store = Store::connect(
-        &app.settings.database_url,
-        app.settings.database_max_connections,
-    )
-    .await
-    .unwrap();
+    let loader = loader(&app).await;
     let before = app.database_dump().await;
     let mut batch: Vec<NewToken> = (0..3).map(|i| new_token("bulk", i)).collect();
     batch[2].scopes = vec!["not a scope".into()];
-    let err = lifecycle(&store)
-        .bulk_create(batch, Actor::System)
-        .await
-        .unwrap_err();
+    let err = loader.bulk_create(batch, Actor::System).await.unwrap_err();
     assert!(err.to_string().contains("scopes[0]"), "{err}");
     assert_eq!(app.database_dump().await, before);
 }

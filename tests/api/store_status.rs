@@ -2,7 +2,7 @@
 //! memory, for every combination of revocation, expiry, idle timeout, last
 //! use and idle-clock restart, on both databases.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::time::Duration;
 
 use latchkey::clock::Timestamp;
@@ -27,23 +27,12 @@ fn records() -> Vec<TokenRecord> {
                 for expire in [None, Some(12), Some(30)] {
                     for revoked in [false, true] {
                         out.push(TokenRecord {
-                            id: Uuid::now_v7(),
-                            owner: "grid".into(),
-                            name: String::new(),
-                            description: String::new(),
-                            scopes: vec![],
-                            metadata: BTreeMap::new(),
-                            display_hint: String::new(),
-                            create_time: at(0),
-                            update_time: at(0),
                             expire_time: expire.map(at),
                             idle_timeout: idle,
                             last_used_time: last_used.map(at),
                             revoke_time: revoked.then(|| at(1)),
-                            revoke_reason: String::new(),
-                            replaces: None,
-                            replaced_by: None,
                             idle_reset_time: reset.map(at),
+                            ..TokenRecord::new(Uuid::now_v7(), "grid".into(), at(0))
                         });
                     }
                 }
