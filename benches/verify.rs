@@ -152,7 +152,7 @@ fn response_encoding(c: &mut Criterion) {
             black_box(&buf);
         });
     });
-    let token = pb::Token::decode(&*snapshot.rendered).unwrap();
+    let token = pb::Token::decode(snapshot.rendered()).unwrap();
     c.bench_function("response: message built per call", |b| {
         b.iter(|| {
             buf.clear();

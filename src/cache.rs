@@ -4,6 +4,19 @@
 //! short-lived marker for digests the database does not know, so a stream of
 //! unknown tokens costs one lookup each per `negative_ttl`, not one per request.
 //!
+//! # Buckets
+//!
+//! moka keeps some 300 bytes of bookkeeping per entry (key, entry record,
+//! queue nodes), more than a cached token itself. So moka holds *buckets*:
+//! each digest belongs to one of `capacity / 8` buckets, and a bucket is a
+//! small immutable array of slots (digest, expiry, snapshot). moka's size
+//! bound counts slots, its eviction drops whole buckets (their tokens are read
+//! again on their next use), and its bookkeeping is shared by the tokens of a
+//! bucket. A bucket is replaced, never changed in place, and every
+//! replacement goes through moka's per-key `and_compute_with`, so two changes
+//! to one bucket never lose each other. Each slot carries its own expiry,
+//! checked on every read.
+//!
 //! # Filling without resurrecting revoked tokens
 //!
 //! A lookup that read the database *before* a revoke committed must not put
@@ -16,25 +29,27 @@
 //! ([`VerifyCache::complete_fill`]). Whatever the interleaving, either the
 //! filler sees the bump, or the bump (and the removal after it) came after the
 //! insert; and a database read that began after the bump sees the change.
+//! [`VerifyCache::invalidate_all`] moves a generation instead: slots (and
+//! fills) from an older generation are never answered from.
 //!
 //! Imports neither tonic nor sea_orm; it knows nothing about tokens but their
 //! digest.
 
 use std::hash::BuildHasherDefault;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use moka::Expiry;
+use moka::ops::compute::Op;
 
 use crate::token::Digest;
-use crate::token::digest::DigestHasher;
-
-type Entries<V> = moka::sync::Cache<Digest, Cached<V>, BuildHasherDefault<DigestHasher>>;
 
 /// Number of epoch counters. More stripes means fewer fills abandoned because
 /// an unrelated token in the same stripe changed.
 pub const STRIPES: usize = 4096;
+
+/// Slots a bucket holds on average when the cache is full.
+pub const SLOTS_PER_BUCKET: u64 = 8;
 
 /// A cached answer.
 #[derive(Debug)]
@@ -74,34 +89,80 @@ pub struct CacheConfig {
 pub struct FillTicket {
     stripe: usize,
     epoch: u64,
+    generation: u32,
 }
+
+/// One cached answer inside a bucket.
+struct Slot<V> {
+    digest: Digest,
+    /// Milliseconds after the cache's start at which the answer lapses.
+    expires: u64,
+    generation: u32,
+    /// `None`: unknown to the database.
+    known: Option<Arc<V>>,
+}
+
+impl<V> Clone for Slot<V> {
+    fn clone(&self) -> Self {
+        Slot {
+            digest: self.digest,
+            expires: self.expires,
+            generation: self.generation,
+            known: self.known.clone(),
+        }
+    }
+}
+
+type Bucket<V> = Arc<[Slot<V>]>;
+type Buckets<V> = moka::sync::Cache<u64, Bucket<V>, BuildHasherDefault<BucketHasher>>;
 
 /// The moka-backed cache, with race-safe fills.
 pub struct VerifyCache<V> {
     /// `None` when configured with capacity 0: nothing is cached.
-    entries: Option<Entries<V>>,
+    buckets: Option<Buckets<V>>,
+    bucket_count: u64,
     epochs: Box<[AtomicU64]>,
+    generation: AtomicU32,
+    started: Instant,
+    ttl_ms: u64,
+    negative_ttl_ms: u64,
 }
 
 impl<V: Send + Sync + 'static> VerifyCache<V> {
     pub fn new(config: CacheConfig) -> Self {
-        let entries = (config.capacity > 0).then(|| {
+        let buckets = (config.capacity > 0).then(|| {
             moka::sync::Cache::builder()
                 .max_capacity(config.capacity)
-                .expire_after(EntryExpiry {
-                    ttl: config.ttl,
-                    negative_ttl: config.negative_ttl,
+                .weigher(|_, bucket: &Bucket<V>| {
+                    u32::try_from(bucket.len()).unwrap_or(u32::MAX).max(1)
                 })
+                // A bucket outlives none of its slots: each was written no
+                // later than the bucket, with at most the longer lifetime.
+                .time_to_live(config.ttl.max(config.negative_ttl))
                 .build_with_hasher(BuildHasherDefault::default())
         });
         VerifyCache {
-            entries,
+            buckets,
+            bucket_count: config.capacity.div_ceil(SLOTS_PER_BUCKET).max(1),
             epochs: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
+            generation: AtomicU32::new(0),
+            started: Instant::now(),
+            ttl_ms: millis(config.ttl),
+            negative_ttl_ms: millis(config.negative_ttl),
         }
     }
 
     pub fn get(&self, digest: &Digest) -> Option<Cached<V>> {
-        self.entries.as_ref()?.get(digest)
+        self.get_at(digest, self.now_ms())
+    }
+
+    fn get_at(&self, digest: &Digest, now_ms: u64) -> Option<Cached<V>> {
+        let bucket = self.buckets.as_ref()?.get(&self.bucket_of(digest))?;
+        let slot = bucket.iter().find(|slot| slot.digest == *digest)?;
+        self.is_live(slot, now_ms).then(|| match &slot.known {
+            Some(v) => Cached::Known(Arc::clone(v)),
+            None => Cached::Unknown,
+        })
     }
 
     /// Call before reading the database for `digest`.
@@ -110,20 +171,43 @@ impl<V: Send + Sync + 'static> VerifyCache<V> {
         FillTicket {
             stripe,
             epoch: self.epochs[stripe].load(Ordering::SeqCst),
+            generation: self.generation.load(Ordering::SeqCst),
         }
     }
 
     /// Caches what the database said, unless `digest` was invalidated since
     /// [`Self::begin_fill`]. Returns whether the answer stayed cached.
     pub fn complete_fill(&self, ticket: FillTicket, digest: Digest, value: Cached<V>) -> bool {
-        let Some(entries) = &self.entries else {
+        let Some(buckets) = &self.buckets else {
             return false;
         };
-        entries.insert(digest, value);
+        let now = self.now_ms();
+        let (known, lifetime) = match value {
+            Cached::Known(v) => (Some(v), self.ttl_ms),
+            Cached::Unknown => (None, self.negative_ttl_ms),
+        };
+        let slot = Slot {
+            digest,
+            expires: now.saturating_add(lifetime),
+            generation: ticket.generation,
+            known,
+        };
+        buckets
+            .entry(self.bucket_of(&digest))
+            .and_compute_with(|old| {
+                let mut slots: Vec<Slot<V>> = old
+                    .iter()
+                    .flat_map(|entry| entry.value().iter())
+                    .filter(|s| s.digest != digest && self.is_live(s, now))
+                    .cloned()
+                    .collect();
+                slots.push(slot);
+                Op::Put(slots.into())
+            });
         if self.epochs[ticket.stripe].load(Ordering::SeqCst) == ticket.epoch {
-            true
+            ticket.generation == self.generation.load(Ordering::SeqCst)
         } else {
-            entries.invalidate(&digest);
+            self.remove(buckets, &digest);
             false
         }
     }
@@ -132,28 +216,65 @@ impl<V: Send + Sync + 'static> VerifyCache<V> {
     /// answer. Call after the change is committed.
     pub fn invalidate(&self, digest: &Digest) {
         self.epochs[stripe_of(digest)].fetch_add(1, Ordering::SeqCst);
-        if let Some(entries) = &self.entries {
-            entries.invalidate(digest);
+        if let Some(buckets) = &self.buckets {
+            self.remove(buckets, digest);
         }
     }
 
     /// Forgets everything, and makes every fill under way drop its answer.
     pub fn invalidate_all(&self) {
-        for epoch in &*self.epochs {
-            epoch.fetch_add(1, Ordering::SeqCst);
-        }
-        if let Some(entries) = &self.entries {
-            entries.invalidate_all();
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        if let Some(buckets) = &self.buckets {
+            buckets.invalidate_all();
         }
     }
 
-    /// Entries held, after pending maintenance.
+    /// Slots held (an emptied bucket counts as one), after pending
+    /// maintenance; lapsed slots count until their bucket is next written or
+    /// dropped.
     pub fn entry_count(&self) -> u64 {
-        self.entries.as_ref().map_or(0, |entries| {
-            entries.run_pending_tasks();
-            entries.entry_count()
+        self.buckets.as_ref().map_or(0, |buckets| {
+            buckets.run_pending_tasks();
+            buckets.weighted_size()
         })
     }
+
+    fn remove(&self, buckets: &Buckets<V>, digest: &Digest) {
+        buckets
+            .entry(self.bucket_of(digest))
+            .and_compute_with(|old| match old {
+                // An emptied bucket stays (weighing one slot) until it lapses
+                // or is refilled: moka 0.12 miscounts the weight of an entry
+                // removed while its previous update awaits maintenance.
+                Some(entry) if entry.value().iter().any(|s| s.digest == *digest) => Op::Put(
+                    entry
+                        .value()
+                        .iter()
+                        .filter(|s| s.digest != *digest)
+                        .cloned()
+                        .collect(),
+                ),
+                _ => Op::Nop,
+            });
+    }
+
+    fn is_live(&self, slot: &Slot<V>, now_ms: u64) -> bool {
+        now_ms < slot.expires && slot.generation == self.generation.load(Ordering::Acquire)
+    }
+
+    fn now_ms(&self) -> u64 {
+        millis(self.started.elapsed())
+    }
+
+    fn bucket_of(&self, digest: &Digest) -> u64 {
+        // Bytes 8..16 (stripes use 0..2), scaled onto 0..bucket_count.
+        let bits = u64::from_le_bytes(digest.0[8..16].try_into().expect("8 bytes"));
+        ((u128::from(bits) * u128::from(self.bucket_count)) >> 64) as u64
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn stripe_of(digest: &Digest) -> usize {
@@ -161,33 +282,25 @@ fn stripe_of(digest: &Digest) -> usize {
     usize::from(u16::from_le_bytes([digest.0[0], digest.0[1]])) % STRIPES
 }
 
-struct EntryExpiry {
-    ttl: Duration,
-    negative_ttl: Duration,
-}
+/// Hashes a bucket number (small, consecutive) into well-spread bits for
+/// moka's table and frequency sketch.
+#[derive(Clone, Copy, Debug, Default)]
+struct BucketHasher(u64);
 
-impl EntryExpiry {
-    fn lifetime<V>(&self, value: &Cached<V>) -> Duration {
-        match value {
-            Cached::Known(_) => self.ttl,
-            Cached::Unknown => self.negative_ttl,
+impl std::hash::Hasher for BucketHasher {
+    fn finish(&self) -> u64 {
+        let h = self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        h ^ (h >> 29)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
         }
     }
-}
 
-impl<V> Expiry<Digest, Cached<V>> for EntryExpiry {
-    fn expire_after_create(&self, _: &Digest, value: &Cached<V>, _: Instant) -> Option<Duration> {
-        Some(self.lifetime(value))
-    }
-
-    fn expire_after_update(
-        &self,
-        _: &Digest,
-        value: &Cached<V>,
-        _: Instant,
-        _: Option<Duration>,
-    ) -> Option<Duration> {
-        Some(self.lifetime(value))
+    fn write_u64(&mut self, n: u64) {
+        self.0 ^= n;
     }
 }
 
@@ -251,11 +364,10 @@ mod tests {
         // the epoch; the invalidation's removal then comes after the insert.
         let c = cache();
         let ticket = c.begin_fill(&digest(1));
-        c.entries
-            .as_ref()
-            .unwrap()
-            .insert(digest(1), known("active"));
-        assert_eq!(c.epochs[ticket.stripe].load(Ordering::SeqCst), ticket.epoch);
+        let epoch = ticket.epoch;
+        let stripe = ticket.stripe;
+        assert!(c.complete_fill(ticket, digest(1), known("active")));
+        assert_eq!(c.epochs[stripe].load(Ordering::SeqCst), epoch);
         c.invalidate(&digest(1));
         assert!(c.get(&digest(1)).is_none());
     }
@@ -343,5 +455,56 @@ mod tests {
         let t = c.begin_fill(&digest(2));
         c.complete_fill(t, digest(2), Cached::Unknown);
         assert!(matches!(c.get(&digest(2)), Some(Cached::Unknown)));
+    }
+
+    #[test]
+    fn tokens_sharing_a_bucket_are_invalidated_one_by_one() {
+        let c = cache();
+        // Digests alike in their bucket bytes share a bucket.
+        assert_eq!(c.bucket_of(&digest(1)), c.bucket_of(&digest(2)));
+        c.complete_fill(c.begin_fill(&digest(1)), digest(1), known("one"));
+        c.complete_fill(c.begin_fill(&digest(2)), digest(2), Cached::Unknown);
+        c.complete_fill(c.begin_fill(&digest(1)), digest(1), known("one again"));
+        assert!(is_known_as(c.get(&digest(1)), "one again"));
+        assert_eq!(c.entry_count(), 2, "a refill replaces its slot");
+        c.invalidate(&digest(2));
+        assert!(c.get(&digest(2)).is_none());
+        assert!(is_known_as(c.get(&digest(1)), "one again"));
+        c.invalidate(&digest(1));
+        assert!(c.get(&digest(1)).is_none());
+        assert!(c.get(&digest(2)).is_none());
+        assert_eq!(c.entry_count(), 1, "the emptied bucket");
+    }
+
+    #[test]
+    fn answers_lapse_after_their_own_lifetime() {
+        let c = cache();
+        c.complete_fill(c.begin_fill(&digest(1)), digest(1), known("active"));
+        c.complete_fill(c.begin_fill(&digest(2)), digest(2), Cached::Unknown);
+        let now = c.now_ms();
+        // "unknown" is trusted for 5 s, a token for 60 s.
+        assert!(c.get_at(&digest(2), now + 4_000).is_some());
+        assert!(c.get_at(&digest(2), now + 5_001).is_none());
+        assert!(is_known_as(c.get_at(&digest(1), now + 59_000), "active"));
+        assert!(c.get_at(&digest(1), now + 60_001).is_none());
+    }
+
+    #[test]
+    fn the_capacity_bounds_the_tokens_held() {
+        let c = cache();
+        for i in 0..10_000u32 {
+            let mut d = [0u8; 32];
+            d[..4].copy_from_slice(&i.to_le_bytes());
+            d[8..16].copy_from_slice(
+                &u64::from(i)
+                    .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                    .to_le_bytes(),
+            );
+            let d = Digest(d);
+            c.complete_fill(c.begin_fill(&d), d, known("x"));
+        }
+        let held = c.entry_count();
+        assert!(held <= 1_000, "{held} held over a capacity of 1000");
+        assert!(held > 0);
     }
 }

@@ -34,31 +34,47 @@ pub enum Verdict {
 }
 
 /// What the cache holds for a known token: only what Verify judges and
-/// answers from, built once per fill. The token as the API shows it is kept
-/// encoded ([`Render`]), so a hit builds no message.
+/// answers from, built once per fill, in two allocations (every cached token
+/// holds one). The token as the API shows it is kept encoded ([`Render`]), so
+/// a hit builds no message.
 #[derive(Debug)]
 pub struct Snapshot {
     pub id: Uuid,
     pub lifetime: Lifetime,
-    pub owner_disabled: bool,
-    /// The granted scopes, space-separated (a scope has no spaces).
-    scopes: Box<str>,
-    /// The token as the API shows it, without its status (which depends on
-    /// the time of the call): the output of [`Render`].
-    pub rendered: Box<[u8]>,
     uses: UseCell,
+    /// The granted scopes, space-separated (a scope has no spaces), then the
+    /// output of [`Render`].
+    bytes: Box<[u8]>,
+    scopes_len: u32,
+    pub owner_disabled: bool,
 }
 
 impl Snapshot {
     pub fn new(record: &TokenRecord, owner_disabled: bool, render: Render) -> Self {
+        let scopes = record.scopes.join(" ");
+        let rendered = render(record);
+        let mut bytes = Vec::with_capacity(scopes.len() + rendered.len());
+        bytes.extend_from_slice(scopes.as_bytes());
+        bytes.extend_from_slice(&rendered);
         Snapshot {
             id: record.id,
             lifetime: record.lifetime(),
-            owner_disabled,
-            scopes: record.scopes.join(" ").into_boxed_str(),
-            rendered: render(record),
             uses: UseCell::default(),
+            bytes: bytes.into_boxed_slice(),
+            scopes_len: u32::try_from(scopes.len()).expect("scopes are bounded far below 4 GiB"),
+            owner_disabled,
         }
+    }
+
+    /// The token as the API shows it, without its status (which depends on
+    /// the time of the call).
+    pub fn rendered(&self) -> &[u8] {
+        &self.bytes[self.scopes_len as usize..]
+    }
+
+    fn scopes(&self) -> &str {
+        // Built from a `String` above, so always UTF-8.
+        std::str::from_utf8(&self.bytes[..self.scopes_len as usize]).unwrap_or_default()
     }
 }
 
@@ -166,7 +182,7 @@ impl Verifier {
             Status::Inactive => Verdict::Inactive,
             Status::Active => {
                 missing_scopes =
-                    scope::missing(snapshot.scopes.split_ascii_whitespace(), required_scopes)
+                    scope::missing(snapshot.scopes().split_ascii_whitespace(), required_scopes)
                         .into_iter()
                         .map(str::to_owned)
                         .collect();

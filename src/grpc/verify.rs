@@ -64,7 +64,7 @@ impl VerifyReply {
         } else {
             encoding::int32::encoded_len(STATUS_TAG, &status)
         };
-        snapshot.rendered.len() + status_len
+        snapshot.rendered().len() + status_len
     }
 }
 
@@ -76,7 +76,7 @@ impl Message for VerifyReply {
         if let Some((snapshot, status)) = &self.token {
             encoding::encode_key(2, WireType::LengthDelimited, buf);
             encoding::encode_varint(Self::token_len(snapshot, *status) as u64, buf);
-            buf.put_slice(&snapshot.rendered);
+            buf.put_slice(snapshot.rendered());
             if *status != 0 {
                 encoding::int32::encode(STATUS_TAG, status, buf);
             }

@@ -8,6 +8,7 @@ pub mod format;
 pub mod scope;
 
 use std::collections::BTreeMap;
+use std::num::NonZeroU64;
 use std::time::Duration;
 
 use uuid::Uuid;
@@ -125,23 +126,29 @@ impl TokenRecord {
             .flatten()
             .fold(self.create_time, Timestamp::max);
         Lifetime {
-            revoked: self.is_revoked(),
-            expire_time: self.expire_time,
-            idle_timeout: self.idle_timeout,
+            expires: self.expire_time.unwrap_or(Timestamp::MAX),
+            // Timestamps count microseconds; a shorter timeout is one.
+            idle_timeout_micros: self.idle_timeout.map(|d| {
+                NonZeroU64::new(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+                    .unwrap_or(NonZeroU64::MIN)
+            }),
             idle_since,
+            revoked: self.is_revoked(),
         }
     }
 }
 
 /// What a token's status depends on, and nothing else: the small part of a
-/// record that Verify judges from.
+/// record that Verify judges from, kept compact because every cached token
+/// holds one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Lifetime {
-    pub revoked: bool,
-    pub expire_time: Option<Timestamp>,
-    pub idle_timeout: Option<Duration>,
+    /// `Timestamp::MAX` for a token without an expiry.
+    expires: Timestamp,
+    idle_timeout_micros: Option<NonZeroU64>,
     /// The latest of creation, last use and idle-clock restart.
-    pub idle_since: Timestamp,
+    idle_since: Timestamp,
+    revoked: bool,
 }
 
 impl Lifetime {
@@ -150,7 +157,7 @@ impl Lifetime {
     pub fn status(&self, now: Timestamp, unwritten_use: Option<Timestamp>) -> Status {
         if self.revoked {
             Status::Revoked
-        } else if self.expire_time.is_some_and(|t| t <= now) {
+        } else if self.expires <= now {
             Status::Expired
         } else if self.inactive_time(unwritten_use).is_some_and(|t| t <= now) {
             Status::Inactive
@@ -163,7 +170,7 @@ impl Lifetime {
     /// after the latest of creation, last use and idle-clock restart. `None`
     /// without an idle timeout.
     pub fn inactive_time(&self, unwritten_use: Option<Timestamp>) -> Option<Timestamp> {
-        let timeout = self.idle_timeout?;
+        let timeout = Duration::from_micros(self.idle_timeout_micros?.get());
         let since = unwritten_use.map_or(self.idle_since, |u| u.max(self.idle_since));
         Some(since.checked_add(timeout).unwrap_or(Timestamp::MAX))
     }
