@@ -170,5 +170,29 @@ fn response_encoding(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, pieces, verify_hit, response_encoding);
+/// The same hit on a cache holding a thousand tokens and a million: what the
+/// scale benchmark compares end to end, without the server around it.
+fn cache_size(c: &mut Criterion) {
+    let key = TokenKey::from_encoded(KEY).unwrap();
+    for count in [1_000u64, 1_000_000] {
+        let cache: VerifyCache<u64> = VerifyCache::new(CacheConfig {
+            capacity: count + count / 100,
+            ..cache_config()
+        });
+        for i in 0..count {
+            let digest = key.digest(&format!("token {i}"));
+            cache.complete_fill(
+                cache.begin_fill(&digest),
+                digest,
+                Cached::Known(Arc::new(i)),
+            );
+        }
+        let digest = key.digest("token 0");
+        c.bench_function(&format!("cache: get (hit) among {count} tokens"), |b| {
+            b.iter(|| cache.get(black_box(&digest)))
+        });
+    }
+}
+
+criterion_group!(benches, pieces, verify_hit, response_encoding, cache_size);
 criterion_main!(benches);
