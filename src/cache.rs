@@ -9,13 +9,15 @@
 //! moka keeps some 300 bytes of bookkeeping per entry (key, entry record,
 //! queue nodes), more than a cached token itself. So moka holds *buckets*:
 //! each digest belongs to one of `capacity / 8` buckets, and a bucket is a
-//! small immutable array of slots (digest, expiry, snapshot). moka's size
-//! bound counts slots, its eviction drops whole buckets (their tokens are read
-//! again on their next use), and its bookkeeping is shared by the tokens of a
-//! bucket. A bucket is replaced, never changed in place, and every
-//! replacement goes through moka's per-key `and_compute_with`, so two changes
-//! to one bucket never lose each other. Each slot carries its own expiry,
-//! checked on every read.
+//! small array of slots (digest, expiry, snapshot) behind its own mutex.
+//! moka's size bound counts slots, its eviction drops whole buckets (their
+//! tokens are read again on their next use), and its bookkeeping is shared by
+//! the tokens of a bucket. Every change to a bucket runs inside moka's per-key
+//! `and_compute_with` and puts the bucket back, so changes to one bucket are
+//! serialized and moka re-weighs it. A bucket is changed in place, not copied:
+//! copies freed by the million leave the heap fragmented, and every later
+//! allocation (each request's included) pays for it in cache misses. Each
+//! slot carries its own expiry, checked on every read.
 //!
 //! # Filling without resurrecting revoked tokens
 //!
@@ -36,8 +38,8 @@
 //! digest.
 
 use std::hash::BuildHasherDefault;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use moka::ops::compute::Op;
@@ -113,7 +115,7 @@ impl<V> Clone for Slot<V> {
     }
 }
 
-type Bucket<V> = Arc<[Slot<V>]>;
+type Bucket<V> = Arc<Mutex<Vec<Slot<V>>>>;
 type Buckets<V> = moka::sync::Cache<u64, Bucket<V>, BuildHasherDefault<BucketHasher>>;
 
 /// The moka-backed cache, with race-safe fills.
@@ -134,7 +136,7 @@ impl<V: Send + Sync + 'static> VerifyCache<V> {
             moka::sync::Cache::builder()
                 .max_capacity(config.capacity)
                 .weigher(|_, bucket: &Bucket<V>| {
-                    u32::try_from(bucket.len()).unwrap_or(u32::MAX).max(1)
+                    u32::try_from(lock(bucket).len()).unwrap_or(u32::MAX).max(1)
                 })
                 // A bucket outlives none of its slots: each was written no
                 // later than the bucket, with at most the longer lifetime.
@@ -158,7 +160,8 @@ impl<V: Send + Sync + 'static> VerifyCache<V> {
 
     fn get_at(&self, digest: &Digest, now_ms: u64) -> Option<Cached<V>> {
         let bucket = self.buckets.as_ref()?.get(&self.bucket_of(digest))?;
-        let slot = bucket.iter().find(|slot| slot.digest == *digest)?;
+        let slots = lock(&bucket);
+        let slot = slots.iter().find(|slot| slot.digest == *digest)?;
         self.is_live(slot, now_ms).then(|| match &slot.known {
             Some(v) => Cached::Known(Arc::clone(v)),
             None => Cached::Unknown,
@@ -195,14 +198,16 @@ impl<V: Send + Sync + 'static> VerifyCache<V> {
         buckets
             .entry(self.bucket_of(&digest))
             .and_compute_with(|old| {
-                let mut slots: Vec<Slot<V>> = old
-                    .iter()
-                    .flat_map(|entry| entry.value().iter())
-                    .filter(|s| s.digest != digest && self.is_live(s, now))
-                    .cloned()
-                    .collect();
-                slots.push(slot);
-                Op::Put(slots.into())
+                let bucket = old.map_or_else(
+                    || Arc::new(Mutex::new(Vec::with_capacity(SLOTS_PER_BUCKET as usize))),
+                    moka::Entry::into_value,
+                );
+                {
+                    let mut slots = lock(&bucket);
+                    slots.retain(|s| s.digest != digest && self.is_live(s, now));
+                    slots.push(slot);
+                }
+                Op::Put(bucket)
             });
         if self.epochs[ticket.stripe].load(Ordering::SeqCst) == ticket.epoch {
             ticket.generation == self.generation.load(Ordering::SeqCst)
@@ -242,19 +247,20 @@ impl<V: Send + Sync + 'static> VerifyCache<V> {
     fn remove(&self, buckets: &Buckets<V>, digest: &Digest) {
         buckets
             .entry(self.bucket_of(digest))
-            .and_compute_with(|old| match old {
-                // An emptied bucket stays (weighing one slot) until it lapses
-                // or is refilled: moka 0.12 miscounts the weight of an entry
-                // removed while its previous update awaits maintenance.
-                Some(entry) if entry.value().iter().any(|s| s.digest == *digest) => Op::Put(
-                    entry
-                        .value()
-                        .iter()
-                        .filter(|s| s.digest != *digest)
-                        .cloned()
-                        .collect(),
-                ),
-                _ => Op::Nop,
+            .and_compute_with(|old| {
+                let Some(bucket) = old.map(moka::Entry::into_value) else {
+                    return Op::Nop;
+                };
+                let removed = {
+                    let mut slots = lock(&bucket);
+                    let before = slots.len();
+                    slots.retain(|s| s.digest != *digest);
+                    slots.len() != before
+                };
+                // Put back, even empty, so that moka re-weighs it: moka 0.12
+                // miscounts the weight of an entry removed while its previous
+                // update awaits maintenance.
+                if removed { Op::Put(bucket) } else { Op::Nop }
             });
     }
 
@@ -271,6 +277,11 @@ impl<V: Send + Sync + 'static> VerifyCache<V> {
         let bits = u64::from_le_bytes(digest.0[8..16].try_into().expect("8 bytes"));
         ((u128::from(bits) * u128::from(self.bucket_count)) >> 64) as u64
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Slots are replaced whole; a panic elsewhere cannot leave one half-written.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn millis(d: Duration) -> u64 {
