@@ -104,17 +104,6 @@ struct Slot<V> {
     known: Option<Arc<V>>,
 }
 
-impl<V> Clone for Slot<V> {
-    fn clone(&self) -> Self {
-        Slot {
-            digest: self.digest,
-            expires: self.expires,
-            generation: self.generation,
-            known: self.known.clone(),
-        }
-    }
-}
-
 type Bucket<V> = Arc<Mutex<Vec<Slot<V>>>>;
 type Buckets<V> = moka::sync::Cache<u64, Bucket<V>, BuildHasherDefault<BucketHasher>>;
 
