@@ -306,8 +306,6 @@ async fn set_health(health: &HealthReporter, status: ServingStatus) {
     }
 }
 
-/// The HMAC key: configured; or, with SQLite only, generated once into a 0600
-/// file beside the database.
 /// The token lifecycle with no server around it, for tools that write tokens
 /// straight into the database ([`Lifecycle::bulk_create`]): the key, prefix,
 /// policy and limits a server with `settings` uses, and no cache (there is no
@@ -344,6 +342,8 @@ pub fn offline_lifecycle(store: Store, settings: &Settings) -> anyhow::Result<Li
     ))
 }
 
+/// The HMAC key: configured; or, with SQLite only, generated once into a 0600
+/// file beside the database.
 fn resolve_hmac_key(settings: &Settings) -> anyhow::Result<TokenKey> {
     if let Some(encoded) = &settings.hmac_key {
         return TokenKey::from_encoded(encoded.expose()).context("LATCHKEY_HMAC_KEY is invalid");

@@ -655,9 +655,6 @@ impl Lifecycle {
         ))
     }
 
-    /// Draws a secret and builds the record for it and its digest;
-    /// `expire_time` is `new.expiry` already resolved against the clock and
-    /// policy.
     /// Checks a CreateToken request's fields and policy, applies the default
     /// idle timeout, and mints the token.
     fn prepare(
@@ -682,6 +679,9 @@ impl Lifecycle {
         self.mint(new, expire_time, now)
     }
 
+    /// Draws a secret and builds the record for it and its digest;
+    /// `expire_time` is `new.expiry` already resolved against the clock and
+    /// policy.
     fn mint(
         &self,
         new: NewToken,
