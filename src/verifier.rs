@@ -51,17 +51,15 @@ pub struct Snapshot {
 
 impl Snapshot {
     pub fn new(record: &TokenRecord, owner_disabled: bool, render: Render) -> Self {
-        let scopes = record.scopes.join(" ");
-        let rendered = render(record);
-        let mut bytes = Vec::with_capacity(scopes.len() + rendered.len());
-        bytes.extend_from_slice(scopes.as_bytes());
-        bytes.extend_from_slice(&rendered);
+        let mut bytes = record.scopes.join(" ").into_bytes();
+        let scopes_len = bytes.len();
+        render(record, &mut bytes);
         Snapshot {
             id: record.id,
             lifetime: record.lifetime(),
             uses: UseCell::default(),
             bytes: bytes.into_boxed_slice(),
-            scopes_len: u32::try_from(scopes.len()).expect("scopes are bounded far below 4 GiB"),
+            scopes_len: u32::try_from(scopes_len).expect("scopes are bounded far below 4 GiB"),
             owner_disabled,
         }
     }
@@ -84,9 +82,9 @@ impl HoldsUses for Snapshot {
     }
 }
 
-/// Encodes a token record as the API shows it, status left out; called once
-/// per cache fill. The gRPC layer supplies it.
-pub type Render = fn(&TokenRecord) -> Box<[u8]>;
+/// Appends a token record, encoded as the API shows it with its status left
+/// out, to a buffer; called once per cache fill. The gRPC layer supplies it.
+pub type Render = fn(&TokenRecord, &mut Vec<u8>);
 
 /// A known token as Verify judged it.
 #[derive(Debug)]

@@ -31,12 +31,13 @@ pub use server::token_verify_server::{TokenVerify, TokenVerifyServer};
 /// `Token.status`, the field [`render`] leaves out.
 const STATUS_TAG: u32 = 8;
 
-/// Encodes `record` as a `latchkey.v1.Token` without its status: what a cache
-/// fill keeps, so that a hit writes bytes instead of building a message.
-pub fn render(record: &TokenRecord) -> Box<[u8]> {
-    convert::token_without_status(record)
-        .encode_to_vec()
-        .into_boxed_slice()
+/// Appends `record`, encoded as a `latchkey.v1.Token` without its status, to
+/// `out`: what a cache fill keeps, so that a hit writes bytes instead of
+/// building a message.
+pub fn render(record: &TokenRecord, out: &mut Vec<u8>) {
+    let token = convert::token_without_status(record);
+    out.reserve_exact(token.encoded_len());
+    token.encode(out).expect("a Vec grows to fit");
 }
 
 /// A `latchkey.v1.VerifyResponse` whose token is the snapshot's pre-encoded
