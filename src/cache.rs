@@ -45,6 +45,7 @@ use std::time::{Duration, Instant};
 use moka::ops::compute::Op;
 
 use crate::token::Digest;
+use crate::token::digest::DigestHasher;
 
 /// Number of epoch counters. More stripes means fewer fills abandoned because
 /// an unrelated token in the same stripe changed.
@@ -105,7 +106,8 @@ struct Slot<V> {
 }
 
 type Bucket<V> = Arc<Mutex<Vec<Slot<V>>>>;
-type Buckets<V> = moka::sync::Cache<u64, Bucket<V>, BuildHasherDefault<BucketHasher>>;
+/// Keyed by [`VerifyCache::bucket_of`], whose keys are spread already.
+type Buckets<V> = moka::sync::Cache<u64, Bucket<V>, BuildHasherDefault<DigestHasher>>;
 
 /// The moka-backed cache, with race-safe fills.
 pub struct VerifyCache<V> {
@@ -261,15 +263,19 @@ impl<V: Send + Sync + 'static> VerifyCache<V> {
         millis(self.started.elapsed())
     }
 
+    /// The key of `digest`'s bucket: bytes 8..16 (stripes use 0..2) scaled
+    /// onto 0..bucket_count, then multiplied by an odd constant, which keeps
+    /// buckets apart and spreads their keys' bits for moka's hash table.
     fn bucket_of(&self, digest: &Digest) -> u64 {
-        // Bytes 8..16 (stripes use 0..2), scaled onto 0..bucket_count.
         let bits = u64::from_le_bytes(digest.0[8..16].try_into().expect("8 bytes"));
-        ((u128::from(bits) * u128::from(self.bucket_count)) >> 64) as u64
+        let index = ((u128::from(bits) * u128::from(self.bucket_count)) >> 64) as u64;
+        index.wrapping_mul(0x9E37_79B9_7F4A_7C15)
     }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Slots are replaced whole; a panic elsewhere cannot leave one half-written.
+    // Buckets change only by `retain` and `push`, which leave whole slots
+    // even if a panic interrupts them.
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -280,28 +286,6 @@ fn millis(d: Duration) -> u64 {
 fn stripe_of(digest: &Digest) -> usize {
     // Digests are uniformly distributed, so two bytes pick a stripe fairly.
     usize::from(u16::from_le_bytes([digest.0[0], digest.0[1]])) % STRIPES
-}
-
-/// Hashes a bucket number (small, consecutive) into well-spread bits for
-/// moka's table and frequency sketch.
-#[derive(Clone, Copy, Debug, Default)]
-struct BucketHasher(u64);
-
-impl std::hash::Hasher for BucketHasher {
-    fn finish(&self) -> u64 {
-        let h = self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        h ^ (h >> 29)
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 ^= n;
-    }
 }
 
 #[cfg(test)]

@@ -29,8 +29,9 @@ impl std::hash::Hash for Digest {
     }
 }
 
-/// The hasher for maps keyed by [`Digest`]: the digest's own bytes are the
-/// hash.
+/// The hasher for maps keyed by [`Digest`] (the digest's own bytes are the
+/// hash), or by a `u64` whose bits are already spread (the Verify cache's
+/// bucket keys).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct DigestHasher(u64);
 
