@@ -1,4 +1,5 @@
-//! Connections held for Verify's cache misses on PostgreSQL.
+//! Connections held for Verify's cache misses on PostgreSQL, and the misses
+//! that share them.
 //!
 //! sqlx pings a connection (a full round trip, Sync and ReadyForQuery) each
 //! time one goes back to its pool, so a lookup through the pool costs two
@@ -7,49 +8,97 @@
 //! a lane idle for [`IDLE_LIMIT`] gives its connection back, and a lookup
 //! that fails on a held connection is tried once more on one from the pool
 //! (which closes the failed one if it is broken).
+//!
+//! Misses queue for the lanes, and whichever lookup gets the next free lane
+//! takes every digest waiting then (up to [`MAX_BATCH`]) and sends them in
+//! one statement. It pairs each digest, unnested with its position, with the
+//! token of that digest through the unique index: the database probes the
+//! index once per digest, exactly as a lookup of each alone would, but the
+//! batch pays one round trip, one exchange of messages and one reply. Under
+//! light load a batch is one digest, sent as the plain point select.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sea_orm::sqlx::pool::PoolConnection;
 use sea_orm::sqlx::postgres::PgRow;
-use sea_orm::sqlx::{self, AssertSqlSafe, PgPool, Postgres};
+use sea_orm::sqlx::{self, AssertSqlSafe, PgPool, Postgres, Row};
 use sea_orm::{ConnAcquireErr, DbErr, QueryResult, RuntimeErr};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, oneshot};
 
 /// A lane idle this long gives its connection back rather than trust it.
 const IDLE_LIMIT: Duration = Duration::from_secs(10);
 
-/// A connection that answered cleanly, and its answer. A connection whose
+/// The most digests one statement looks up.
+pub const MAX_BATCH: usize = 64;
+
+/// The column of a batch's rows naming the digest's position (from 1).
+pub const BATCH_POSITION: &str = "lookup_position";
+
+/// The statements a lane sends: `one` takes a digest (`bytea`), `many` an
+/// array of them (`bytea[]`) and names each row's position in it in
+/// [`BATCH_POSITION`]; both return at most one row per digest.
+#[derive(Debug)]
+pub struct Statements {
+    pub one: Arc<str>,
+    pub many: Arc<str>,
+}
+
+/// What one round trip asks.
+enum Lookup {
+    One(Vec<u8>),
+    Many(Vec<Vec<u8>>),
+}
+
+/// A connection that answered cleanly, and its rows. A connection whose
 /// query failed is dropped: the pool tests it before taking it back.
-type Answer = (PoolConnection<Postgres>, Option<PgRow>);
+type Answer = (PoolConnection<Postgres>, Vec<PgRow>);
 
 async fn run(
     mut conn: PoolConnection<Postgres>,
-    sql: &Arc<str>,
-    param: &[u8],
+    statements: &Statements,
+    lookup: &Lookup,
 ) -> Result<Answer, DbErr> {
-    let row = sqlx::query(AssertSqlSafe(Arc::clone(sql)))
-        .bind(param)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(|err| DbErr::Query(RuntimeErr::SqlxError(err.into())))?;
-    Ok((conn, row))
+    let rows = match lookup {
+        Lookup::One(digest) => sqlx::query(AssertSqlSafe(Arc::clone(&statements.one)))
+            .bind(digest.as_slice())
+            .fetch_optional(&mut *conn)
+            .await
+            .map(|row| row.into_iter().collect()),
+        Lookup::Many(digests) => {
+            sqlx::query(AssertSqlSafe(Arc::clone(&statements.many)))
+                .bind(digests.as_slice())
+                .fetch_all(&mut *conn)
+                .await
+        }
+    }
+    .map_err(|err| DbErr::Query(RuntimeErr::SqlxError(err.into())))?;
+    Ok((conn, rows))
 }
 
 /// A connection kept after a clean answer, and when that was.
 type Held = (PoolConnection<Postgres>, Instant);
 
+/// A miss waiting for a lane.
+struct Waiting {
+    digest: Vec<u8>,
+    reply: oneshot::Sender<Result<Option<PgRow>, DbErr>>,
+}
+
 pub struct Lanes {
     pool: PgPool,
-    /// One permit per lane: waiting lookups queue here, first come first
-    /// served, for whichever lane frees first.
+    statements: Statements,
+    /// One permit per lane: lookups wait here, first come first served, for
+    /// whichever lane frees first.
     turns: Semaphore,
+    /// Misses not yet taken into a batch, oldest first.
+    waiting: std::sync::Mutex<VecDeque<Waiting>>,
     /// Connections kept between lookups, the latest used last; never more
-    /// than the lanes, since each lookup puts back at most the one it took.
+    /// than the lanes, since each batch puts back at most the one it took.
     held: std::sync::Mutex<Vec<Held>>,
     count: u32,
-    /// How long a lookup may wait for a lane (the pool's acquire timeout).
+    /// How long a lookup may wait for its answer (the pool's acquire timeout).
     wait: Duration,
 }
 
@@ -61,68 +110,151 @@ impl std::fmt::Debug for Lanes {
     }
 }
 
+/// Locks `mutex`: a panic while holding one of the lanes' locks cannot leave
+/// what it guards invalid.
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 impl Lanes {
-    pub fn new(pool: PgPool, count: usize, wait: Duration) -> Self {
+    pub fn new(pool: PgPool, statements: Statements, count: usize, wait: Duration) -> Self {
         let count = count.clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
         Lanes {
             pool,
+            statements,
             turns: Semaphore::new(count),
+            waiting: std::sync::Mutex::new(VecDeque::new()),
             held: std::sync::Mutex::new(Vec::with_capacity(count)),
             count: u32::try_from(count).unwrap_or(u32::MAX),
             wait,
         }
     }
 
-    /// Runs `sql` with one bytea parameter; at most one row is expected.
+    /// The row for `digest`, if any.
     ///
     /// # Errors
-    /// As the pool's: `ConnectionAcquire` if no lane or connection could be
-    /// had in time, `Conn` if a connection could not be opened, `Query` if
-    /// the query failed.
-    pub async fn query_one(
-        &self,
-        sql: &Arc<str>,
-        param: &[u8],
-    ) -> Result<Option<QueryResult>, DbErr> {
-        let _turn = tokio::time::timeout(self.wait, self.turns.acquire())
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .ok_or(DbErr::ConnectionAcquire(ConnAcquireErr::Timeout))?;
-        let (conn, row) = match self.take() {
-            Some(conn) => match run(conn, sql, param).await {
+    /// As the pool's: `ConnectionAcquire` if no answer came in time, `Conn`
+    /// if a connection could not be opened, `Query` if the query failed.
+    pub async fn lookup(&self, digest: &[u8]) -> Result<Option<QueryResult>, DbErr> {
+        let mut answer = self.enqueue(digest);
+        let deadline = tokio::time::sleep(self.wait);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                biased;
+                answered = &mut answer => match answered {
+                    Ok(row) => return Ok(row?.map(QueryResult::from)),
+                    // The batch was dropped unanswered: the lookup running it
+                    // was cancelled (its caller went away). Queue again.
+                    Err(_) => answer = self.enqueue(digest),
+                },
+                turn = self.turns.acquire() => {
+                    let _turn = turn.map_err(|_| DbErr::ConnectionAcquire(ConnAcquireErr::ConnectionClosed))?;
+                    // This lookup's own digest may have gone out with another
+                    // lane's batch meanwhile; the batch taken here then holds
+                    // later ones (or none), and the answer comes either way.
+                    self.serve_batch().await;
+                }
+                () = &mut deadline => {
+                    return Err(DbErr::ConnectionAcquire(ConnAcquireErr::Timeout));
+                }
+            }
+        }
+    }
+
+    fn enqueue(&self, digest: &[u8]) -> oneshot::Receiver<Result<Option<PgRow>, DbErr>> {
+        let (reply, answer) = oneshot::channel();
+        lock(&self.waiting).push_back(Waiting {
+            digest: digest.to_vec(),
+            reply,
+        });
+        answer
+    }
+
+    /// Takes the misses waiting now and answers them with one statement.
+    async fn serve_batch(&self) {
+        let batch: Vec<Waiting> = {
+            let mut waiting = lock(&self.waiting);
+            let taken = waiting.len().min(MAX_BATCH);
+            waiting
+                .drain(..taken)
+                // A lookup that gave up waiting needs no answer.
+                .filter(|w| !w.reply.is_closed())
+                .collect()
+        };
+        let (digests, replies): (Vec<_>, Vec<_>) =
+            batch.into_iter().map(|w| (w.digest, w.reply)).unzip();
+        let lookup = match <[Vec<u8>; 1]>::try_from(digests) {
+            Ok([digest]) => Lookup::One(digest),
+            Err(digests) if digests.is_empty() => return,
+            Err(digests) => Lookup::Many(digests),
+        };
+        let mut replies: Vec<Option<_>> = replies.into_iter().map(Some).collect();
+        match self.query(&lookup).await {
+            Ok(rows) => {
+                for row in rows {
+                    let at = match lookup {
+                        Lookup::One(_) => Some(0),
+                        Lookup::Many(_) => row
+                            .try_get::<i64, _>(BATCH_POSITION)
+                            .ok()
+                            .and_then(|p| usize::try_from(p - 1).ok()),
+                    };
+                    if let Some(reply) = at.and_then(|at| replies.get_mut(at)?.take()) {
+                        // A receiver gone has stopped waiting: nothing to do.
+                        let _ = reply.send(Ok(Some(row)));
+                    }
+                }
+                for reply in replies.into_iter().flatten() {
+                    let _ = reply.send(Ok(None));
+                }
+            }
+            Err(err) => {
+                for reply in replies.into_iter().flatten() {
+                    let _ = reply.send(Err(err.clone()));
+                }
+            }
+        }
+    }
+
+    /// Runs `lookup` on a held connection, or on one from the pool.
+    async fn query(&self, lookup: &Lookup) -> Result<Vec<PgRow>, DbErr> {
+        let (conn, rows) = match self.take() {
+            Some(conn) => match run(conn, &self.statements, lookup).await {
                 Ok(done) => done,
                 // A held connection may have been cut since its last use (a
                 // database restart, a proxy's idle timeout): one more try, on
                 // a connection from the pool.
-                Err(_) => self.run_fresh(sql, param).await?,
+                Err(_) => self.run_fresh(lookup).await?,
             },
-            None => self.run_fresh(sql, param).await?,
+            None => self.run_fresh(lookup).await?,
         };
         self.put(conn);
-        Ok(row.map(QueryResult::from))
+        Ok(rows)
     }
 
-    async fn run_fresh(&self, sql: &Arc<str>, param: &[u8]) -> Result<Answer, DbErr> {
+    async fn run_fresh(&self, lookup: &Lookup) -> Result<Answer, DbErr> {
         let conn = self.pool.acquire().await.map_err(|err| match err {
             sqlx::Error::PoolTimedOut => DbErr::ConnectionAcquire(ConnAcquireErr::Timeout),
             sqlx::Error::PoolClosed => DbErr::ConnectionAcquire(ConnAcquireErr::ConnectionClosed),
             // Opening a connection failed: unreachable, whatever the reason.
             err => DbErr::Conn(RuntimeErr::SqlxError(err.into())),
         })?;
-        run(conn, sql, param).await
+        run(conn, &self.statements, lookup).await
     }
 
     /// Gives every held connection back to the pool (before it closes).
     pub async fn release(&self) {
         // Waits (a while) for lookups under way to put theirs back.
         let _all = tokio::time::timeout(self.wait, self.turns.acquire_many(self.count)).await;
-        self.held_connections().clear();
+        lock(&self.held).clear();
     }
 
     /// The connection used last, unless it has sat idle too long.
     fn take(&self) -> Option<PoolConnection<Postgres>> {
-        let (conn, at) = self.held_connections().pop()?;
+        let (conn, at) = lock(&self.held).pop()?;
         (at.elapsed() <= IDLE_LIMIT).then_some(conn)
     }
 
@@ -131,15 +263,8 @@ impl Lanes {
     /// here.
     fn put(&self, conn: PoolConnection<Postgres>) {
         let now = Instant::now();
-        let mut held = self.held_connections();
+        let mut held = lock(&self.held);
         held.retain(|(_, at)| now - *at <= IDLE_LIMIT);
         held.push((conn, now));
-    }
-
-    fn held_connections(&self) -> std::sync::MutexGuard<'_, Vec<Held>> {
-        // A panic while holding this lock cannot leave the list invalid.
-        self.held
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }

@@ -170,6 +170,22 @@ fn find_by_digest_sql(backend: DbBackend) -> Arc<str> {
         .into()
 }
 
+/// PostgreSQL: [`find_by_digest_sql`] for an array of digests (`$1`,
+/// `bytea[]`), each row naming its digest's position in the array (from 1).
+/// The point select runs once per digest, unchanged (its `LIMIT` keeps the
+/// planner from turning the lot into one join, which on a small table may
+/// scan it): a probe of the unique index each, as alone.
+fn find_by_digests_sql(one: &str) -> Arc<str> {
+    let select = one
+        .strip_suffix("$1")
+        .expect("the point select ends with its digest parameter");
+    format!(
+        r#"SELECT "found".*, "lookup"."position" AS "{position}" FROM unnest($1::bytea[]) WITH ORDINALITY AS "lookup"("digest", "position") CROSS JOIN LATERAL ({select}"lookup"."digest" LIMIT 1) AS "found""#,
+        position = lanes::BATCH_POSITION,
+    )
+    .into()
+}
+
 impl Store {
     /// Connects to `url` (`sqlite://…` or `postgres://…`). A PostgreSQL pool
     /// holds up to `max_connections`, of which up to half are kept for
@@ -199,17 +215,23 @@ impl Store {
             });
         let db = sea_orm::Database::connect(options).await?;
         // With a single connection there is none to spare for lookups.
+        let find_by_digest_sql = find_by_digest_sql(db.get_database_backend());
         let lanes = (db.get_database_backend() == DbBackend::Postgres && max_connections >= 2)
             .then(|| {
+                let statements = lanes::Statements {
+                    many: find_by_digests_sql(&find_by_digest_sql),
+                    one: Arc::clone(&find_by_digest_sql),
+                };
                 Arc::new(Lanes::new(
                     db.get_postgres_connection_pool().clone(),
+                    statements,
                     (max_connections / 2) as usize,
                     ACQUIRE_TIMEOUT,
                 ))
             });
         Ok(Store {
             lanes,
-            find_by_digest_sql: find_by_digest_sql(db.get_database_backend()),
+            find_by_digest_sql,
             db,
         })
     }
@@ -275,11 +297,7 @@ impl Store {
     /// On a database fault or a corrupt row.
     pub async fn find_by_digest(&self, digest: &Digest) -> Result<Option<FoundToken>> {
         let row = match &self.lanes {
-            Some(lanes) => {
-                lanes
-                    .query_one(&self.find_by_digest_sql, digest.as_bytes())
-                    .await?
-            }
+            Some(lanes) => lanes.lookup(digest.as_bytes()).await?,
             None => {
                 let statement = Statement::from_sql_and_values(
                     self.db.get_database_backend(),

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use latchkey::grpc::pb::Verdict;
+use latchkey::grpc::pb::{self, Verdict};
 use sea_orm::ConnectionTrait;
 use tonic::Code;
 
@@ -26,6 +26,15 @@ mod lookups_survive_the_database_dropping_its_connections {
     async fn postgres() {
         if crate::helpers::postgres_available() {
             super::lookups_survive_the_database_dropping_its_connections().await;
+        }
+    }
+}
+
+mod misses_waiting_together_each_get_their_own_answer {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        if crate::helpers::postgres_available() {
+            super::misses_waiting_together_each_get_their_own_answer().await;
         }
     }
 }
@@ -262,6 +271,50 @@ async fn lookups_survive_the_database_dropping_its_connections() {
     assert!(failures <= 4, "{failures} of 20 calls failed");
     for _ in 0..20 {
         assert_eq!(app.verify(&secret, &[]).await.verdict(), Verdict::Valid);
+    }
+}
+
+/// Misses that wait for the one lane go to the database together: each
+/// still gets the verdict of its own token, repeated digests included.
+async fn misses_waiting_together_each_get_their_own_answer() {
+    let app = spawn_app_with(Backend::Postgres, |s| {
+        s.cache.capacity = 0;
+        s.database_max_connections = 2;
+    })
+    .await;
+    let (_, valid) = app.create_token("u", &["read"]).await;
+    let (revoked, revoked_secret) = app.create_token("u", &["read"]).await;
+    app.revoke(&revoked.id, "leaked").await.unwrap();
+    let (deleted, unknown) = app.create_token("u", &["read"]).await;
+    app.delete(&deleted.id).await.unwrap();
+    let (_, disabled) = app.create_token("gone", &["read"]).await;
+    app.disable_owner("gone", "left").await.unwrap();
+    let cases = [
+        (valid.clone(), "read", Verdict::Valid),
+        (valid, "write", Verdict::InsufficientScope),
+        (revoked_secret, "read", Verdict::Revoked),
+        (unknown, "read", Verdict::Unknown),
+        (disabled, "read", Verdict::OwnerDisabled),
+    ];
+
+    for _ in 0..3 {
+        let mut calls = tokio::task::JoinSet::new();
+        for (i, (secret, scope, verdict)) in cases.iter().cycle().take(200).enumerate() {
+            let mut client = app.verifier.clone();
+            let request = pb::VerifyRequest {
+                token: secret.clone(),
+                required_scopes: vec![(*scope).to_owned()],
+            };
+            let verdict = *verdict;
+            calls.spawn(async move {
+                let got = client.verify(request).await.expect("Verify").into_inner();
+                (i, got.verdict(), verdict)
+            });
+        }
+        while let Some(done) = calls.join_next().await {
+            let (i, got, want) = done.unwrap();
+            assert_eq!(got, want, "call {i}");
+        }
     }
 }
 
