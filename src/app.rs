@@ -27,6 +27,7 @@ use crate::grpc::pb::token_admin_server::TokenAdminServer;
 use crate::grpc::{self, AdminService, TokenVerifyServer, VerifyService};
 use crate::lifecycle::Lifecycle;
 use crate::store::Store;
+use crate::tasks::change_feed::ChangeFeed;
 use crate::tasks::last_used::{LastUsed, LastUsedFlusher};
 use crate::token::{Secret, TokenKey};
 use crate::verifier::{MissHook, Verifier};
@@ -59,6 +60,7 @@ pub struct Application {
     last_used: Arc<LastUsed>,
     clock: Arc<dyn Clock>,
     flush_interval: Duration,
+    change_feed: ChangeFeed,
     drain_timeout: Duration,
     bootstrap_secret: Option<Secret>,
 }
@@ -148,6 +150,15 @@ impl Application {
             .await
             .with_context(|| format!("binding {} (LATCHKEY_LISTEN_ADDR)", settings.listen_addr))?;
         let local_addr = listener.local_addr().context("reading the bound address")?;
+        let change_feed = ChangeFeed {
+            store: store.clone(),
+            verifier: Arc::clone(&verifier),
+            clock: Arc::clone(&clock),
+            poll_interval: settings.changes.poll_interval,
+            listen_url: (store.is_postgres() && settings.changes.listen)
+                .then(|| settings.database_url.clone()),
+            retention: settings.changes.retention,
+        };
         Ok(Application {
             listener,
             local_addr,
@@ -158,6 +169,7 @@ impl Application {
             last_used,
             clock,
             flush_interval: settings.last_used.flush_interval,
+            change_feed,
             drain_timeout: settings.shutdown.drain_timeout,
             bootstrap_secret,
         })
@@ -194,6 +206,7 @@ impl Application {
             last_used,
             clock,
             flush_interval,
+            change_feed,
             drain_timeout,
             bootstrap_secret: _,
         } = self;
@@ -215,6 +228,17 @@ impl Application {
                         ?result,
                         "the last-used flusher stopped early; shutting down"
                     );
+                    failed.cancel();
+                }
+            }
+        });
+
+        tasks.spawn({
+            let (stop, failed) = (stop_tasks.clone(), failed.clone());
+            async move {
+                let result = change_feed.run(stop.clone()).await;
+                if !stop.is_cancelled() {
+                    tracing::error!(?result, "the change feed stopped early; shutting down");
                     failed.cancel();
                 }
             }

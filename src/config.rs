@@ -42,6 +42,7 @@ pub struct Settings {
     pub auto_migrate: bool,
     pub cache: CacheSettings,
     pub last_used: LastUsedSettings,
+    pub changes: ChangesSettings,
     pub policy: Policy,
     pub limits: Limits,
     pub shutdown: ShutdownSettings,
@@ -61,6 +62,7 @@ impl Default for Settings {
             auto_migrate: true,
             cache: CacheSettings::default(),
             last_used: LastUsedSettings::default(),
+            changes: ChangesSettings::default(),
             policy: Policy::default(),
             limits: Limits::default(),
             shutdown: ShutdownSettings::default(),
@@ -113,6 +115,33 @@ impl Default for LastUsedSettings {
     fn default() -> Self {
         LastUsedSettings {
             flush_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// How changes made through other replicas reach this one's cache.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChangesSettings {
+    /// How often the change log is read: the longest a change committed
+    /// elsewhere goes unseen here when no notification arrives.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// PostgreSQL: also wait for a notification on each commit, so that
+    /// changes arrive within milliseconds.
+    pub listen: bool,
+    /// How long change-log rows are kept: a replica cut off from the
+    /// database for longer drops its whole cache when it is back.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+}
+
+impl Default for ChangesSettings {
+    fn default() -> Self {
+        ChangesSettings {
+            poll_interval: Duration::from_secs(1),
+            listen: true,
+            retention: Duration::from_secs(3600),
         }
     }
 }
@@ -226,6 +255,16 @@ impl Settings {
         if self.last_used.flush_interval.is_zero() {
             bail!("last_used.flush_interval must be positive");
         }
+        if self.changes.poll_interval.is_zero() {
+            bail!("changes.poll_interval must be positive");
+        }
+        if self.changes.retention < 2 * crate::changes::GAP_TIMEOUT
+            || self.changes.retention < 10 * self.changes.poll_interval
+        {
+            bail!(
+                "changes.retention must be at least 2 minutes and 10 times changes.poll_interval"
+            );
+        }
         if self.policy.max_ttl.is_some_and(|d| d.is_zero()) {
             bail!("policy.max_ttl must be positive when set");
         }
@@ -333,6 +372,34 @@ mod tests {
             err.to_string()
                 .contains("LATCHKEY_DATABASE_MAX_CONNECTIONS")
         );
+    }
+
+    #[test]
+    fn the_change_feed_is_configured_and_checked() {
+        let s = Settings::load_from(None, env(&[])).unwrap();
+        assert_eq!(s.changes.poll_interval, Duration::from_secs(1));
+        assert!(s.changes.listen);
+        assert_eq!(s.changes.retention, Duration::from_secs(3600));
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("LATCHKEY_CHANGES__POLL_INTERVAL", "250ms"),
+                ("LATCHKEY_CHANGES__LISTEN", "false"),
+                ("LATCHKEY_CHANGES__RETENTION", "10m"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.changes.poll_interval, Duration::from_millis(250));
+        assert!(!s.changes.listen);
+        assert_eq!(s.changes.retention, Duration::from_secs(600));
+        for bad in [
+            ("LATCHKEY_CHANGES__POLL_INTERVAL", "0s"),
+            ("LATCHKEY_CHANGES__RETENTION", "30s"),
+            ("LATCHKEY_CHANGES__POLL_INTERVAL", "1h"),
+        ] {
+            let err = Settings::load_from(None, env(&[bad])).unwrap_err();
+            assert!(err.to_string().contains("changes."), "{bad:?}: {err:#}");
+        }
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod cache;
+pub mod changes;
 pub mod clock;
 pub mod config;
 pub mod error;

@@ -215,6 +215,28 @@ impl Verifier {
         self.cache.invalidate_all();
     }
 
+    /// Drops every cached answer about the owner's tokens. Listed after the
+    /// change committed, so that any token a fill could have read with the
+    /// old owner state is in the list. If they cannot be listed, the whole
+    /// cache goes.
+    pub async fn forget_owner(&self, owner: &str) {
+        match self.store.owner_digests(owner).await {
+            Ok(digests) => {
+                for d in &digests {
+                    self.forget(d);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(
+                    %owner,
+                    error = format!("{:#}", anyhow::Error::from(e)),
+                    "could not list the owner's tokens; dropping the whole verification cache"
+                );
+                self.forget_all();
+            }
+        }
+    }
+
     async fn fill(&self, digest: Digest) -> Result<Cached<Snapshot>, Error> {
         let ticket = self.cache.begin_fill(&digest);
         let found = self.store.find_by_digest(&digest).await?;

@@ -11,6 +11,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261123_000001_create_tokens;
 mod m20261123_000002_lifecycle_policies;
+mod m20261124_000003_change_log;
 
 /// Applies latchkey's migrations.
 pub struct Migrator;
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261123_000001_create_tokens::Migration),
             Box::new(m20261123_000002_lifecycle_policies::Migration),
+            Box::new(m20261124_000003_change_log::Migration),
         ]
     }
 }

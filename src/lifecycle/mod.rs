@@ -4,8 +4,9 @@
 //!
 //! Every field is checked before anything is written, so a refused request
 //! writes nothing. Every change runs in one store transaction together with
-//! its audit event, and invalidates this process's cache entries after it
-//! commits and before it returns.
+//! its audit event and, if it changes how a token verifies, a change-log row
+//! for the other replicas ([`crate::changes`]); it invalidates this process's
+//! cache entries after it commits and before it returns.
 //!
 //! Imports neither tonic nor sea_orm.
 
@@ -23,6 +24,7 @@ pub use paging::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 
 use crate::audit::{Event, EventFilter, EventKind};
 use crate::auth::Actor;
+use crate::changes::Change;
 use crate::clock::{Clock, Timestamp};
 use crate::error::Error;
 use crate::store::{ListFilter, NewRow, Retirement, Store, StoredToken, TokenPatch, Txn};
@@ -501,6 +503,8 @@ impl Lifecycle {
         created.insert("replaces".into(), old.id.to_string());
         txn.insert_event(&self.event(EventKind::Created, &record, actor, now, created))
             .await?;
+        txn.log_changes(&[Change::Token(retired.digest)], now)
+            .await?;
         txn.commit().await?;
         self.verifier.forget(&retired.digest);
         tracing::info!(token_id = %old.id, new_token_id = %record.id, %actor, "token renewed");
@@ -616,9 +620,12 @@ impl Lifecycle {
         Ok(())
     }
 
-    /// Commits a change and its event, then drops the token's cache entry.
+    /// Commits a change, its event and its change-log row, then drops the
+    /// token's cache entry.
     async fn commit(&self, txn: Txn, event: &Event, stored: &StoredToken) -> Result<(), Error> {
         txn.insert_event(event).await?;
+        txn.log_changes(&[Change::Token(stored.digest)], event.time)
+            .await?;
         txn.commit().await?;
         self.verifier.forget(&stored.digest);
         Ok(())

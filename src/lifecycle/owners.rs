@@ -7,6 +7,7 @@
 
 use crate::audit::{Event, EventKind};
 use crate::auth::Actor;
+use crate::changes::Change;
 use crate::error::Error;
 use crate::owner::{OwnerRecord, TokenCounts};
 use crate::token::{self, limits};
@@ -74,6 +75,11 @@ impl Lifecycle {
         let now = self.clock.now();
         let txn = self.store.begin().await?;
         let deleted = txn.delete_owner_tokens(owner).await?;
+        let changes: Vec<Change> = deleted
+            .iter()
+            .map(|stored| Change::Token(stored.digest))
+            .collect();
+        txn.log_changes(&changes, now).await?;
         for stored in &deleted {
             let event = self.event(
                 EventKind::Deleted,
@@ -126,30 +132,11 @@ impl Lifecycle {
             detail,
         })
         .await?;
+        txn.log_changes(&[Change::Owner(owner.to_owned())], now)
+            .await?;
         txn.commit().await?;
-        self.forget_owner(owner).await;
+        self.verifier.forget_owner(owner).await;
         tracing::info!(%owner, disabled = reason.is_some(), %actor, "owner changed");
         Ok(())
-    }
-
-    /// Drops every cached answer about the owner's tokens. Listed after the
-    /// commit, so that any token a fill could have read with the old owner
-    /// state is in the list. If they cannot be listed, the whole cache goes.
-    async fn forget_owner(&self, owner: &str) {
-        match self.store.owner_digests(owner).await {
-            Ok(digests) => {
-                for d in &digests {
-                    self.verifier.forget(d);
-                }
-            }
-            Err(e) => {
-                tracing::warn!(
-                    %owner,
-                    error = format!("{:#}", anyhow::Error::from(e)),
-                    "could not list the owner's tokens; dropping the whole verification cache"
-                );
-                self.verifier.forget_all();
-            }
-        }
     }
 }

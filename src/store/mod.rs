@@ -25,10 +25,11 @@ use sea_orm::{
 use uuid::Uuid;
 
 use crate::audit::{Event, EventFilter, EventKind};
+use crate::changes::{Change, Logged};
 use crate::clock::Timestamp;
 use crate::owner::OwnerRecord;
 use crate::token::{Digest, Status, TokenRecord};
-use entity::{meta, owners, token_events, tokens};
+use entity::{meta, owners, token_changes, token_events, tokens};
 use lanes::Lanes;
 
 /// Rows per last-used statement: a few parameters each, far below every
@@ -150,6 +151,8 @@ pub struct Store {
     /// [`Store::find_by_digest`]'s statement, built once: a cache miss
     /// should cost the database round trip, not query building.
     find_by_digest_sql: Arc<str>,
+    /// Drawn at connect: marks the change-log rows this process writes.
+    origin: i64,
 }
 
 /// How long a caller waits for a database connection.
@@ -229,9 +232,15 @@ impl Store {
                     ACQUIRE_TIMEOUT,
                 ))
             });
+        // Random keys, drawn from the OS per process and varied per instance.
+        let origin = std::hash::BuildHasher::hash_one(
+            &std::collections::hash_map::RandomState::new(),
+            std::process::id(),
+        );
         Ok(Store {
             lanes,
             find_by_digest_sql,
+            origin: i64::from_ne_bytes(origin.to_ne_bytes()),
             db,
         })
     }
@@ -287,6 +296,7 @@ impl Store {
     pub async fn begin(&self) -> Result<Txn> {
         Ok(Txn {
             txn: self.db.begin().await?,
+            origin: self.origin,
         })
     }
 
@@ -376,6 +386,94 @@ impl Store {
             .into_iter()
             .map(to_record)
             .collect()
+    }
+
+    /// Where a replica starting now begins reading the change log: after
+    /// the last change written before `settled` (later numbers may still be
+    /// filling in), or before the oldest kept; 0 for an empty log.
+    ///
+    /// # Errors
+    /// On a database fault.
+    pub async fn change_log_start(&self, settled: Timestamp) -> Result<i64> {
+        let settled_max: Option<i64> = token_changes::Entity::find()
+            .select_only()
+            .column_as(token_changes::Column::Seq.max(), "seq")
+            .filter(token_changes::Column::Time.lt(settled.as_micros()))
+            .into_tuple()
+            .one(&self.db)
+            .await?
+            .flatten();
+        if let Some(seq) = settled_max {
+            return Ok(seq);
+        }
+        let oldest: Option<i64> = token_changes::Entity::find()
+            .select_only()
+            .column_as(token_changes::Column::Seq.min(), "seq")
+            .into_tuple()
+            .one(&self.db)
+            .await?
+            .flatten();
+        Ok(oldest.map_or(0, |seq| seq - 1))
+    }
+
+    /// Up to `limit` changes numbered above `after` or among `also`, in order.
+    ///
+    /// # Errors
+    /// On a database fault or a corrupt row.
+    pub async fn changes_since(&self, after: i64, also: &[i64], limit: u64) -> Result<Vec<Logged>> {
+        let mut wanted = Condition::any().add(token_changes::Column::Seq.gt(after));
+        if !also.is_empty() {
+            wanted = wanted.add(token_changes::Column::Seq.is_in(also.iter().copied()));
+        }
+        token_changes::Entity::find()
+            .filter(wanted)
+            .order_by_asc(token_changes::Column::Seq)
+            .limit(limit)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|row| logged(row, self.origin))
+            .collect()
+    }
+
+    /// Deletes changes written before `before`, except the newest, whose
+    /// number tells a replica starting later where the log stands.
+    ///
+    /// # Errors
+    /// On a database fault.
+    pub async fn prune_changes(&self, before: Timestamp) -> Result<u64> {
+        let newest: Option<i64> = token_changes::Entity::find()
+            .select_only()
+            .column_as(token_changes::Column::Seq.max(), "seq")
+            .into_tuple()
+            .one(&self.db)
+            .await?
+            .flatten();
+        let Some(newest) = newest else {
+            return Ok(0);
+        };
+        let done = token_changes::Entity::delete_many()
+            .filter(token_changes::Column::Time.lt(before.as_micros()))
+            .filter(token_changes::Column::Seq.lt(newest))
+            .exec(&self.db)
+            .await?;
+        Ok(done.rows_affected)
+    }
+
+    /// PostgreSQL only: a connection of its own that waits for
+    /// notifications on [`CHANGES_CHANNEL`].
+    ///
+    /// # Errors
+    /// If the connection or the LISTEN fails.
+    pub async fn change_listener(&self, url: &str) -> Result<ChangeListener> {
+        let mut listener = sea_orm::sqlx::postgres::PgListener::connect(url)
+            .await
+            .map_err(|e| StoreError::Unavailable(DbErr::Conn(RuntimeErr::SqlxError(e.into()))))?;
+        listener
+            .listen(CHANGES_CHANNEL)
+            .await
+            .map_err(|e| StoreError::Unavailable(DbErr::Conn(RuntimeErr::SqlxError(e.into()))))?;
+        Ok(ChangeListener { listener })
     }
 
     /// The digests of every token of `owner` (to invalidate them).
@@ -527,12 +625,42 @@ pub struct NewRow<'a> {
     pub key_id: &'a str,
 }
 
+/// The PostgreSQL channel notified when changes are logged.
+pub const CHANGES_CHANNEL: &str = "latchkey_changes";
+
+/// Waits for changes logged by any replica (PostgreSQL).
+pub struct ChangeListener {
+    listener: sea_orm::sqlx::postgres::PgListener,
+}
+
+impl std::fmt::Debug for ChangeListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChangeListener").finish_non_exhaustive()
+    }
+}
+
+impl ChangeListener {
+    /// Waits for a notification: `true`; or for the connection to be lost
+    /// and made again: `false`, since notifications sent meanwhile are gone.
+    ///
+    /// # Errors
+    /// If the connection failed and could not be made again.
+    pub async fn wait(&mut self) -> Result<bool> {
+        self.listener
+            .try_recv()
+            .await
+            .map(|n| n.is_some())
+            .map_err(|e| StoreError::Unavailable(DbErr::Conn(RuntimeErr::SqlxError(e.into()))))
+    }
+}
+
 /// One change in progress: a database transaction. Every method that changes
 /// a token or an owner is here, and so is [`Txn::insert_event`], so a change
 /// and its audit event commit together. Dropped without [`Txn::commit`], it
 /// rolls back.
 pub struct Txn {
     txn: DatabaseTransaction,
+    origin: i64,
 }
 
 impl Txn {
@@ -633,6 +761,31 @@ impl Txn {
         token_events::Entity::insert(event_model(event))
             .exec_without_returning(&self.txn)
             .await?;
+        Ok(())
+    }
+
+    /// Appends `changes` to the change log. On PostgreSQL, replicas
+    /// listening on [`CHANGES_CHANNEL`] are woken when (and only if) the
+    /// transaction commits.
+    ///
+    /// # Errors
+    /// On a database fault.
+    pub async fn log_changes(&self, changes: &[Change], now: Timestamp) -> Result<()> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        for chunk in changes.chunks(BULK_CHUNK) {
+            token_changes::Entity::insert_many(
+                chunk.iter().map(|c| change_model(c, now, self.origin)),
+            )
+            .exec_without_returning(&self.txn)
+            .await?;
+        }
+        if self.txn.get_database_backend() == DbBackend::Postgres {
+            self.txn
+                .execute_unprepared(&format!("NOTIFY {CHANGES_CHANNEL}"))
+                .await?;
+        }
         Ok(())
     }
 
@@ -950,6 +1103,40 @@ fn to_event(m: token_events::Model) -> Result<Event> {
         token_id: m.token_id,
         owner: m.owner,
         actor: m.actor,
+    })
+}
+
+fn change_model(change: &Change, now: Timestamp, origin: i64) -> token_changes::ActiveModel {
+    let (digest, owner) = match change {
+        Change::Token(d) => (Some(d.as_bytes().to_vec()), None),
+        Change::Owner(o) => (None, Some(o.clone())),
+    };
+    token_changes::ActiveModel {
+        seq: sea_orm::ActiveValue::NotSet,
+        time: Set(now.as_micros()),
+        digest: Set(digest),
+        owner: Set(owner),
+        origin: Set(origin),
+    }
+}
+
+fn logged(row: token_changes::Model, origin: i64) -> Result<Logged> {
+    let change = match (row.digest, row.owner) {
+        (Some(d), None) => Change::Token(Digest::from_slice(&d).ok_or_else(|| {
+            StoreError::Corrupt(anyhow::anyhow!("change {} has a bad digest", row.seq))
+        })?),
+        (None, Some(owner)) => Change::Owner(owner),
+        _ => {
+            return Err(StoreError::Corrupt(anyhow::anyhow!(
+                "change {} names neither a token nor an owner",
+                row.seq
+            )));
+        }
+    };
+    Ok(Logged {
+        seq: row.seq,
+        change,
+        ours: row.origin == origin,
     })
 }
 

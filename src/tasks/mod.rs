@@ -2,4 +2,5 @@
 //! `async fn run(self, shutdown) -> anyhow::Result<()>` that finishes its work
 //! (flushes what it holds) when `shutdown` is cancelled.
 
+pub mod change_feed;
 pub mod last_used;
