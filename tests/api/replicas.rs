@@ -16,7 +16,10 @@ use tonic::transport::Channel;
 use crate::helpers::*;
 use crate::on_both_databases;
 
-on_both_databases!(every_change_that_affects_verify_reaches_the_other_replica);
+on_both_databases!(
+    every_change_that_affects_verify_reaches_the_other_replica,
+    a_replica_killed_mid_burst_loses_no_token_it_confirmed,
+);
 
 mod a_revoke_reaches_the_other_replica_within_100_ms {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -38,7 +41,7 @@ mod without_notifications_a_revoke_arrives_within_the_poll_interval {
 
 /// A `latchkey serve` process of its own.
 struct Replica {
-    _child: Child,
+    child: Child,
     admin: TokenAdminClient<Channel>,
     verifier: TokenVerifyClient<Channel>,
 }
@@ -69,29 +72,22 @@ impl Replica {
             .await
             .expect("connect to the replica");
         Replica {
-            _child: child,
+            child,
             admin: TokenAdminClient::new(channel.clone()),
             verifier: TokenVerifyClient::new(channel),
         }
     }
 
     async fn create(&self, owner: &str) -> (pb::Token, String) {
-        let created = self
-            .admin
-            .clone()
-            .create_token(with_bearer(
-                pb::CreateTokenRequest {
-                    owner: owner.to_owned(),
-                    name: "replicated".to_owned(),
-                    scopes: vec!["read".to_owned()],
-                    ..Default::default()
-                },
-                ADMIN_TOKEN,
-            ))
+        let created = try_create(self.admin.clone(), owner)
             .await
-            .expect("CreateToken")
-            .into_inner();
+            .expect("CreateToken");
         (created.token.expect("token"), created.secret)
+    }
+
+    /// SIGKILL: no drain, no flush, no goodbye to the database.
+    async fn kill(mut self) {
+        self.child.kill().await.expect("kill the replica");
     }
 
     async fn verify(&self, secret: &str) -> pb::VerifyResponse {
@@ -143,6 +139,24 @@ impl Replica {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
+}
+
+async fn try_create(
+    mut admin: TokenAdminClient<Channel>,
+    owner: &str,
+) -> Result<pb::CreateTokenResponse, tonic::Status> {
+    admin
+        .create_token(with_bearer(
+            pb::CreateTokenRequest {
+                owner: owner.to_owned(),
+                name: "replicated".to_owned(),
+                scopes: vec!["read".to_owned()],
+                ..Default::default()
+            },
+            ADMIN_TOKEN,
+        ))
+        .await
+        .map(tonic::Response::into_inner)
 }
 
 /// Reads the replica's log (JSON lines on stderr) until it names the
@@ -378,4 +392,64 @@ async fn every_change_that_affects_verify_reaches_the_other_replica(backend: Bac
         .expect("DeleteOwnerTokens");
     b.time_until(&renewed.secret, Verdict::Unknown, Instant::now(), limit)
         .await;
+}
+
+/// `kill -9` of a replica during a burst of CreateToken calls from 16
+/// clients: every token whose CreateToken returned OK is stored, and works
+/// on the replica started in its place.
+async fn a_replica_killed_mid_burst_loses_no_token_it_confirmed(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let doomed = Replica::start(&db, &[]).await;
+    let mut clients = tokio::task::JoinSet::new();
+    for client in 0..16 {
+        let admin = doomed.admin.clone();
+        clients.spawn(async move {
+            let mut confirmed = Vec::new();
+            let mut failed = 0;
+            for call in 0.. {
+                // A new owner per call: the per-owner limits stay out of it.
+                match try_create(admin.clone(), &format!("c{client}-{call}")).await {
+                    Ok(created) => {
+                        confirmed.push((created.token.expect("token").id, created.secret))
+                    }
+                    Err(_) => {
+                        failed += 1;
+                        if failed > 3 {
+                            return confirmed;
+                        }
+                    }
+                }
+            }
+            confirmed
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    doomed.kill().await;
+    let mut confirmed = Vec::new();
+    while let Some(done) = clients.join_next().await {
+        confirmed.extend(done.unwrap());
+    }
+    assert!(
+        confirmed.len() >= 16,
+        "only {} created before the kill",
+        confirmed.len()
+    );
+
+    let successor = Replica::start(&db, &[]).await;
+    for (id, secret) in &confirmed {
+        let got = successor
+            .admin
+            .clone()
+            .get_token(with_bearer(
+                pb::GetTokenRequest { id: id.clone() },
+                ADMIN_TOKEN,
+            ))
+            .await;
+        assert!(got.is_ok(), "token {id} was confirmed but is gone: {got:?}");
+        assert_eq!(successor.verify(secret).await.verdict(), Verdict::Valid);
+    }
+    println!(
+        "kill -9 during a CreateToken burst ({backend:?}): {} confirmed, all stored",
+        confirmed.len()
+    );
 }
