@@ -21,6 +21,7 @@ use tonic_health::server::HealthReporter;
 
 use crate::auth::AdminAuth;
 use crate::cache::CacheConfig;
+use crate::changes::Freshness;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
 use crate::grpc::pb::token_admin_server::TokenAdminServer;
@@ -102,6 +103,7 @@ impl Application {
         }
         let clock = options.clock;
         let last_used = Arc::new(LastUsed::new());
+        let freshness = Arc::new(Freshness::new(settings.changes.max_staleness));
         let verifier = Arc::new(
             Verifier::new(
                 prefix.clone(),
@@ -116,6 +118,7 @@ impl Application {
                 Arc::clone(&clock),
                 grpc::render_token,
             )
+            .with_freshness(Arc::clone(&freshness))
             .with_miss_hook(options.miss_hook),
         );
         let lifecycle = Arc::new(Lifecycle::new(
@@ -158,6 +161,8 @@ impl Application {
             listen_url: (store.is_postgres() && settings.changes.listen)
                 .then(|| settings.database_url.clone()),
             retention: settings.changes.retention,
+            freshness,
+            can_serve: tokio::sync::watch::Sender::new(true),
         };
         Ok(Application {
             listener,
@@ -233,6 +238,7 @@ impl Application {
             }
         });
 
+        let mut can_serve = change_feed.can_serve.subscribe();
         tasks.spawn({
             let (stop, failed) = (stop_tasks.clone(), failed.clone());
             async move {
@@ -246,6 +252,26 @@ impl Application {
 
         let (health, health_service) = tonic_health::server::health_reporter();
         set_health(&health, ServingStatus::Serving).await;
+        // NOT_SERVING while nothing can be answered (the database is down
+        // and the cache is past its staleness bound), until draining.
+        let draining = CancellationToken::new();
+        let health_follower = tokio::spawn({
+            let (health, draining) = (health.clone(), draining.clone());
+            async move {
+                loop {
+                    tokio::select! {
+                        () = draining.cancelled() => return,
+                        changed = can_serve.changed() => if changed.is_err() { return },
+                    }
+                    let status = if *can_serve.borrow_and_update() {
+                        ServingStatus::Serving
+                    } else {
+                        ServingStatus::NotServing
+                    };
+                    set_health(&health, status).await;
+                }
+            }
+        });
         let reflection = || {
             tonic_reflection::server::Builder::configure()
                 .register_encoded_file_descriptor_set(grpc::pb::FILE_DESCRIPTOR_SET)
@@ -272,6 +298,8 @@ impl Application {
                     () = shutdown => tracing::info!("stop signal received; draining"),
                     () = failed.cancelled() => {}
                 }
+                draining.cancel();
+                let _ = health_follower.await;
                 set_health(&health, ServingStatus::NotServing).await;
                 let _ = draining_tx.send(());
             }

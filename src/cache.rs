@@ -149,6 +149,12 @@ impl<V: Send + Sync + 'static> VerifyCache<V> {
         self.get_at(digest, self.now_ms())
     }
 
+    /// [`VerifyCache::get`] as of `now`, for a caller that read the time
+    /// already.
+    pub fn get_as_of(&self, digest: &Digest, now: Instant) -> Option<Cached<V>> {
+        self.get_at(digest, millis(now.saturating_duration_since(self.started)))
+    }
+
     fn get_at(&self, digest: &Digest, now_ms: u64) -> Option<Cached<V>> {
         let bucket = self.buckets.as_ref()?.get(&self.bucket_of(digest))?;
         let slots = lock(&bucket);

@@ -8,6 +8,7 @@
 //! each change. Imports neither tonic nor sea_orm.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::token::Digest;
@@ -98,6 +99,45 @@ impl Follower {
     }
 }
 
+/// When this replica last read the change log to the end: cached answers
+/// are trusted only while that is recent, since a change made elsewhere
+/// reaches the cache only through the log. Past the bound, Verify asks the
+/// database (and, if it cannot be reached, answers UNAVAILABLE).
+#[derive(Debug)]
+pub struct Freshness {
+    base: Instant,
+    /// Milliseconds from `base` to the last complete read.
+    synced_ms: AtomicU64,
+    max_staleness_ms: u64,
+}
+
+impl Freshness {
+    /// Fresh as of now (nothing is cached yet).
+    pub fn new(max_staleness: Duration) -> Self {
+        Freshness {
+            base: Instant::now(),
+            synced_ms: AtomicU64::new(0),
+            max_staleness_ms: u64::try_from(max_staleness.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// The log was read to the end at `at`.
+    pub fn synced(&self, at: Instant) {
+        self.synced_ms.fetch_max(self.ms(at), Ordering::Release);
+    }
+
+    /// Whether cached answers may still be served at `now`.
+    pub fn is_fresh(&self, now: Instant) -> bool {
+        self.ms(now)
+            .saturating_sub(self.synced_ms.load(Ordering::Acquire))
+            <= self.max_staleness_ms
+    }
+
+    fn ms(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.base).as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,6 +201,19 @@ mod tests {
             ["o2"]
         );
         assert!(f.gaps().is_empty());
+    }
+
+    #[test]
+    fn cached_answers_are_trusted_only_while_the_last_read_is_recent() {
+        let f = Freshness::new(Duration::from_secs(60));
+        let start = Instant::now();
+        assert!(f.is_fresh(start + Duration::from_secs(59)));
+        assert!(!f.is_fresh(start + Duration::from_secs(61)));
+        f.synced(start + Duration::from_secs(61));
+        assert!(f.is_fresh(start + Duration::from_secs(100)));
+        // An older read does not move it back.
+        f.synced(start);
+        assert!(f.is_fresh(start + Duration::from_secs(100)));
     }
 
     #[test]

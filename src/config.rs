@@ -84,8 +84,9 @@ pub struct CacheSettings {
     /// Most tokens (and unknown digests) held in memory; 0 turns the cache
     /// off, so that every Verify reads the database.
     pub capacity: u64,
-    /// How long a cached token is trusted without asking the database; bounds
-    /// how long a change made through another replica goes unseen here.
+    /// How long a cached token is kept without asking the database again.
+    /// Changes made through the API reach every replica's cache through the
+    /// change log much sooner; this bounds changes made any other way.
     #[serde(with = "humantime_serde")]
     pub ttl: Duration,
     /// How long "no such token" is remembered.
@@ -97,7 +98,7 @@ impl Default for CacheSettings {
     fn default() -> Self {
         CacheSettings {
             capacity: 100_000,
-            ttl: Duration::from_secs(10),
+            ttl: Duration::from_secs(300),
             negative_ttl: Duration::from_secs(2),
         }
     }
@@ -134,6 +135,11 @@ pub struct ChangesSettings {
     /// database for longer drops its whole cache when it is back.
     #[serde(with = "humantime_serde")]
     pub retention: Duration,
+    /// How long cached answers are served after the last complete read of
+    /// the change log (a database outage, say); past it, Verify asks the
+    /// database and, if it cannot be reached, answers UNAVAILABLE.
+    #[serde(with = "humantime_serde")]
+    pub max_staleness: Duration,
 }
 
 impl Default for ChangesSettings {
@@ -142,6 +148,7 @@ impl Default for ChangesSettings {
             poll_interval: Duration::from_secs(1),
             listen: true,
             retention: Duration::from_secs(3600),
+            max_staleness: Duration::from_secs(60),
         }
     }
 }
@@ -257,6 +264,9 @@ impl Settings {
         }
         if self.changes.poll_interval.is_zero() {
             bail!("changes.poll_interval must be positive");
+        }
+        if self.changes.max_staleness < self.changes.poll_interval {
+            bail!("changes.max_staleness must be at least changes.poll_interval");
         }
         if self.changes.retention < 2 * crate::changes::GAP_TIMEOUT
             || self.changes.retention < 10 * self.changes.poll_interval
@@ -380,22 +390,26 @@ mod tests {
         assert_eq!(s.changes.poll_interval, Duration::from_secs(1));
         assert!(s.changes.listen);
         assert_eq!(s.changes.retention, Duration::from_secs(3600));
+        assert_eq!(s.changes.max_staleness, Duration::from_secs(60));
         let s = Settings::load_from(
             None,
             env(&[
                 ("LATCHKEY_CHANGES__POLL_INTERVAL", "250ms"),
                 ("LATCHKEY_CHANGES__LISTEN", "false"),
                 ("LATCHKEY_CHANGES__RETENTION", "10m"),
+                ("LATCHKEY_CHANGES__MAX_STALENESS", "5s"),
             ]),
         )
         .unwrap();
         assert_eq!(s.changes.poll_interval, Duration::from_millis(250));
         assert!(!s.changes.listen);
         assert_eq!(s.changes.retention, Duration::from_secs(600));
+        assert_eq!(s.changes.max_staleness, Duration::from_secs(5));
         for bad in [
             ("LATCHKEY_CHANGES__POLL_INTERVAL", "0s"),
             ("LATCHKEY_CHANGES__RETENTION", "30s"),
             ("LATCHKEY_CHANGES__POLL_INTERVAL", "1h"),
+            ("LATCHKEY_CHANGES__MAX_STALENESS", "100ms"),
         ] {
             let err = Settings::load_from(None, env(&[bad])).unwrap_err();
             assert!(err.to_string().contains("changes."), "{bad:?}: {err:#}");

@@ -10,10 +10,12 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Instant;
 
 use uuid::Uuid;
 
 use crate::cache::{CacheConfig, Cached, VerifyCache};
+use crate::changes::Freshness;
 use crate::clock::Clock;
 use crate::error::Error;
 use crate::store::Store;
@@ -116,6 +118,7 @@ pub struct Verifier {
     clock: Arc<dyn Clock>,
     render: Render,
     miss_hook: Option<MissHook>,
+    freshness: Arc<Freshness>,
 }
 
 impl Verifier {
@@ -137,7 +140,17 @@ impl Verifier {
             clock,
             render,
             miss_hook: None,
+            // Never stale until told how to judge it.
+            freshness: Arc::new(Freshness::new(std::time::Duration::MAX)),
         }
+    }
+
+    /// Judges the cache's answers stale by `freshness`, which the change
+    /// feed keeps.
+    #[must_use]
+    pub fn with_freshness(mut self, freshness: Arc<Freshness>) -> Self {
+        self.freshness = freshness;
+        self
     }
 
     /// Sets the [`MissHook`].
@@ -161,7 +174,15 @@ impl Verifier {
             return Ok(Verification::without_token(Verdict::Malformed));
         }
         let digest = self.key.digest(token);
-        let cached = match self.cache.get(&digest) {
+        // Once the change log has gone unread too long, the cache may hold
+        // what another replica has since changed: ask the database.
+        let now = Instant::now();
+        let hit = if self.freshness.is_fresh(now) {
+            self.cache.get_as_of(&digest, now)
+        } else {
+            None
+        };
+        let cached = match hit {
             Some(hit) => hit,
             // Boxed: the database read's state machine is large, and the hit
             // path should not carry (or move) it.

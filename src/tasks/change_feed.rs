@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
-use crate::changes::{Change, Follower, GAP_TIMEOUT};
+use crate::changes::{Change, Follower, Freshness, GAP_TIMEOUT};
 use crate::clock::Clock;
 use crate::store::Store;
 use crate::verifier::Verifier;
@@ -37,6 +37,12 @@ pub struct ChangeFeed {
     /// PostgreSQL's URL, to listen for notifications; `None`: poll only.
     pub listen_url: Option<String>,
     pub retention: Duration,
+    /// Marked after every complete read.
+    pub freshness: Arc<Freshness>,
+    /// Whether this replica can answer anything: false once the log has gone
+    /// unread past the staleness bound (so the cache is not trusted) while the
+    /// database cannot be reached.
+    pub can_serve: tokio::sync::watch::Sender<bool>,
 }
 
 impl ChangeFeed {
@@ -68,8 +74,12 @@ impl ChangeFeed {
                 _ = tick.tick() => {}
                 () = wake.notified() => {}
             }
+            let started = Instant::now();
             match self.read(&mut follower).await {
                 Ok(()) => {
+                    self.freshness.synced(started);
+                    self.can_serve
+                        .send_if_modified(|serving| !std::mem::replace(serving, true));
                     if last_read.elapsed() > self.retention {
                         tracing::warn!(
                             "the change log could not be read for longer than it is kept; \
@@ -84,6 +94,10 @@ impl ChangeFeed {
                     last_read = Instant::now();
                 }
                 Err(e) => {
+                    if !self.freshness.is_fresh(Instant::now()) {
+                        self.can_serve
+                            .send_if_modified(|serving| std::mem::replace(serving, false));
+                    }
                     if !failing {
                         tracing::warn!(
                             error = format!("{e:#}"),

@@ -12,6 +12,7 @@ mod idle;
 mod lifecycle;
 mod limits;
 mod listing;
+mod outage;
 mod owners;
 mod persistence;
 mod renewal;

@@ -40,19 +40,25 @@ mod without_notifications_a_revoke_arrives_within_the_poll_interval {
 }
 
 /// A `latchkey serve` process of its own.
-struct Replica {
+pub struct Replica {
     child: Child,
-    admin: TokenAdminClient<Channel>,
-    verifier: TokenVerifyClient<Channel>,
+    pub channel: Channel,
+    pub admin: TokenAdminClient<Channel>,
+    pub verifier: TokenVerifyClient<Channel>,
 }
 
 impl Replica {
     /// Starts a replica on `db`; its cache trusts an entry for an hour, so
     /// only the change log can make it let go sooner.
-    async fn start(db: &TestDb, env: &[(&str, &str)]) -> Replica {
+    pub async fn start(db: &TestDb, env: &[(&str, &str)]) -> Replica {
+        Replica::start_on(&db.url, env).await
+    }
+
+    /// [`Replica::start`] on the database at `url`.
+    pub async fn start_on(url: &str, env: &[(&str, &str)]) -> Replica {
         let mut child = Command::new(env!("CARGO_BIN_EXE_latchkey"))
             .arg("serve")
-            .env("LATCHKEY_DATABASE_URL", &db.url)
+            .env("LATCHKEY_DATABASE_URL", url)
             .env("LATCHKEY_HMAC_KEY", HMAC_KEY)
             .env("LATCHKEY_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("LATCHKEY_LISTEN_ADDR", "127.0.0.1:0")
@@ -74,11 +80,12 @@ impl Replica {
         Replica {
             child,
             admin: TokenAdminClient::new(channel.clone()),
-            verifier: TokenVerifyClient::new(channel),
+            verifier: TokenVerifyClient::new(channel.clone()),
+            channel,
         }
     }
 
-    async fn create(&self, owner: &str) -> (pb::Token, String) {
+    pub async fn create(&self, owner: &str) -> (pb::Token, String) {
         let created = try_create(self.admin.clone(), owner)
             .await
             .expect("CreateToken");
@@ -90,7 +97,7 @@ impl Replica {
         self.child.kill().await.expect("kill the replica");
     }
 
-    async fn verify(&self, secret: &str) -> pb::VerifyResponse {
+    pub async fn verify(&self, secret: &str) -> pb::VerifyResponse {
         self.verifier
             .clone()
             .verify(pb::VerifyRequest {
@@ -102,7 +109,7 @@ impl Replica {
             .into_inner()
     }
 
-    async fn revoke(&self, id: &str) {
+    pub async fn revoke(&self, id: &str) {
         self.admin
             .clone()
             .revoke_token(with_bearer(
@@ -141,7 +148,7 @@ impl Replica {
     }
 }
 
-async fn try_create(
+pub async fn try_create(
     mut admin: TokenAdminClient<Channel>,
     owner: &str,
 ) -> Result<pb::CreateTokenResponse, tonic::Status> {
