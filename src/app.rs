@@ -23,6 +23,8 @@ use crate::auth::AdminAuth;
 use crate::cache::CacheConfig;
 use crate::changes::Freshness;
 use crate::clock::{Clock, SystemClock};
+#[cfg(test)]
+use crate::config::Sensitive;
 use crate::config::Settings;
 use crate::grpc::pb::token_admin_server::TokenAdminServer;
 use crate::grpc::{self, AdminService, TokenVerifyServer, VerifyService};
@@ -30,7 +32,8 @@ use crate::lifecycle::Lifecycle;
 use crate::store::Store;
 use crate::tasks::change_feed::ChangeFeed;
 use crate::tasks::last_used::{LastUsed, LastUsedFlusher};
-use crate::token::{Secret, TokenKey};
+use crate::tasks::rekey::Rekeys;
+use crate::token::{KeyRing, Secret, TokenKey};
 use crate::verifier::{MissHook, Verifier};
 
 /// What tests and embedders may swap in.
@@ -59,6 +62,9 @@ pub struct Application {
     lifecycle: Arc<Lifecycle>,
     auth: Arc<AdminAuth>,
     last_used: Arc<LastUsed>,
+    rekeys: Arc<Rekeys>,
+    /// The configured keys' ids, the primary first.
+    key_ids: Vec<String>,
     clock: Arc<dyn Clock>,
     flush_interval: Duration,
     change_feed: ChangeFeed,
@@ -80,7 +86,13 @@ impl Application {
     pub async fn build_with(settings: Settings, options: Options) -> anyhow::Result<Self> {
         settings.validate()?;
         let prefix = settings.prefix()?;
-        let key = resolve_hmac_key(&settings)?;
+        let keys = resolve_hmac_keys(&settings)?;
+        let key = keys.primary().clone();
+        tracing::info!(
+            primary = key.id(),
+            older = ?&keys.ids()[1..],
+            "HMAC keys"
+        );
         let store = Store::connect(&settings.database_url, settings.database_max_connections)
             .await
             .context("connecting to the database (LATCHKEY_DATABASE_URL)")?;
@@ -103,11 +115,12 @@ impl Application {
         }
         let clock = options.clock;
         let last_used = Arc::new(LastUsed::new());
+        let rekeys = Arc::new(Rekeys::new());
         let freshness = Arc::new(Freshness::new(settings.changes.max_staleness));
         let verifier = Arc::new(
             Verifier::new(
                 prefix.clone(),
-                key.clone(),
+                keys.clone(),
                 CacheConfig {
                     capacity: settings.cache.capacity,
                     ttl: settings.cache.ttl,
@@ -119,6 +132,7 @@ impl Application {
                 grpc::render_token,
             )
             .with_freshness(Arc::clone(&freshness))
+            .with_rekeys(Arc::clone(&rekeys))
             .with_miss_hook(options.miss_hook),
         );
         let lifecycle = Arc::new(Lifecycle::new(
@@ -172,6 +186,8 @@ impl Application {
             lifecycle,
             auth,
             last_used,
+            rekeys,
+            key_ids: keys.ids(),
             clock,
             flush_interval: settings.last_used.flush_interval,
             change_feed,
@@ -209,6 +225,8 @@ impl Application {
             lifecycle,
             auth,
             last_used,
+            rekeys,
+            key_ids,
             clock,
             flush_interval,
             change_feed,
@@ -223,6 +241,8 @@ impl Application {
             store: store.clone(),
             last_used,
             interval: flush_interval,
+            rekeys,
+            primary_key_id: key_ids[0].clone(),
         };
         tasks.spawn({
             let (stop, failed) = (stop_tasks.clone(), failed.clone());
@@ -285,8 +305,13 @@ impl Application {
         let reflection_v1alpha = reflection()
             .build_v1alpha()
             .context("building the reflection service")?;
-        let admin = TokenAdminServer::new(AdminService::new(lifecycle, auth, Arc::clone(&clock)))
-            .max_decoding_message_size(grpc::MAX_MESSAGE_BYTES);
+        let admin = TokenAdminServer::new(AdminService::new(
+            lifecycle,
+            auth,
+            Arc::clone(&clock),
+            key_ids,
+        ))
+        .max_decoding_message_size(grpc::MAX_MESSAGE_BYTES);
         let verify = TokenVerifyServer::new(VerifyService::new(verifier))
             .max_decoding_message_size(grpc::MAX_MESSAGE_BYTES);
 
@@ -368,11 +393,12 @@ async fn set_health(health: &HealthReporter, status: ServingStatus) {
 /// is required.
 pub fn offline_lifecycle(store: Store, settings: &Settings) -> anyhow::Result<Lifecycle> {
     let prefix = settings.prefix()?;
-    let key = resolve_hmac_key(settings)?;
+    let keys = resolve_hmac_keys(settings)?;
+    let key = keys.primary().clone();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let verifier = Arc::new(Verifier::new(
         prefix.clone(),
-        key.clone(),
+        keys,
         CacheConfig {
             capacity: 0,
             ttl: settings.cache.ttl,
@@ -396,6 +422,37 @@ pub fn offline_lifecycle(store: Store, settings: &Settings) -> anyhow::Result<Li
 
 /// The HMAC key: configured; or, with SQLite only, generated once into a 0600
 /// file beside the database.
+fn resolve_hmac_keys(settings: &Settings) -> anyhow::Result<KeyRing> {
+    let listed = if let Some(keys) = &settings.hmac_keys {
+        Some((
+            "LATCHKEY_HMAC_KEYS",
+            keys.expose().split(',').map(str::to_owned).collect(),
+        ))
+    } else if let Some(path) = &settings.hmac_keys_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading LATCHKEY_HMAC_KEYS_FILE {}", path.display()))?;
+        let lines = text
+            .lines()
+            .map(|l| l.split('#').next().unwrap_or_default().trim().to_owned())
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>();
+        Some(("LATCHKEY_HMAC_KEYS_FILE", lines))
+    } else {
+        None
+    };
+    let Some((source, encoded)) = listed else {
+        return resolve_hmac_key(settings).map(KeyRing::from);
+    };
+    let keys = encoded
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            TokenKey::from_encoded(k).with_context(|| format!("{source}: key {} is invalid", i + 1))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    KeyRing::new(keys).with_context(|| format!("{source} is invalid"))
+}
+
 fn resolve_hmac_key(settings: &Settings) -> anyhow::Result<TokenKey> {
     if let Some(encoded) = &settings.hmac_key {
         return TokenKey::from_encoded(encoded.expose()).context("LATCHKEY_HMAC_KEY is invalid");
@@ -403,8 +460,9 @@ fn resolve_hmac_key(settings: &Settings) -> anyhow::Result<TokenKey> {
     let url = settings.database_url.as_str();
     if !url.starts_with("sqlite:") {
         bail!(
-            "LATCHKEY_HMAC_KEY is required with this database: every replica must digest tokens with \
-             the same key, so none can be generated locally (make one with `openssl rand -hex 32`)"
+            "LATCHKEY_HMAC_KEY (or LATCHKEY_HMAC_KEYS) is required with this database: every \
+             replica must digest tokens with the same key, so none can be generated locally \
+             (make one with `openssl rand -hex 32`)"
         );
     }
     match sqlite_file(url) {
@@ -492,6 +550,53 @@ mod tests {
     }
 
     #[test]
+    fn several_keys_come_from_a_list_or_a_file_the_primary_first() {
+        let (k1, k2) = ("11".repeat(32), "22".repeat(32));
+        let listed = Settings {
+            hmac_keys: Some(Sensitive::new(format!("{k2},{k1}"))),
+            ..Settings::default()
+        };
+        let ring = resolve_hmac_keys(&listed).unwrap();
+        let single = |k: &str| {
+            resolve_hmac_keys(&Settings {
+                hmac_key: Some(Sensitive::new(k)),
+                ..Settings::default()
+            })
+            .unwrap()
+            .ids()
+        };
+        assert_eq!(ring.ids(), [single(&k2), single(&k1)].concat());
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("keys");
+        std::fs::write(&file, format!("# rotated 2026-11\n{k2}\n\n{k1}  # old\n")).unwrap();
+        let from_file = Settings {
+            hmac_keys_file: Some(file),
+            ..Settings::default()
+        };
+        assert_eq!(resolve_hmac_keys(&from_file).unwrap().ids(), ring.ids());
+
+        let twice = Settings {
+            hmac_keys: Some(Sensitive::new(format!("{k1},{k1}"))),
+            ..Settings::default()
+        };
+        let err = format!("{:#}", resolve_hmac_keys(&twice).unwrap_err());
+        assert!(err.contains("twice") && !err.contains(&k1), "{err}");
+        let short = Settings {
+            hmac_keys: Some(Sensitive::new(format!("{k1},abcd"))),
+            ..Settings::default()
+        };
+        let err = format!("{:#}", resolve_hmac_keys(&short).unwrap_err());
+        assert!(err.contains("key 2") && !err.contains(&k1), "{err}");
+        let both = Settings {
+            hmac_key: Some(Sensitive::new(k1.clone())),
+            hmac_keys: Some(Sensitive::new(k2.clone())),
+            ..Settings::default()
+        };
+        assert!(both.validate().unwrap_err().to_string().contains("one of"));
+    }
+
+    #[test]
     fn the_key_file_is_created_once_with_mode_0600_and_reused() {
         use std::os::unix::fs::PermissionsExt as _;
         let dir = tempfile::tempdir().unwrap();
@@ -509,7 +614,10 @@ mod tests {
             database_url: "postgres://localhost/latchkey".into(),
             ..Settings::default()
         };
-        let err = resolve_hmac_key(&settings).unwrap_err();
-        assert!(err.to_string().contains("LATCHKEY_HMAC_KEY is required"));
+        let err = resolve_hmac_keys(&settings).unwrap_err().to_string();
+        assert!(
+            err.contains("LATCHKEY_HMAC_KEY") && err.contains("is required"),
+            "{err}"
+        );
     }
 }

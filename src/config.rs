@@ -32,6 +32,13 @@ pub struct Settings {
     pub database_max_connections: u32,
     /// 32+ bytes, hex or base64. Required with PostgreSQL.
     pub hmac_key: Option<Sensitive>,
+    /// Several keys, comma-separated, the primary first: new tokens are
+    /// digested with the primary, and tokens stored under the others keep
+    /// working and move to the primary as they are used.
+    pub hmac_keys: Option<Sensitive>,
+    /// A file holding the keys, one per line, the primary first (`#`
+    /// starts a comment).
+    pub hmac_keys_file: Option<std::path::PathBuf>,
     /// Static admin credential, 32+ characters.
     pub admin_token: Option<Sensitive>,
     pub token_prefix: String,
@@ -55,6 +62,8 @@ impl Default for Settings {
             database_url: "sqlite://latchkey.db?mode=rwc".to_owned(),
             database_max_connections: 10,
             hmac_key: None,
+            hmac_keys: None,
+            hmac_keys_file: None,
             admin_token: None,
             token_prefix: "lk".to_owned(),
             metrics_addr: SocketAddr::from(([127, 0, 0, 1], 9090)),
@@ -252,6 +261,18 @@ impl Settings {
             && t.expose().chars().count() < 32
         {
             bail!("LATCHKEY_ADMIN_TOKEN must be at least 32 characters");
+        }
+        if [
+            self.hmac_key.is_some(),
+            self.hmac_keys.is_some(),
+            self.hmac_keys_file.is_some(),
+        ]
+        .iter()
+        .filter(|set| **set)
+        .count()
+            > 1
+        {
+            bail!("set one of LATCHKEY_HMAC_KEY, LATCHKEY_HMAC_KEYS and LATCHKEY_HMAC_KEYS_FILE");
         }
         if self.database_max_connections == 0 {
             bail!("LATCHKEY_DATABASE_MAX_CONNECTIONS must be at least 1");

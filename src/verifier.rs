@@ -20,7 +20,8 @@ use crate::clock::Clock;
 use crate::error::Error;
 use crate::store::Store;
 use crate::tasks::last_used::{HoldsUses, LastUsed, UseCell};
-use crate::token::{self, Digest, Lifetime, Prefix, Status, TokenKey, TokenRecord, format, scope};
+use crate::tasks::rekey::Rekeys;
+use crate::token::{self, Digest, KeyRing, Lifetime, Prefix, Status, TokenRecord, format, scope};
 
 /// The answer, in the order it is judged: the first that applies wins.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,7 +112,7 @@ pub type MissHook = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + S
 
 pub struct Verifier {
     prefix: Prefix,
-    key: TokenKey,
+    keys: KeyRing,
     cache: VerifyCache<Snapshot>,
     store: Store,
     last_used: Arc<LastUsed>,
@@ -119,12 +120,13 @@ pub struct Verifier {
     render: Render,
     miss_hook: Option<MissHook>,
     freshness: Arc<Freshness>,
+    rekeys: Arc<Rekeys>,
 }
 
 impl Verifier {
     pub fn new(
         prefix: Prefix,
-        key: TokenKey,
+        keys: impl Into<KeyRing>,
         cache: CacheConfig,
         store: Store,
         last_used: Arc<LastUsed>,
@@ -133,7 +135,7 @@ impl Verifier {
     ) -> Self {
         Verifier {
             prefix,
-            key,
+            keys: keys.into(),
             cache: VerifyCache::new(cache),
             store,
             last_used,
@@ -142,6 +144,7 @@ impl Verifier {
             miss_hook: None,
             // Never stale until told how to judge it.
             freshness: Arc::new(Freshness::new(std::time::Duration::MAX)),
+            rekeys: Arc::new(Rekeys::new()),
         }
     }
 
@@ -150,6 +153,14 @@ impl Verifier {
     #[must_use]
     pub fn with_freshness(mut self, freshness: Arc<Freshness>) -> Self {
         self.freshness = freshness;
+        self
+    }
+
+    /// Queues tokens found under an older key in `rekeys`, for the
+    /// last-used flusher to move to the primary key.
+    #[must_use]
+    pub fn with_rekeys(mut self, rekeys: Arc<Rekeys>) -> Self {
+        self.rekeys = rekeys;
         self
     }
 
@@ -173,7 +184,7 @@ impl Verifier {
         if !format::is_well_formed(&self.prefix, token) {
             return Ok(Verification::without_token(Verdict::Malformed));
         }
-        let digest = self.key.digest(token);
+        let digest = self.keys.primary().digest(token);
         // Once the change log has gone unread too long, the cache may hold
         // what another replica has since changed: ask the database.
         let now = Instant::now();
@@ -186,7 +197,7 @@ impl Verifier {
             Some(hit) => hit,
             // Boxed: the database read's state machine is large, and the hit
             // path should not carry (or move) it.
-            None => Box::pin(self.fill(digest)).await?,
+            None => Box::pin(self.fill(token, digest)).await?,
         };
         let Cached::Known(snapshot) = cached else {
             return Ok(Verification::without_token(Verdict::Unknown));
@@ -258,9 +269,14 @@ impl Verifier {
         }
     }
 
-    async fn fill(&self, digest: Digest) -> Result<Cached<Snapshot>, Error> {
+    async fn fill(&self, token: &str, digest: Digest) -> Result<Cached<Snapshot>, Error> {
         let ticket = self.cache.begin_fill(&digest);
         let found = self.store.find_by_digest(&digest).await?;
+        if found.is_none()
+            && let Some(known) = self.find_under_older_key(token, digest).await?
+        {
+            return Ok(known);
+        }
         if let Some(hook) = &self.miss_hook {
             hook().await;
         }
@@ -274,6 +290,31 @@ impl Verifier {
         };
         self.cache.complete_fill(ticket, digest, entry.clone());
         Ok(entry)
+    }
+}
+
+impl Verifier {
+    /// A token stored under an older key, if any: answered from the row but
+    /// not cached (invalidations name it by the digest it is stored under,
+    /// not by the primary's), and queued to move to the primary key, after
+    /// which it is cached like any other.
+    async fn find_under_older_key(
+        &self,
+        token: &str,
+        primary: Digest,
+    ) -> Result<Option<Cached<Snapshot>>, Error> {
+        for key in self.keys.older() {
+            let stored = key.digest(token);
+            if let Some(found) = self.store.find_by_digest(&stored).await? {
+                self.rekeys.push(found.record.id, stored, primary);
+                return Ok(Some(Cached::Known(Arc::new(Snapshot::new(
+                    &found.record,
+                    found.owner_disabled,
+                    self.render,
+                )))));
+            }
+        }
+        Ok(None)
     }
 }
 

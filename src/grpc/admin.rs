@@ -19,14 +19,22 @@ pub struct AdminService {
     lifecycle: Arc<Lifecycle>,
     auth: Arc<AdminAuth>,
     clock: Arc<dyn Clock>,
+    /// The configured HMAC keys' ids, the primary first.
+    key_ids: Vec<String>,
 }
 
 impl AdminService {
-    pub fn new(lifecycle: Arc<Lifecycle>, auth: Arc<AdminAuth>, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(
+        lifecycle: Arc<Lifecycle>,
+        auth: Arc<AdminAuth>,
+        clock: Arc<dyn Clock>,
+        key_ids: Vec<String>,
+    ) -> Self {
         AdminService {
             lifecycle,
             auth,
             clock,
+            key_ids,
         }
     }
 
@@ -228,6 +236,43 @@ impl TokenAdmin for AdminService {
         self.authorize(&request).await?;
         let owner = self.lifecycle.get_owner(&request.get_ref().owner).await?;
         Ok(Response::new(owner_message(owner)))
+    }
+
+    async fn list_keys(
+        &self,
+        request: Request<pb::ListKeysRequest>,
+    ) -> Result<Response<pb::ListKeysResponse>, Status> {
+        self.authorize(&request).await?;
+        let stored = self.lifecycle.tokens_by_key().await?;
+        let count = |id: &str| {
+            stored
+                .iter()
+                .find(|(k, _)| k == id)
+                .map_or(0, |(_, n)| i64::try_from(*n).unwrap_or(i64::MAX))
+        };
+        let mut keys: Vec<pb::KeyUsage> = self
+            .key_ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| pb::KeyUsage {
+                id: id.clone(),
+                primary: i == 0,
+                configured: true,
+                token_count: count(id),
+            })
+            .collect();
+        keys.extend(
+            stored
+                .iter()
+                .filter(|(id, _)| !self.key_ids.contains(id))
+                .map(|(id, n)| pb::KeyUsage {
+                    id: id.clone(),
+                    primary: false,
+                    configured: false,
+                    token_count: i64::try_from(*n).unwrap_or(i64::MAX),
+                }),
+        );
+        Ok(Response::new(pb::ListKeysResponse { keys }))
     }
 
     async fn delete_owner_tokens(

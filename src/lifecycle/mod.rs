@@ -620,6 +620,14 @@ impl Lifecycle {
         Ok(())
     }
 
+    /// How many tokens are stored under each HMAC key id.
+    ///
+    /// # Errors
+    /// Store faults.
+    pub async fn tokens_by_key(&self) -> Result<Vec<(String, u64)>, Error> {
+        Ok(self.store.tokens_by_key().await?)
+    }
+
     /// Commits a change, its event and its change-log row, then drops the
     /// token's cache entry.
     async fn commit(&self, txn: Txn, event: &Event, stored: &StoredToken) -> Result<(), Error> {

@@ -476,6 +476,55 @@ impl Store {
         Ok(ChangeListener { listener })
     }
 
+    /// Stores each token `(id, stored, primary)` under the primary key's
+    /// digest, unless it has changed digest meanwhile; returns how many moved.
+    /// One transaction: all or none.
+    ///
+    /// # Errors
+    /// On a database fault.
+    pub async fn rekey_tokens(
+        &self,
+        moves: &[(Uuid, Digest, Digest)],
+        key_id: &str,
+    ) -> Result<u64> {
+        let txn = self.db.begin().await?;
+        let mut moved = 0;
+        for (id, stored, primary) in moves {
+            moved += tokens::Entity::update_many()
+                .col_expr(
+                    tokens::Column::Digest,
+                    Expr::value(primary.as_bytes().to_vec()),
+                )
+                .col_expr(tokens::Column::KeyId, Expr::value(key_id))
+                .filter(tokens::Column::Id.eq(*id))
+                .filter(tokens::Column::Digest.eq(stored.as_bytes().to_vec()))
+                .exec(&txn)
+                .await?
+                .rows_affected;
+        }
+        txn.commit().await?;
+        Ok(moved)
+    }
+
+    /// How many tokens are stored under each key id.
+    ///
+    /// # Errors
+    /// On a database fault.
+    pub async fn tokens_by_key(&self) -> Result<Vec<(String, u64)>> {
+        let rows: Vec<(String, i64)> = tokens::Entity::find()
+            .select_only()
+            .column(tokens::Column::KeyId)
+            .column_as(tokens::Column::Id.count(), "count")
+            .group_by(tokens::Column::KeyId)
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, n)| (id, u64::try_from(n).unwrap_or(0)))
+            .collect())
+    }
+
     /// The digests of every token of `owner` (to invalidate them).
     ///
     /// # Errors

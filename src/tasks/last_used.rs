@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use crate::clock::Timestamp;
 use crate::store::Store;
+use crate::tasks::rekey::Rekeys;
 
 /// One token's latest use not yet written, and whether it is queued.
 #[derive(Debug, Default)]
@@ -104,11 +105,16 @@ impl LastUsed {
     }
 }
 
-/// Writes pending last-used times every `interval`, and once more on shutdown.
+/// Writes pending last-used times every `interval`, and once more on
+/// shutdown; with them, moves tokens Verify found under an older HMAC key to
+/// the primary key ([`Rekeys`]).
 pub struct LastUsedFlusher {
     pub store: Store,
     pub last_used: Arc<LastUsed>,
     pub interval: Duration,
+    pub rekeys: Arc<Rekeys>,
+    /// The primary key's id, recorded with each moved token.
+    pub primary_key_id: String,
 }
 
 impl LastUsedFlusher {
@@ -132,8 +138,30 @@ impl LastUsedFlusher {
         }
     }
 
-    /// Writes every pending use in batched statements.
+    /// Writes every pending use in batched statements, then every pending
+    /// move to the primary key.
     pub async fn flush(&self) {
+        self.flush_uses().await;
+        let moves = self.rekeys.drain();
+        if moves.is_empty() {
+            return;
+        }
+        match self.store.rekey_tokens(&moves, &self.primary_key_id).await {
+            Ok(moved) => tracing::info!(
+                tokens = moved,
+                key_id = %self.primary_key_id,
+                "tokens found under older keys now stored under the primary key"
+            ),
+            // Each comes back at its token's next use.
+            Err(e) => tracing::warn!(
+                tokens = moves.len(),
+                error = format!("{:#}", anyhow::Error::from(e)),
+                "moving tokens to the primary key failed"
+            ),
+        }
+    }
+
+    async fn flush_uses(&self) {
         let uses = self.last_used.drain();
         if uses.is_empty() {
             return;

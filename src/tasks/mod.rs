@@ -4,3 +4,4 @@
 
 pub mod change_feed;
 pub mod last_used;
+pub mod rekey;

@@ -150,6 +150,61 @@ impl TokenKey {
     }
 }
 
+/// The configured keys: the primary digests new tokens and every lookup
+/// first; the others only find tokens stored before a rotation, which then
+/// move to the primary as they are used.
+#[derive(Clone, Debug)]
+pub struct KeyRing {
+    keys: Vec<TokenKey>,
+}
+
+impl KeyRing {
+    /// `keys`, the primary first.
+    ///
+    /// # Errors
+    /// If there is none, or one is given twice.
+    pub fn new(keys: Vec<TokenKey>) -> Result<Self, KeyRingError> {
+        if keys.is_empty() {
+            return Err(KeyRingError::Empty);
+        }
+        for (i, k) in keys.iter().enumerate() {
+            if keys[..i].iter().any(|earlier| earlier.id == k.id) {
+                return Err(KeyRingError::Repeated(k.id.clone()));
+            }
+        }
+        Ok(KeyRing { keys })
+    }
+
+    pub fn primary(&self) -> &TokenKey {
+        &self.keys[0]
+    }
+
+    /// The keys kept to find tokens stored before a rotation.
+    pub fn older(&self) -> &[TokenKey] {
+        &self.keys[1..]
+    }
+
+    /// Every key's id, the primary first.
+    pub fn ids(&self) -> Vec<String> {
+        self.keys.iter().map(|k| k.id.clone()).collect()
+    }
+}
+
+impl From<TokenKey> for KeyRing {
+    fn from(key: TokenKey) -> Self {
+        KeyRing { keys: vec![key] }
+    }
+}
+
+/// Why a set of keys was refused; names keys by id only.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum KeyRingError {
+    #[error("no key is configured")]
+    Empty,
+    #[error("key {0} is configured twice")]
+    Repeated(String),
+}
+
 impl fmt::Debug for TokenKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenKey")

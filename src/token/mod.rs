@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::clock::Timestamp;
 
-pub use digest::{Digest, TokenKey};
+pub use digest::{Digest, KeyRing, TokenKey};
 pub use format::{Prefix, Secret};
 
 /// The scope that lets a token call TokenAdmin.

@@ -9,6 +9,7 @@ mod bad_input;
 mod change_log;
 mod discovery;
 mod idle;
+mod keys;
 mod lifecycle;
 mod limits;
 mod listing;
