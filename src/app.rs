@@ -27,7 +27,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Sensitive;
 use crate::config::Settings;
 use crate::grpc::pb::token_admin_server::TokenAdminServer;
-use crate::grpc::{self, AdminService, TokenVerifyServer, VerifyService};
+use crate::grpc::{self, AdminService, ExtAuthzService, TokenVerifyServer, VerifyService};
 use crate::lifecycle::Lifecycle;
 use crate::store::Store;
 use crate::tasks::change_feed::ChangeFeed;
@@ -35,6 +35,7 @@ use crate::tasks::last_used::{LastUsed, LastUsedFlusher};
 use crate::tasks::rekey::Rekeys;
 use crate::token::{KeyRing, Secret, TokenKey};
 use crate::verifier::{MissHook, Verifier};
+use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 
 /// What tests and embedders may swap in.
 #[derive(Clone)]
@@ -69,6 +70,7 @@ pub struct Application {
     flush_interval: Duration,
     change_feed: ChangeFeed,
     drain_timeout: Duration,
+    remove_authorization: bool,
     bootstrap_secret: Option<Secret>,
 }
 
@@ -192,6 +194,7 @@ impl Application {
             flush_interval: settings.last_used.flush_interval,
             change_feed,
             drain_timeout: settings.shutdown.drain_timeout,
+            remove_authorization: settings.ext_authz.remove_authorization,
             bootstrap_secret,
         })
     }
@@ -231,6 +234,7 @@ impl Application {
             flush_interval,
             change_feed,
             drain_timeout,
+            remove_authorization,
             bootstrap_secret: _,
         } = self;
 
@@ -312,6 +316,11 @@ impl Application {
             key_ids,
         ))
         .max_decoding_message_size(grpc::MAX_MESSAGE_BYTES);
+        let ext_authz = AuthorizationServer::new(ExtAuthzService::new(
+            Arc::clone(&verifier),
+            remove_authorization,
+        ))
+        .max_decoding_message_size(grpc::MAX_MESSAGE_BYTES);
         let verify = TokenVerifyServer::new(VerifyService::new(verifier))
             .max_decoding_message_size(grpc::MAX_MESSAGE_BYTES);
 
@@ -341,6 +350,7 @@ impl Application {
             .add_service(reflection_v1alpha)
             .add_service(admin)
             .add_service(verify)
+            .add_service(ext_authz)
             .serve_with_incoming_shutdown(incoming, stop_serving);
         let drain_deadline = async move {
             if draining_rx.await.is_err() {

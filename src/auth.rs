@@ -77,7 +77,7 @@ impl AdminAuth {
 }
 
 /// The credential of a `Bearer` authorization value (scheme case-insensitive).
-fn bearer_credential(value: &str) -> Option<&str> {
+pub fn bearer_credential(value: &str) -> Option<&str> {
     let (scheme, rest) = value.split_once(' ')?;
     let credential = rest.trim_start_matches(' ');
     (scheme.eq_ignore_ascii_case("bearer") && !credential.is_empty()).then_some(credential)

@@ -50,6 +50,7 @@ pub struct Settings {
     pub cache: CacheSettings,
     pub last_used: LastUsedSettings,
     pub changes: ChangesSettings,
+    pub ext_authz: ExtAuthzSettings,
     pub policy: Policy,
     pub limits: Limits,
     pub shutdown: ShutdownSettings,
@@ -72,6 +73,7 @@ impl Default for Settings {
             cache: CacheSettings::default(),
             last_used: LastUsedSettings::default(),
             changes: ChangesSettings::default(),
+            ext_authz: ExtAuthzSettings::default(),
             policy: Policy::default(),
             limits: Limits::default(),
             shutdown: ShutdownSettings::default(),
@@ -127,6 +129,15 @@ impl Default for LastUsedSettings {
             flush_interval: Duration::from_secs(5),
         }
     }
+}
+
+/// Envoy's external authorization (`envoy.service.auth.v3.Authorization`).
+#[derive(Clone, Copy, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExtAuthzSettings {
+    /// Remove the `authorization` header from allowed requests, so the
+    /// upstream service never sees the token.
+    pub remove_authorization: bool,
 }
 
 /// How changes made through other replicas reach this one's cache.

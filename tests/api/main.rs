@@ -8,6 +8,7 @@ mod audit;
 mod bad_input;
 mod change_log;
 mod discovery;
+mod ext_authz;
 mod idle;
 mod keys;
 mod lifecycle;

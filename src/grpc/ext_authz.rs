@@ -1,0 +1,204 @@
+//! `envoy.service.auth.v3.Authorization/Check`: Envoy's external
+//! authorization, on the same cache and verdicts as Verify, so a mesh can
+//! protect a service with configuration only.
+//!
+//! The token is the request's `authorization: Bearer …` header; a route
+//! names the scopes it needs in the check's context extensions
+//! (`required_scopes`, space-separated). A token's verdict is always an
+//! answer Envoy applies, never a gRPC error: allowed requests go upstream
+//! with the token's id, owner and scopes in headers; denied ones get 401
+//! (`invalid_token`) or 403 (`insufficient_scope`) as RFC 6750 describes. A
+//! gRPC error means latchkey could not decide (the database unreachable on a
+//! cache miss, or a route's bad `required_scopes`), and Envoy applies its
+//! own failure policy.
+
+use std::sync::Arc;
+
+use envoy_types::ext_authz::v3::CheckRequestExt as _;
+use envoy_types::ext_authz::v3::pb::{
+    Authorization, CheckRequest, CheckResponse, DeniedHttpResponse, HeaderValue, HeaderValueOption,
+    HttpResponse, HttpStatus, HttpStatusCode, OkHttpResponse,
+};
+use envoy_types::pb::google::rpc;
+use prost::Message as _;
+use tonic::{Request, Response, Status};
+
+use super::pb;
+use crate::auth::bearer_credential;
+use crate::verifier::{Verdict, Verifier};
+
+/// The context extension naming the scopes a route requires.
+pub const REQUIRED_SCOPES: &str = "required_scopes";
+
+/// Headers set on an allowed request for the upstream service.
+pub const TOKEN_ID_HEADER: &str = "x-latchkey-token-id";
+pub const OWNER_HEADER: &str = "x-latchkey-owner";
+pub const SCOPES_HEADER: &str = "x-latchkey-scopes";
+
+pub struct ExtAuthzService {
+    verifier: Arc<Verifier>,
+    /// Remove the `authorization` header from allowed requests, so the
+    /// upstream never sees the token.
+    remove_authorization: bool,
+}
+
+impl ExtAuthzService {
+    pub fn new(verifier: Arc<Verifier>, remove_authorization: bool) -> Self {
+        ExtAuthzService {
+            verifier,
+            remove_authorization,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Authorization for ExtAuthzService {
+    async fn check(
+        &self,
+        request: Request<CheckRequest>,
+    ) -> Result<Response<CheckResponse>, Status> {
+        let request = request.into_inner();
+        let required: Vec<String> = request
+            .attributes
+            .as_ref()
+            .and_then(|a| a.context_extensions.get(REQUIRED_SCOPES))
+            .map(|s| s.split_whitespace().map(str::to_owned).collect())
+            .unwrap_or_default();
+        let Some(token) = request
+            .get_client_headers()
+            .and_then(|h| h.get("authorization"))
+            .and_then(|v| bearer_credential(v))
+        else {
+            return Ok(Response::new(denied(
+                HttpStatusCode::Unauthorized,
+                "Bearer realm=\"latchkey\"".to_owned(),
+                "missing_token",
+                "a bearer token is required",
+            )));
+        };
+        let checked = self
+            .verifier
+            .verify(token, &required)
+            .await
+            .map_err(|e| match e {
+                // The route's configuration, not the client, is at fault.
+                crate::error::Error::InvalidArgument { field, reason } => {
+                    let at = field.strip_prefix("required_scopes").unwrap_or_default();
+                    Status::invalid_argument(format!(
+                        "context_extensions.{REQUIRED_SCOPES}{at}: {reason}"
+                    ))
+                }
+                e => Status::from(e),
+            })?;
+        let answer = match (checked.verdict, checked.token) {
+            (Verdict::Valid, Some(known)) => {
+                let token = pb::Token::decode(known.snapshot.rendered())
+                    .map_err(|_| Status::internal("internal error"))?;
+                self.allowed(&token)
+            }
+            (Verdict::InsufficientScope, _) => denied(
+                HttpStatusCode::Forbidden,
+                format!(
+                    "Bearer realm=\"latchkey\", error=\"insufficient_scope\", scope=\"{}\"",
+                    required.join(" ")
+                ),
+                "insufficient_scope",
+                &format!("the token lacks {}", checked.missing_scopes.join(" ")),
+            ),
+            (verdict, _) => denied(
+                HttpStatusCode::Unauthorized,
+                "Bearer realm=\"latchkey\", error=\"invalid_token\"".to_owned(),
+                "invalid_token",
+                reason(verdict),
+            ),
+        };
+        Ok(Response::new(answer))
+    }
+}
+
+impl ExtAuthzService {
+    fn allowed(&self, token: &pb::Token) -> CheckResponse {
+        let headers = [
+            (TOKEN_ID_HEADER, token.id.clone()),
+            (OWNER_HEADER, token.owner.clone()),
+            (SCOPES_HEADER, token.scopes.join(" ")),
+        ]
+        .into_iter()
+        .map(|(k, v)| header(k, v))
+        .collect();
+        CheckResponse {
+            status: Some(rpc::Status {
+                code: tonic::Code::Ok.into(),
+                ..Default::default()
+            }),
+            http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
+                headers,
+                headers_to_remove: if self.remove_authorization {
+                    vec!["authorization".to_owned()]
+                } else {
+                    Vec::new()
+                },
+                ..Default::default()
+            })),
+            ..Default::default()
+        }
+    }
+}
+
+/// What the client is told about a token that was not accepted: no more
+/// than RFC 6750 allows, and the same for every kind of bad token.
+fn reason(verdict: Verdict) -> &'static str {
+    match verdict {
+        Verdict::Expired | Verdict::Inactive => "the token has expired",
+        Verdict::Revoked | Verdict::OwnerDisabled => "the token has been revoked",
+        _ => "the token is not valid",
+    }
+}
+
+/// Envoy's answer to the client: `status`, a `www-authenticate` challenge
+/// and a small JSON body. Envoy replaces any upstream header of these names
+/// with these values.
+fn denied(
+    status: HttpStatusCode,
+    challenge: String,
+    error: &str,
+    description: &str,
+) -> CheckResponse {
+    let body = serde_json::json!({ "error": error, "error_description": description }).to_string();
+    let code = if status == HttpStatusCode::Forbidden {
+        tonic::Code::PermissionDenied
+    } else {
+        tonic::Code::Unauthenticated
+    };
+    CheckResponse {
+        status: Some(rpc::Status {
+            code: code.into(),
+            message: description.to_owned(),
+            details: Vec::new(),
+        }),
+        http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
+            status: Some(HttpStatus {
+                code: status.into(),
+            }),
+            headers: vec![
+                header("www-authenticate", challenge),
+                header("content-type", "application/json".to_owned()),
+            ],
+            body,
+        })),
+        ..Default::default()
+    }
+}
+
+fn header(key: &str, value: String) -> HeaderValueOption {
+    HeaderValueOption {
+        header: Some(HeaderValue {
+            key: key.to_owned(),
+            value,
+            raw_value: Vec::new(),
+        }),
+        append_action: envoy_types::ext_authz::v3::pb::HeaderAppendAction::OverwriteIfExistsOrAdd
+            .into(),
+        ..Default::default()
+    }
+}
