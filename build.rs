@@ -20,6 +20,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out_dir.join("latchkey_descriptor.bin"),
         prost::Message::encode_to_vec(&descriptors),
     )?;
+    // Envoy's external authorization API, for reflection only (the Rust
+    // types come from the envoy-types crate).
+    let envoy = protox::compile(
+        ["envoy/service/auth/v3/external_auth.proto"],
+        ["proto/vendor"],
+    )?;
+    fs::write(
+        out_dir.join("envoy_ext_authz_descriptor.bin"),
+        prost::Message::encode_to_vec(&envoy),
+    )?;
     tonic_prost_build::configure()
         // These two carry a token secret: their Debug is written by hand in
         // `grpc::redact` so that it prints no secret.

@@ -300,6 +300,7 @@ impl Application {
             tonic_reflection::server::Builder::configure()
                 .register_encoded_file_descriptor_set(grpc::pb::FILE_DESCRIPTOR_SET)
                 .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(grpc::ENVOY_EXT_AUTHZ_DESCRIPTOR_SET)
                 // So clients can decode google.rpc.BadRequest error details.
                 .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
         };
@@ -388,6 +389,7 @@ async fn set_health(health: &HealthReporter, status: ServingStatus) {
         "",
         <TokenAdminServer<AdminService> as tonic::server::NamedService>::NAME,
         <TokenVerifyServer<VerifyService> as tonic::server::NamedService>::NAME,
+        <AuthorizationServer<ExtAuthzService> as tonic::server::NamedService>::NAME,
     ] {
         health.set_service_status(service, status).await;
     }

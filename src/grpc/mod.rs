@@ -43,5 +43,10 @@ pub mod pb {
     }
 }
 
+/// Encoded descriptors of Envoy's external authorization API and its
+/// imports, for server reflection.
+pub const ENVOY_EXT_AUTHZ_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/envoy_ext_authz_descriptor.bin"));
+
 /// Largest request message accepted, in bytes.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;

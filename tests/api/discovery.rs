@@ -8,10 +8,11 @@ use tonic_reflection::pb::{v1, v1alpha};
 
 use crate::helpers::*;
 
-const SERVICES: [&str; 4] = [
+const SERVICES: [&str; 5] = [
     "grpc.health.v1.Health",
     "latchkey.v1.TokenAdmin",
     "latchkey.v1.TokenVerify",
+    "envoy.service.auth.v3.Authorization",
     "grpc.reflection.v1.ServerReflection",
 ];
 
@@ -32,6 +33,11 @@ async fn reflection_v1_lists_the_services_and_describes_them() {
                 "latchkey.v1.TokenAdmin".into(),
             ),
         ),
+        ask(
+            v1::server_reflection_request::MessageRequest::FileContainingSymbol(
+                "envoy.service.auth.v3.Authorization".into(),
+            ),
+        ),
     ];
     let mut answers = client
         .server_reflection_info(tokio_stream::iter(requests))
@@ -48,6 +54,12 @@ async fn reflection_v1_lists_the_services_and_describes_them() {
         answers.message().await.unwrap().unwrap().message_response
     else {
         panic!("TokenAdmin is not described");
+    };
+    assert!(!files.file_descriptor_proto.is_empty());
+    let Some(v1::server_reflection_response::MessageResponse::FileDescriptorResponse(files)) =
+        answers.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("envoy's Authorization is not described, so grpcurl cannot call Check");
     };
     assert!(!files.file_descriptor_proto.is_empty());
 }
@@ -73,14 +85,19 @@ async fn reflection_v1alpha_lists_the_services() {
     else {
         panic!("no service list");
     };
-    assert_lists(list.service.into_iter().map(|s| s.name), &SERVICES[..3]);
+    assert_lists(list.service.into_iter().map(|s| s.name), &SERVICES[..4]);
 }
 
 #[tokio::test]
 async fn health_reports_serving_for_the_server_and_each_service() {
     let app = spawn_app(Backend::Sqlite).await;
     let mut health = HealthClient::new(app.channel.clone());
-    for service in ["", "latchkey.v1.TokenAdmin", "latchkey.v1.TokenVerify"] {
+    for service in [
+        "",
+        "latchkey.v1.TokenAdmin",
+        "latchkey.v1.TokenVerify",
+        "envoy.service.auth.v3.Authorization",
+    ] {
         let answer = health
             .check(HealthCheckRequest {
                 service: service.into(),
