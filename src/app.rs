@@ -29,6 +29,7 @@ use crate::config::Settings;
 use crate::grpc::pb::token_admin_server::TokenAdminServer;
 use crate::grpc::{self, AdminService, ExtAuthzService, TokenVerifyServer, VerifyService};
 use crate::lifecycle::Lifecycle;
+use crate::metrics::{CallTimer, Metrics};
 use crate::store::Store;
 use crate::tasks::change_feed::ChangeFeed;
 use crate::tasks::last_used::{LastUsed, LastUsedFlusher};
@@ -58,6 +59,9 @@ impl Default for Options {
 pub struct Application {
     listener: TcpListener,
     local_addr: SocketAddr,
+    metrics_listener: TcpListener,
+    metrics_addr: SocketAddr,
+    metrics: Arc<Metrics>,
     store: Store,
     verifier: Arc<Verifier>,
     lifecycle: Arc<Lifecycle>,
@@ -118,6 +122,7 @@ impl Application {
         let clock = options.clock;
         let last_used = Arc::new(LastUsed::new());
         let rekeys = Arc::new(Rekeys::new());
+        let metrics = Arc::new(Metrics::new());
         let freshness = Arc::new(Freshness::new(settings.changes.max_staleness));
         let verifier = Arc::new(
             Verifier::new(
@@ -135,6 +140,7 @@ impl Application {
             )
             .with_freshness(Arc::clone(&freshness))
             .with_rekeys(Arc::clone(&rekeys))
+            .with_metrics(Arc::clone(&metrics))
             .with_miss_hook(options.miss_hook),
         );
         let lifecycle = Arc::new(Lifecycle::new(
@@ -169,6 +175,14 @@ impl Application {
             .await
             .with_context(|| format!("binding {} (LATCHKEY_LISTEN_ADDR)", settings.listen_addr))?;
         let local_addr = listener.local_addr().context("reading the bound address")?;
+        let metrics_listener = TcpListener::bind(settings.metrics_addr)
+            .await
+            .with_context(|| {
+                format!("binding {} (LATCHKEY_METRICS_ADDR)", settings.metrics_addr)
+            })?;
+        let metrics_addr = metrics_listener
+            .local_addr()
+            .context("reading the bound metrics address")?;
         let change_feed = ChangeFeed {
             store: store.clone(),
             verifier: Arc::clone(&verifier),
@@ -179,10 +193,14 @@ impl Application {
             retention: settings.changes.retention,
             freshness,
             can_serve: tokio::sync::watch::Sender::new(true),
+            metrics: Arc::clone(&metrics),
         };
         Ok(Application {
             listener,
             local_addr,
+            metrics_listener,
+            metrics_addr,
+            metrics,
             store,
             verifier,
             lifecycle,
@@ -197,6 +215,11 @@ impl Application {
             remove_authorization: settings.ext_authz.remove_authorization,
             bootstrap_secret,
         })
+    }
+
+    /// The metrics address actually bound.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_addr
     }
 
     /// The address actually bound (useful with port 0).
@@ -223,6 +246,9 @@ impl Application {
         let Application {
             listener,
             local_addr,
+            metrics_listener,
+            metrics_addr,
+            metrics,
             store,
             verifier,
             lifecycle,
@@ -247,6 +273,8 @@ impl Application {
             interval: flush_interval,
             rekeys,
             primary_key_id: key_ids[0].clone(),
+            metrics: Arc::clone(&metrics),
+            clock: Arc::clone(&clock),
         };
         tasks.spawn({
             let (stop, failed) = (stop_tasks.clone(), failed.clone());
@@ -292,7 +320,12 @@ impl Application {
                     } else {
                         ServingStatus::NotServing
                     };
-                    set_health(&health, status).await;
+                    // The API services only: the server itself ("") stays
+                    // SERVING, so a liveness probe does not restart a
+                    // replica that waits for its database.
+                    for service in API_SERVICES {
+                        health.set_service_status(service, status).await;
+                    }
                 }
             }
         });
@@ -317,12 +350,29 @@ impl Application {
             key_ids,
         ))
         .max_decoding_message_size(grpc::MAX_MESSAGE_BYTES);
+        tasks.spawn({
+            let (metrics, verifier, stop) = (
+                Arc::clone(&metrics),
+                Arc::clone(&verifier),
+                stop_tasks.clone(),
+            );
+            let refresh = {
+                let metrics = Arc::clone(&metrics);
+                move || {
+                    let entries = i64::try_from(verifier.cache_entries()).unwrap_or(i64::MAX);
+                    metrics.cache_entries.set(entries);
+                }
+            };
+            tracing::info!(addr = %metrics_addr, "metrics on /metrics");
+            crate::metrics::serve(metrics_listener, metrics, refresh, stop)
+        });
         let ext_authz = AuthorizationServer::new(ExtAuthzService::new(
             Arc::clone(&verifier),
+            Arc::clone(&metrics),
             remove_authorization,
         ))
         .max_decoding_message_size(grpc::MAX_MESSAGE_BYTES);
-        let verify = TokenVerifyServer::new(VerifyService::new(verifier))
+        let verify = TokenVerifyServer::new(VerifyService::new(verifier, Arc::clone(&metrics)))
             .max_decoding_message_size(grpc::MAX_MESSAGE_BYTES);
 
         let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
@@ -346,6 +396,9 @@ impl Application {
         });
         tracing::info!(addr = %local_addr, "latchkey listening");
         let serve = Server::builder()
+            .layer(CallTimer {
+                metrics: Arc::clone(&metrics),
+            })
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -384,13 +437,16 @@ impl Application {
     }
 }
 
+/// The services that answer from the cache and the database.
+const API_SERVICES: [&str; 3] = [
+    <TokenAdminServer<AdminService> as tonic::server::NamedService>::NAME,
+    <TokenVerifyServer<VerifyService> as tonic::server::NamedService>::NAME,
+    <AuthorizationServer<ExtAuthzService> as tonic::server::NamedService>::NAME,
+];
+
 async fn set_health(health: &HealthReporter, status: ServingStatus) {
-    for service in [
-        "",
-        <TokenAdminServer<AdminService> as tonic::server::NamedService>::NAME,
-        <TokenVerifyServer<VerifyService> as tonic::server::NamedService>::NAME,
-        <AuthorizationServer<ExtAuthzService> as tonic::server::NamedService>::NAME,
-    ] {
+    health.set_service_status("", status).await;
+    for service in API_SERVICES {
         health.set_service_status(service, status).await;
     }
 }

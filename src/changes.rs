@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::clock::Timestamp;
 use crate::token::Digest;
 
 /// What a committed change touched.
@@ -27,6 +28,8 @@ pub enum Change {
 pub struct Logged {
     pub seq: i64,
     pub change: Change,
+    /// When it was written (the writer's clock).
+    pub time: Timestamp,
     /// Made by this process, which applied it to its cache as it made it.
     pub ours: bool,
 }
@@ -72,7 +75,7 @@ impl Follower {
     /// Takes what a read returned (rows above `seen`, and any of the gaps),
     /// and returns the changes other processes made that were not applied
     /// before, in log order.
-    pub fn accept(&mut self, rows: Vec<Logged>, now: Instant) -> Vec<Change> {
+    pub fn accept(&mut self, rows: Vec<Logged>, now: Instant) -> Vec<Logged> {
         let mut fresh = Vec::with_capacity(rows.len());
         let mut rows = rows;
         rows.sort_by_key(|r| r.seq);
@@ -87,7 +90,7 @@ impl Follower {
                 continue;
             }
             if !row.ours {
-                fresh.push(row.change);
+                fresh.push(row);
             }
         }
         self.gaps
@@ -146,14 +149,15 @@ mod tests {
         Logged {
             seq,
             change: Change::Owner(format!("o{seq}")),
+            time: Timestamp::EPOCH,
             ours: false,
         }
     }
 
-    fn owners(changes: &[Change]) -> Vec<String> {
+    fn owners(changes: &[Logged]) -> Vec<String> {
         changes
             .iter()
-            .map(|c| match c {
+            .map(|c| match &c.change {
                 Change::Owner(o) => o.clone(),
                 Change::Token(_) => unreachable!(),
             })

@@ -32,6 +32,7 @@ pub mod config;
 pub mod error;
 pub mod grpc;
 pub mod lifecycle;
+pub mod metrics;
 pub mod owner;
 pub mod store;
 pub mod tasks;

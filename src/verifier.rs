@@ -18,6 +18,7 @@ use crate::cache::{CacheConfig, Cached, VerifyCache};
 use crate::changes::Freshness;
 use crate::clock::Clock;
 use crate::error::Error;
+use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::tasks::last_used::{HoldsUses, LastUsed, UseCell};
 use crate::tasks::rekey::Rekeys;
@@ -121,6 +122,7 @@ pub struct Verifier {
     miss_hook: Option<MissHook>,
     freshness: Arc<Freshness>,
     rekeys: Arc<Rekeys>,
+    metrics: Arc<Metrics>,
 }
 
 impl Verifier {
@@ -145,6 +147,7 @@ impl Verifier {
             // Never stale until told how to judge it.
             freshness: Arc::new(Freshness::new(std::time::Duration::MAX)),
             rekeys: Arc::new(Rekeys::new()),
+            metrics: Arc::new(Metrics::new()),
         }
     }
 
@@ -161,6 +164,13 @@ impl Verifier {
     #[must_use]
     pub fn with_rekeys(mut self, rekeys: Arc<Rekeys>) -> Self {
         self.rekeys = rekeys;
+        self
+    }
+
+    /// Counts cache hits and misses, and times lookups, in `metrics`.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
         self
     }
 
@@ -194,10 +204,16 @@ impl Verifier {
             None
         };
         let cached = match hit {
-            Some(hit) => hit,
+            Some(hit) => {
+                self.metrics.cache_hits.inc();
+                hit
+            }
             // Boxed: the database read's state machine is large, and the hit
             // path should not carry (or move) it.
-            None => Box::pin(self.fill(token, digest)).await?,
+            None => {
+                self.metrics.cache_misses.inc();
+                Box::pin(self.fill(token, digest)).await?
+            }
         };
         let Cached::Known(snapshot) = cached else {
             return Ok(Verification::without_token(Verdict::Unknown));
@@ -241,6 +257,11 @@ impl Verifier {
         self.cache.invalidate(digest);
     }
 
+    /// Tokens and unknown digests cached now.
+    pub fn cache_entries(&self) -> u64 {
+        self.cache.entry_count()
+    }
+
     /// Drops every cached answer, and every fill under way: the fallback
     /// when the digests a change affects cannot be listed.
     pub fn forget_all(&self) {
@@ -271,7 +292,10 @@ impl Verifier {
 
     async fn fill(&self, token: &str, digest: Digest) -> Result<Cached<Snapshot>, Error> {
         let ticket = self.cache.begin_fill(&digest);
-        let found = self.store.find_by_digest(&digest).await?;
+        let started = Instant::now();
+        let found = self.store.find_by_digest(&digest).await;
+        self.metrics.lookup(started.elapsed(), found.is_err());
+        let found = found?;
         if found.is_none()
             && let Some(known) = self.find_under_older_key(token, digest).await?
         {

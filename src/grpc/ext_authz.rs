@@ -25,6 +25,7 @@ use tonic::{Request, Response, Status};
 
 use super::pb;
 use crate::auth::bearer_credential;
+use crate::metrics::{Api, Metrics};
 use crate::verifier::{Verdict, Verifier};
 
 /// The context extension naming the scopes a route requires.
@@ -37,15 +38,17 @@ pub const SCOPES_HEADER: &str = "x-latchkey-scopes";
 
 pub struct ExtAuthzService {
     verifier: Arc<Verifier>,
+    metrics: Arc<Metrics>,
     /// Remove the `authorization` header from allowed requests, so the
     /// upstream never sees the token.
     remove_authorization: bool,
 }
 
 impl ExtAuthzService {
-    pub fn new(verifier: Arc<Verifier>, remove_authorization: bool) -> Self {
+    pub fn new(verifier: Arc<Verifier>, metrics: Arc<Metrics>, remove_authorization: bool) -> Self {
         ExtAuthzService {
             verifier,
+            metrics,
             remove_authorization,
         }
     }
@@ -69,6 +72,7 @@ impl Authorization for ExtAuthzService {
             .and_then(|h| h.get("authorization"))
             .and_then(|v| bearer_credential(v))
         else {
+            self.metrics.verdict(Api::Check, Verdict::Malformed);
             return Ok(Response::new(denied(
                 HttpStatusCode::Unauthorized,
                 "Bearer realm=\"latchkey\"".to_owned(),
@@ -90,6 +94,7 @@ impl Authorization for ExtAuthzService {
                 }
                 e => Status::from(e),
             })?;
+        self.metrics.verdict(Api::Check, checked.verdict);
         let answer = match (checked.verdict, checked.token) {
             (Verdict::Valid, Some(known)) => {
                 let token = pb::Token::decode(known.snapshot.rendered())

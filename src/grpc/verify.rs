@@ -16,6 +16,7 @@ use tonic::{Request, Response, Status};
 
 use super::convert;
 use super::pb;
+use crate::metrics::{Api, Metrics};
 use crate::token::TokenRecord;
 use crate::verifier::{Known, Snapshot, Verdict, Verifier};
 
@@ -115,11 +116,12 @@ impl Message for VerifyReply {
 
 pub struct VerifyService {
     verifier: Arc<Verifier>,
+    metrics: Arc<Metrics>,
 }
 
 impl VerifyService {
-    pub fn new(verifier: Arc<Verifier>) -> Self {
-        VerifyService { verifier }
+    pub fn new(verifier: Arc<Verifier>, metrics: Arc<Metrics>) -> Self {
+        VerifyService { verifier, metrics }
     }
 }
 
@@ -134,6 +136,7 @@ impl TokenVerify for VerifyService {
             .verifier
             .verify(&req.token, &req.required_scopes)
             .await?;
+        self.metrics.verdict(Api::Verify, v.verdict);
         Ok(Response::new(VerifyReply::new(
             v.verdict,
             v.token,

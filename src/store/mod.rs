@@ -1185,6 +1185,7 @@ fn logged(row: token_changes::Model, origin: i64) -> Result<Logged> {
     Ok(Logged {
         seq: row.seq,
         change,
+        time: Timestamp::from_micros(row.time),
         ours: row.origin == origin,
     })
 }

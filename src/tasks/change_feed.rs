@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::changes::{Change, Follower, Freshness, GAP_TIMEOUT};
 use crate::clock::Clock;
+use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::verifier::Verifier;
 
@@ -43,6 +44,7 @@ pub struct ChangeFeed {
     /// unread past the staleness bound (so the cache is not trusted) while the
     /// database cannot be reached.
     pub can_serve: tokio::sync::watch::Sender<bool>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl ChangeFeed {
@@ -94,6 +96,7 @@ impl ChangeFeed {
                     last_read = Instant::now();
                 }
                 Err(e) => {
+                    self.metrics.change_log_read_errors.inc();
                     if !self.freshness.is_fresh(Instant::now()) {
                         self.can_serve
                             .send_if_modified(|serving| std::mem::replace(serving, false));
@@ -148,11 +151,13 @@ impl ChangeFeed {
                 .changes_since(follower.seen(), &follower.gaps(), PAGE)
                 .await?;
             let full = rows.len() as u64 == PAGE;
-            for change in follower.accept(rows, Instant::now()) {
-                match change {
+            for row in follower.accept(rows, Instant::now()) {
+                match row.change {
                     Change::Token(digest) => self.verifier.forget(&digest),
                     Change::Owner(owner) => self.verifier.forget_owner(&owner).await,
                 }
+                let lag = self.clock.now().saturating_since(row.time);
+                self.metrics.invalidation_lag.observe(lag.as_secs_f64());
             }
             if !full {
                 return Ok(());

@@ -14,7 +14,8 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::clock::Timestamp;
+use crate::clock::{Clock, Timestamp};
+use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::tasks::rekey::Rekeys;
 
@@ -115,6 +116,8 @@ pub struct LastUsedFlusher {
     pub rekeys: Arc<Rekeys>,
     /// The primary key's id, recorded with each moved token.
     pub primary_key_id: String,
+    pub metrics: Arc<Metrics>,
+    pub clock: Arc<dyn Clock>,
 }
 
 impl LastUsedFlusher {
@@ -167,8 +170,15 @@ impl LastUsedFlusher {
             return;
         }
         match self.store.record_last_used(&uses).await {
-            Ok(()) => tracing::debug!(tokens = uses.len(), "last-used times written"),
+            Ok(()) => {
+                tracing::debug!(tokens = uses.len(), "last-used times written");
+                if let Some(oldest) = uses.iter().map(|(_, t)| *t).min() {
+                    let lag = self.clock.now().saturating_since(oldest);
+                    self.metrics.last_used_flush_lag.observe(lag.as_secs_f64());
+                }
+            }
             Err(e) => {
+                self.metrics.last_used_write_errors.inc();
                 tracing::warn!(
                     tokens = uses.len(),
                     error = format!("{:#}", anyhow::Error::from(e)),

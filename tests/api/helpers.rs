@@ -207,6 +207,8 @@ impl MissGate {
 
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// Where `/metrics` is served.
+    pub metrics_addr: SocketAddr,
     /// A connection to the server, for clients of other services.
     pub channel: Channel,
     pub admin: TokenAdminClient<Channel>,
@@ -224,6 +226,7 @@ pub struct TestApp {
 pub fn test_settings(db: &TestDb) -> Settings {
     let mut s = Settings {
         listen_addr: "127.0.0.1:0".parse().unwrap(),
+        metrics_addr: "127.0.0.1:0".parse().unwrap(),
         database_url: db.url.clone(),
         hmac_key: Some(Sensitive::new(HMAC_KEY)),
         admin_token: Some(Sensitive::new(ADMIN_TOKEN)),
@@ -275,6 +278,7 @@ pub async fn try_spawn_app_on(db: Arc<TestDb>, settings: Settings) -> anyhow::Re
     };
     let mut app = Application::build_with(settings.clone(), options).await?;
     let addr = app.local_addr();
+    let metrics_addr = app.metrics_addr();
     let bootstrap_secret = app.take_bootstrap_secret().map(|s| s.expose().to_owned());
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async {
@@ -285,6 +289,7 @@ pub async fn try_spawn_app_on(db: Arc<TestDb>, settings: Settings) -> anyhow::Re
         .await?;
     Ok(TestApp {
         addr,
+        metrics_addr,
         admin: TokenAdminClient::new(channel.clone()),
         verifier: TokenVerifyClient::new(channel.clone()),
         channel,

@@ -14,6 +14,7 @@ mod keys;
 mod lifecycle;
 mod limits;
 mod listing;
+mod metrics;
 mod outage;
 mod owners;
 mod persistence;

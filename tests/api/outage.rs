@@ -169,13 +169,22 @@ struct Seen {
     revoked: Vec<(Instant, String, Result<(), Code>)>,
 }
 
+/// Readiness: TokenVerify's health. (The server's own, "", stays SERVING so
+/// that a liveness probe does not restart a replica waiting for its
+/// database.)
 async fn health(replica: &Replica) -> ServingStatus {
-    HealthClient::new(replica.channel.clone())
-        .check(HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .map_or(ServingStatus::Unknown, |r| r.into_inner().status())
+    let ask = |service: &str| {
+        let mut client = HealthClient::new(replica.channel.clone());
+        let service = service.to_owned();
+        async move {
+            client
+                .check(HealthCheckRequest { service })
+                .await
+                .map_or(ServingStatus::Unknown, |r| r.into_inner().status())
+        }
+    };
+    assert_eq!(ask("").await, ServingStatus::Serving, "liveness");
+    ask("latchkey.v1.TokenVerify").await
 }
 
 async fn try_verify(replica: &Replica, secret: &str) -> Result<Verdict, Code> {

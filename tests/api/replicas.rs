@@ -62,6 +62,7 @@ impl Replica {
             .env("LATCHKEY_HMAC_KEY", HMAC_KEY)
             .env("LATCHKEY_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("LATCHKEY_LISTEN_ADDR", "127.0.0.1:0")
+            .env("LATCHKEY_METRICS_ADDR", "127.0.0.1:0")
             .env("LATCHKEY_LOG_FORMAT", "json")
             .env("LATCHKEY_CACHE__TTL", "1h")
             .env("RUST_LOG", "info")

@@ -68,6 +68,7 @@ async fn sigterm_drains_and_flushes_last_use(backend: Backend) {
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("LATCHKEY_LISTEN_ADDR", "127.0.0.1:0")
+        .env("LATCHKEY_METRICS_ADDR", "127.0.0.1:0")
         .env("LATCHKEY_DATABASE_URL", &db.url)
         .env("LATCHKEY_HMAC_KEY", HMAC_KEY)
         .env("LATCHKEY_LOG_FORMAT", "json")

@@ -1,0 +1,346 @@
+//! Prometheus metrics, served as text on `LATCHKEY_METRICS_ADDR` (`/metrics`).
+//!
+//! One registry per application (tests run several in one process). Every
+//! handle the request paths touch is resolved once here, so recording is an
+//! atomic add (counters) or a lock-free observation (histograms).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prometheus::{
+    Encoder as _, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Opts, Registry, TextEncoder,
+};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::verifier::Verdict;
+
+/// Latency buckets for calls and queries: 25 µs to about 1.6 s.
+fn latency_buckets() -> Vec<f64> {
+    prometheus::exponential_buckets(0.000_025, 2.0, 17).expect("valid buckets")
+}
+
+/// Lag buckets (flushes, invalidations): 1 ms to about 65 s.
+fn lag_buckets() -> Vec<f64> {
+    prometheus::exponential_buckets(0.001, 2.0, 17).expect("valid buckets")
+}
+
+/// Most methods timed under their own name; others count as `other`.
+const MAX_CALL_SERIES: usize = 64;
+
+const VERDICTS: [Verdict; 8] = [
+    Verdict::Valid,
+    Verdict::Malformed,
+    Verdict::Unknown,
+    Verdict::Revoked,
+    Verdict::Expired,
+    Verdict::OwnerDisabled,
+    Verdict::Inactive,
+    Verdict::InsufficientScope,
+];
+
+fn verdict_label(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Valid => "valid",
+        Verdict::Malformed => "malformed",
+        Verdict::Unknown => "unknown",
+        Verdict::Revoked => "revoked",
+        Verdict::Expired => "expired",
+        Verdict::OwnerDisabled => "owner_disabled",
+        Verdict::Inactive => "inactive",
+        Verdict::InsufficientScope => "insufficient_scope",
+    }
+}
+
+/// Which API answered a verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Api {
+    Verify = 0,
+    Check = 1,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    /// `[api][verdict]`, resolved up front.
+    verdicts: [[IntCounter; VERDICTS.len()]; 2],
+    calls: HistogramVec,
+    /// Handles of `calls` by gRPC path, resolved as paths are first seen.
+    call_handles: std::sync::RwLock<HashMap<String, Histogram>>,
+    pub cache_hits: IntCounter,
+    pub cache_misses: IntCounter,
+    pub cache_entries: IntGauge,
+    lookups: Histogram,
+    lookup_errors: IntCounter,
+    pub last_used_flush_lag: Histogram,
+    pub last_used_write_errors: IntCounter,
+    pub invalidation_lag: Histogram,
+    pub change_log_read_errors: IntCounter,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// # Panics
+    /// Never: every metric's name and labels are fixed and distinct.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let verdicts_vec = IntCounterVec::new(
+            Opts::new(
+                "latchkey_verdicts_total",
+                "Verdicts answered, by API (verify or check) and verdict",
+            ),
+            &["api", "verdict"],
+        )
+        .expect("valid metric");
+        let verdicts = [Api::Verify, Api::Check].map(|api| {
+            let api = if api == Api::Verify {
+                "verify"
+            } else {
+                "check"
+            };
+            VERDICTS.map(|v| verdicts_vec.with_label_values(&[api, verdict_label(v)]))
+        });
+        let calls = HistogramVec::new(
+            HistogramOpts::new(
+                "latchkey_grpc_call_duration_seconds",
+                "gRPC calls by method, from request to response headers",
+            )
+            .buckets(latency_buckets()),
+            &["method"],
+        )
+        .expect("valid metric");
+        let counter = |name: &str, help: &str| IntCounter::new(name, help).expect("valid metric");
+        let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
+            Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+                .expect("valid metric")
+        };
+        let metrics = Metrics {
+            verdicts,
+            call_handles: std::sync::RwLock::new(HashMap::new()),
+            cache_hits: counter(
+                "latchkey_cache_hits_total",
+                "Verify and Check answered from the cache",
+            ),
+            cache_misses: counter(
+                "latchkey_cache_misses_total",
+                "Verify and Check that read the database",
+            ),
+            cache_entries: IntGauge::new(
+                "latchkey_cache_entries",
+                "Tokens and unknown digests in the cache",
+            )
+            .expect("valid metric"),
+            lookups: histogram(
+                "latchkey_db_lookup_duration_seconds",
+                "Cache misses' database lookups, including the wait for a lookup connection",
+                latency_buckets(),
+            ),
+            lookup_errors: counter(
+                "latchkey_db_lookup_errors_total",
+                "Cache misses whose database lookup failed",
+            ),
+            last_used_flush_lag: histogram(
+                "latchkey_last_used_flush_lag_seconds",
+                "Age of the oldest use in each last-used write when it is written",
+                lag_buckets(),
+            ),
+            last_used_write_errors: counter(
+                "latchkey_last_used_write_errors_total",
+                "Last-used writes that failed (retried with the next flush)",
+            ),
+            invalidation_lag: histogram(
+                "latchkey_invalidation_lag_seconds",
+                "From a change's commit elsewhere to this replica dropping its cache entries",
+                lag_buckets(),
+            ),
+            change_log_read_errors: counter(
+                "latchkey_change_log_read_errors_total",
+                "Reads of the change log that failed",
+            ),
+            calls,
+            registry,
+        };
+        let collectors: [Box<dyn prometheus::core::Collector>; 10] = [
+            Box::new(verdicts_vec),
+            Box::new(metrics.calls.clone()),
+            Box::new(metrics.cache_hits.clone()),
+            Box::new(metrics.cache_misses.clone()),
+            Box::new(metrics.cache_entries.clone()),
+            Box::new(metrics.lookups.clone()),
+            Box::new(metrics.lookup_errors.clone()),
+            Box::new(metrics.last_used_flush_lag.clone()),
+            Box::new(metrics.invalidation_lag.clone()),
+            Box::new(metrics.change_log_read_errors.clone()),
+        ];
+        for c in collectors {
+            metrics.registry.register(c).expect("distinct metrics");
+        }
+        metrics
+            .registry
+            .register(Box::new(metrics.last_used_write_errors.clone()))
+            .expect("distinct metrics");
+        metrics
+    }
+
+    pub fn verdict(&self, api: Api, verdict: Verdict) {
+        let at = VERDICTS.iter().position(|v| *v == verdict).unwrap_or(0);
+        self.verdicts[api as usize][at].inc();
+    }
+
+    /// Records a cache miss's lookup and whether it failed.
+    pub fn lookup(&self, took: Duration, failed: bool) {
+        self.lookups.observe(took.as_secs_f64());
+        if failed {
+            self.lookup_errors.inc();
+        }
+    }
+
+    /// The histogram of calls to `path`.
+    pub fn call_histogram(&self, path: &str) -> Histogram {
+        if let Some(h) = self
+            .call_handles
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(path)
+        {
+            return h.clone();
+        }
+        // Only the server's own services get a series of their own, and
+        // only so many: whatever paths clients send, the series stay few.
+        let mut handles = self
+            .call_handles
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let ours = ["/latchkey.", "/grpc.", "/envoy."]
+            .iter()
+            .any(|p| path.starts_with(p));
+        if !ours || handles.len() >= MAX_CALL_SERIES {
+            return self.calls.with_label_values(&["other"]);
+        }
+        let handle = self.calls.with_label_values(&[path]);
+        handles.insert(path.to_owned(), handle.clone());
+        handle
+    }
+
+    /// The metrics in Prometheus' text format.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        // Encoding into memory cannot fail.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// Serves `/metrics` on `listener` until `shutdown`; `refresh` runs before
+/// each scrape (to read gauges such as the cache's size).
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    refresh: impl Fn() + Send + Sync + 'static,
+    shutdown: CancellationToken,
+) {
+    use http_body_util::Full;
+    use hyper::body::Bytes;
+    use hyper::{Response, StatusCode};
+
+    let refresh = Arc::new(refresh);
+    loop {
+        let (stream, _) = tokio::select! {
+            () = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting a metrics connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let (metrics, refresh) = (Arc::clone(&metrics), Arc::clone(&refresh));
+        let service = hyper::service::service_fn(move |request: hyper::Request<_>| {
+            let answer = if request.uri().path() == "/metrics" {
+                refresh();
+                Response::builder()
+                    .header("content-type", prometheus::TEXT_FORMAT)
+                    .body(Full::new(Bytes::from(metrics.render())))
+            } else {
+                Response::builder()
+                    .status(StatusCode::NOT_FOUND)
+                    .body(Full::new(Bytes::from_static(b"not found; try /metrics\n")))
+            };
+            std::future::ready(answer)
+        });
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let connection = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                _ = connection => {}
+            }
+        });
+    }
+}
+
+/// Times gRPC calls by path: a tower layer around the whole server.
+#[derive(Clone)]
+pub struct CallTimer {
+    pub metrics: Arc<Metrics>,
+}
+
+impl<S> tower_layer::Layer<S> for CallTimer {
+    type Service = TimedService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        TimedService {
+            inner,
+            metrics: Arc::clone(&self.metrics),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct TimedService<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+}
+
+impl<S, B> tower_service::Service<hyper::Request<B>> for TimedService<S>
+where
+    S: tower_service::Service<hyper::Request<B>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: hyper::Request<B>) -> Self::Future {
+        let started = Instant::now();
+        let timer = self.metrics.call_histogram(request.uri().path());
+        let future = self.inner.call(request);
+        Box::pin(async move {
+            let answer = future.await;
+            timer.observe(started.elapsed().as_secs_f64());
+            answer
+        })
+    }
+}
