@@ -34,6 +34,7 @@ use crate::store::Store;
 use crate::tasks::change_feed::ChangeFeed;
 use crate::tasks::last_used::{LastUsed, LastUsedFlusher};
 use crate::tasks::rekey::Rekeys;
+use crate::tls::ReloadingTls;
 use crate::token::{KeyRing, Secret, TokenKey};
 use crate::verifier::{MissHook, Verifier};
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;
@@ -75,6 +76,7 @@ pub struct Application {
     change_feed: ChangeFeed,
     drain_timeout: Duration,
     remove_authorization: bool,
+    tls: Option<ReloadingTls>,
     bootstrap_secret: Option<Secret>,
 }
 
@@ -94,6 +96,12 @@ impl Application {
         let prefix = settings.prefix()?;
         let keys = resolve_hmac_keys(&settings)?;
         let key = keys.primary().clone();
+        let tls = settings
+            .tls
+            .files()
+            .map(ReloadingTls::new)
+            .transpose()
+            .context("loading TLS (LATCHKEY_TLS__*)")?;
         tracing::info!(
             primary = key.id(),
             older = ?&keys.ids()[1..],
@@ -213,6 +221,7 @@ impl Application {
             change_feed,
             drain_timeout: settings.shutdown.drain_timeout,
             remove_authorization: settings.ext_authz.remove_authorization,
+            tls,
             bootstrap_secret,
         })
     }
@@ -261,6 +270,7 @@ impl Application {
             change_feed,
             drain_timeout,
             remove_authorization,
+            tls,
             bootstrap_secret: _,
         } = self;
 
@@ -389,13 +399,7 @@ impl Application {
                 let _ = draining_tx.send(());
             }
         };
-        let incoming = TcpListenerStream::new(listener).map(|conn| {
-            let conn = conn?;
-            conn.set_nodelay(true)?;
-            Ok::<_, std::io::Error>(conn)
-        });
-        tracing::info!(addr = %local_addr, "latchkey listening");
-        let serve = Server::builder()
+        let router = Server::builder()
             .layer(CallTimer {
                 metrics: Arc::clone(&metrics),
             })
@@ -404,8 +408,28 @@ impl Application {
             .add_service(reflection_v1alpha)
             .add_service(admin)
             .add_service(verify)
-            .add_service(ext_authz)
-            .serve_with_incoming_shutdown(incoming, stop_serving);
+            .add_service(ext_authz);
+        tracing::info!(addr = %local_addr, tls = tls.is_some(), "latchkey listening");
+        let serve: std::pin::Pin<
+            Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>,
+        > = match tls {
+            None => {
+                let incoming = TcpListenerStream::new(listener).map(|conn| {
+                    let conn = conn?;
+                    conn.set_nodelay(true)?;
+                    Ok::<_, std::io::Error>(conn)
+                });
+                Box::pin(router.serve_with_incoming_shutdown(incoming, stop_serving))
+            }
+            Some(tls) => {
+                tasks.spawn(tls.clone().watch(stop_tasks.clone()));
+                let (handshaken, incoming) = tokio::sync::mpsc::channel(64);
+                tasks.spawn(accept_tls(listener, tls, handshaken, stop_tasks.clone()));
+                let incoming = tokio_stream::wrappers::ReceiverStream::new(incoming)
+                    .map(Ok::<_, std::io::Error>);
+                Box::pin(router.serve_with_incoming_shutdown(incoming, stop_serving))
+            }
+        };
         let drain_deadline = async move {
             if draining_rx.await.is_err() {
                 std::future::pending::<()>().await;
@@ -434,6 +458,38 @@ impl Application {
             bail!("a critical background task stopped early");
         }
         served
+    }
+}
+
+/// Accepts connections and completes their TLS handshakes concurrently (a
+/// slow client holds up no one), handing finished ones to the server.
+async fn accept_tls(
+    listener: TcpListener,
+    tls: ReloadingTls,
+    handshaken: tokio::sync::mpsc::Sender<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>,
+    stop: CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            () = stop.cancelled() => return,
+            () = handshaken.closed() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "accepting a connection");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let (tls, handshaken) = (tls.clone(), handshaken.clone());
+        tokio::spawn(async move {
+            if let Some(stream) = tls.accept(stream).await {
+                let _ = handshaken.send(stream).await;
+            }
+        });
     }
 }
 

@@ -51,6 +51,7 @@ pub struct Settings {
     pub last_used: LastUsedSettings,
     pub changes: ChangesSettings,
     pub ext_authz: ExtAuthzSettings,
+    pub tls: TlsSettings,
     pub policy: Policy,
     pub limits: Limits,
     pub shutdown: ShutdownSettings,
@@ -74,6 +75,7 @@ impl Default for Settings {
             last_used: LastUsedSettings::default(),
             changes: ChangesSettings::default(),
             ext_authz: ExtAuthzSettings::default(),
+            tls: TlsSettings::default(),
             policy: Policy::default(),
             limits: Limits::default(),
             shutdown: ShutdownSettings::default(),
@@ -128,6 +130,30 @@ impl Default for LastUsedSettings {
         LastUsedSettings {
             flush_interval: Duration::from_secs(5),
         }
+    }
+}
+
+/// TLS for the gRPC server; off unless a certificate and key are given.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSettings {
+    /// PEM certificate chain, the server's first.
+    pub cert_file: Option<std::path::PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Option<std::path::PathBuf>,
+    /// PEM CA certificates: with it, every client must present a certificate
+    /// one of them signed (mTLS).
+    pub client_ca_file: Option<std::path::PathBuf>,
+}
+
+impl TlsSettings {
+    /// The files, if TLS is on.
+    pub fn files(&self) -> Option<crate::tls::TlsFiles> {
+        Some(crate::tls::TlsFiles {
+            cert: self.cert_file.clone()?,
+            key: self.key_file.clone()?,
+            client_ca: self.client_ca_file.clone(),
+        })
     }
 }
 
@@ -293,6 +319,12 @@ impl Settings {
         }
         if self.last_used.flush_interval.is_zero() {
             bail!("last_used.flush_interval must be positive");
+        }
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            bail!("tls.cert_file and tls.key_file go together: set both or neither");
+        }
+        if self.tls.client_ca_file.is_some() && self.tls.cert_file.is_none() {
+            bail!("tls.client_ca_file needs tls.cert_file and tls.key_file");
         }
         if self.changes.poll_interval.is_zero() {
             bail!("changes.poll_interval must be positive");

@@ -37,6 +37,7 @@ pub mod owner;
 pub mod store;
 pub mod tasks;
 pub mod telemetry;
+pub mod tls;
 pub mod token;
 pub mod verifier;
 

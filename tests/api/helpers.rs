@@ -284,9 +284,14 @@ pub async fn try_spawn_app_on(db: Arc<TestDb>, settings: Settings) -> anyhow::Re
     let server = tokio::spawn(app.run_until_stopped(async {
         let _ = stopped.await;
     }));
-    let channel = Channel::from_shared(format!("http://{addr}"))?
-        .connect()
-        .await?;
+    let endpoint = Channel::from_shared(format!("http://{addr}"))?;
+    // A TLS server is reached by the test's own channels; this plaintext
+    // one would fail its handshake.
+    let channel = if settings.tls.cert_file.is_some() {
+        endpoint.connect_lazy()
+    } else {
+        endpoint.connect().await?
+    };
     Ok(TestApp {
         addr,
         metrics_addr,

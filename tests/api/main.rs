@@ -23,5 +23,6 @@ mod replicas;
 mod seeding;
 mod shutdown;
 mod store_status;
+mod tls;
 mod verify;
 mod workflows;
