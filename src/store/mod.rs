@@ -395,25 +395,35 @@ impl Store {
     /// # Errors
     /// On a database fault.
     pub async fn change_log_start(&self, settled: Timestamp) -> Result<i64> {
-        let settled_max: Option<i64> = token_changes::Entity::find()
-            .select_only()
-            .column_as(token_changes::Column::Seq.max(), "seq")
-            .filter(token_changes::Column::Time.lt(settled.as_micros()))
-            .into_tuple()
-            .one(&self.db)
+        let settled_only =
+            Condition::all().add(token_changes::Column::Time.lt(settled.as_micros()));
+        if let Some(seq) = self
+            .change_seq(token_changes::Column::Seq.max(), settled_only)
             .await?
-            .flatten();
-        if let Some(seq) = settled_max {
+        {
             return Ok(seq);
         }
-        let oldest: Option<i64> = token_changes::Entity::find()
+        let oldest = self
+            .change_seq(token_changes::Column::Seq.min(), Condition::all())
+            .await?;
+        Ok(oldest.map_or(0, |seq| seq - 1))
+    }
+
+    /// `aggregate` (MIN or MAX) of the change log's numbers over the rows
+    /// `matching`; `None` if there are none.
+    async fn change_seq(
+        &self,
+        aggregate: sea_orm::sea_query::SimpleExpr,
+        matching: Condition,
+    ) -> Result<Option<i64>> {
+        Ok(token_changes::Entity::find()
             .select_only()
-            .column_as(token_changes::Column::Seq.min(), "seq")
+            .column_as(aggregate, "seq")
+            .filter(matching)
             .into_tuple()
             .one(&self.db)
             .await?
-            .flatten();
-        Ok(oldest.map_or(0, |seq| seq - 1))
+            .flatten())
     }
 
     /// Up to `limit` changes numbered above `after` or among `also`, in order.
@@ -442,13 +452,9 @@ impl Store {
     /// # Errors
     /// On a database fault.
     pub async fn prune_changes(&self, before: Timestamp) -> Result<u64> {
-        let newest: Option<i64> = token_changes::Entity::find()
-            .select_only()
-            .column_as(token_changes::Column::Seq.max(), "seq")
-            .into_tuple()
-            .one(&self.db)
-            .await?
-            .flatten();
+        let newest = self
+            .change_seq(token_changes::Column::Seq.max(), Condition::all())
+            .await?;
         let Some(newest) = newest else {
             return Ok(0);
         };
@@ -468,11 +474,11 @@ impl Store {
     pub async fn change_listener(&self, url: &str) -> Result<ChangeListener> {
         let mut listener = sea_orm::sqlx::postgres::PgListener::connect(url)
             .await
-            .map_err(|e| StoreError::Unavailable(DbErr::Conn(RuntimeErr::SqlxError(e.into()))))?;
+            .map_err(listener_lost)?;
         listener
             .listen(CHANGES_CHANNEL)
             .await
-            .map_err(|e| StoreError::Unavailable(DbErr::Conn(RuntimeErr::SqlxError(e.into()))))?;
+            .map_err(listener_lost)?;
         Ok(ChangeListener { listener })
     }
 
@@ -699,8 +705,13 @@ impl ChangeListener {
             .try_recv()
             .await
             .map(|n| n.is_some())
-            .map_err(|e| StoreError::Unavailable(DbErr::Conn(RuntimeErr::SqlxError(e.into()))))
+            .map_err(listener_lost)
     }
+}
+
+/// The listening connection failed: the database is unreachable to it.
+fn listener_lost(e: sea_orm::sqlx::Error) -> StoreError {
+    StoreError::Unavailable(DbErr::Conn(RuntimeErr::SqlxError(e.into())))
 }
 
 /// One change in progress: a database transaction. Every method that changes
