@@ -286,31 +286,21 @@ impl Application {
             metrics: Arc::clone(&metrics),
             clock: Arc::clone(&clock),
         };
-        tasks.spawn({
-            let (stop, failed) = (stop_tasks.clone(), failed.clone());
-            async move {
-                let result = flusher.run(stop.clone()).await;
-                if !stop.is_cancelled() {
-                    tracing::error!(
-                        ?result,
-                        "the last-used flusher stopped early; shutting down"
-                    );
-                    failed.cancel();
-                }
-            }
-        });
-
+        spawn_critical(
+            &tasks,
+            "the last-used flusher",
+            flusher.run(stop_tasks.clone()),
+            &stop_tasks,
+            &failed,
+        );
         let mut can_serve = change_feed.can_serve.subscribe();
-        tasks.spawn({
-            let (stop, failed) = (stop_tasks.clone(), failed.clone());
-            async move {
-                let result = change_feed.run(stop.clone()).await;
-                if !stop.is_cancelled() {
-                    tracing::error!(?result, "the change feed stopped early; shutting down");
-                    failed.cancel();
-                }
-            }
-        });
+        spawn_critical(
+            &tasks,
+            "the change feed",
+            change_feed.run(stop_tasks.clone()),
+            &stop_tasks,
+            &failed,
+        );
 
         let (health, health_service) = tonic_health::server::health_reporter();
         set_health(&health, ServingStatus::Serving).await;
@@ -459,6 +449,25 @@ impl Application {
         }
         served
     }
+}
+
+/// Runs a background task the server cannot do without: if it ends before
+/// `stop`, the server shuts down (`failed`).
+fn spawn_critical(
+    tasks: &TaskTracker,
+    name: &'static str,
+    task: impl Future<Output = anyhow::Result<()>> + Send + 'static,
+    stop: &CancellationToken,
+    failed: &CancellationToken,
+) {
+    let (stop, failed) = (stop.clone(), failed.clone());
+    tasks.spawn(async move {
+        let result = task.await;
+        if !stop.is_cancelled() {
+            tracing::error!(?result, "{name} stopped early; shutting down");
+            failed.cancel();
+        }
+    });
 }
 
 /// Accepts connections and completes their TLS handshakes concurrently (a
