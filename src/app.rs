@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
+use zeroize::Zeroizing;
 
 use crate::auth::AdminAuth;
 use crate::cache::CacheConfig;
@@ -25,10 +26,12 @@ use crate::changes::Freshness;
 use crate::clock::{Clock, SystemClock};
 #[cfg(test)]
 use crate::config::Sensitive;
-use crate::config::Settings;
+use crate::config::{ServerSettings, Settings};
+use crate::connections::{Admitted, ConnectionLimit};
 use crate::grpc::pb::token_admin_server::TokenAdminServer;
 use crate::grpc::{self, AdminService, ExtAuthzService, TokenVerifyServer, VerifyService};
 use crate::lifecycle::Lifecycle;
+use crate::lookups::LookupLimit;
 use crate::metrics::{CallTimer, Metrics};
 use crate::store::Store;
 use crate::tasks::change_feed::ChangeFeed;
@@ -76,6 +79,7 @@ pub struct Application {
     change_feed: ChangeFeed,
     drain_timeout: Duration,
     remove_authorization: bool,
+    limits: ServerSettings,
     tls: Option<ReloadingTls>,
     bootstrap_secret: Option<Secret>,
 }
@@ -149,6 +153,10 @@ impl Application {
             .with_freshness(Arc::clone(&freshness))
             .with_rekeys(Arc::clone(&rekeys))
             .with_metrics(Arc::clone(&metrics))
+            .with_lookup_limit(LookupLimit::new(
+                settings.lookups.max_pending,
+                settings.lookups.max_per_second,
+            ))
             .with_miss_hook(options.miss_hook),
         );
         let lifecycle = Arc::new(Lifecycle::new(
@@ -221,6 +229,7 @@ impl Application {
             change_feed,
             drain_timeout: settings.shutdown.drain_timeout,
             remove_authorization: settings.ext_authz.remove_authorization,
+            limits: settings.server,
             tls,
             bootstrap_secret,
         })
@@ -270,6 +279,7 @@ impl Application {
             change_feed,
             drain_timeout,
             remove_authorization,
+            limits,
             tls,
             bootstrap_secret: _,
         } = self;
@@ -390,6 +400,11 @@ impl Application {
             }
         };
         let router = Server::builder()
+            .max_concurrent_streams(limits.max_concurrent_streams)
+            .timeout(limits.request_timeout)
+            .http2_max_header_list_size(limits.max_header_bytes)
+            .http2_keepalive_interval(Some(limits.keepalive_interval))
+            .http2_keepalive_timeout(Some(limits.keepalive_timeout))
             .layer(CallTimer {
                 metrics: Arc::clone(&metrics),
             })
@@ -399,22 +414,32 @@ impl Application {
             .add_service(admin)
             .add_service(verify)
             .add_service(ext_authz);
+        let connections = ConnectionLimit::new(limits.max_connections);
         tracing::info!(addr = %local_addr, tls = tls.is_some(), "latchkey listening");
         let serve: std::pin::Pin<
             Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>,
         > = match tls {
             None => {
-                let incoming = TcpListenerStream::new(listener).map(|conn| {
-                    let conn = conn?;
-                    conn.set_nodelay(true)?;
-                    Ok::<_, std::io::Error>(conn)
+                let incoming = TcpListenerStream::new(listener).filter_map(move |conn| {
+                    let conn = match conn {
+                        Ok(conn) => conn,
+                        Err(e) => return Some(Err(e)),
+                    };
+                    let admitted = connections.admit(conn)?;
+                    Some(admitted.inner().set_nodelay(true).map(|()| admitted))
                 });
                 Box::pin(router.serve_with_incoming_shutdown(incoming, stop_serving))
             }
             Some(tls) => {
                 tasks.spawn(tls.clone().watch(stop_tasks.clone()));
                 let (handshaken, incoming) = tokio::sync::mpsc::channel(64);
-                tasks.spawn(accept_tls(listener, tls, handshaken, stop_tasks.clone()));
+                tasks.spawn(accept_tls(
+                    listener,
+                    tls,
+                    connections,
+                    handshaken,
+                    stop_tasks.clone(),
+                ));
                 let incoming = tokio_stream::wrappers::ReceiverStream::new(incoming)
                     .map(Ok::<_, std::io::Error>);
                 Box::pin(router.serve_with_incoming_shutdown(incoming, stop_serving))
@@ -475,7 +500,10 @@ fn spawn_critical(
 async fn accept_tls(
     listener: TcpListener,
     tls: ReloadingTls,
-    handshaken: tokio::sync::mpsc::Sender<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>,
+    connections: ConnectionLimit,
+    handshaken: tokio::sync::mpsc::Sender<
+        Admitted<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>,
+    >,
     stop: CancellationToken,
 ) {
     loop {
@@ -492,11 +520,17 @@ async fn accept_tls(
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
+        // The place is taken before the handshake: handshakes in progress
+        // count as connections.
+        let Some(admitted) = connections.admit(stream) else {
+            continue;
+        };
+        let _ = admitted.inner().set_nodelay(true);
         let (tls, handshaken) = (tls.clone(), handshaken.clone());
         tokio::spawn(async move {
+            let (stream, place) = admitted.into_parts();
             if let Some(stream) = tls.accept(stream).await {
-                let _ = handshaken.send(stream).await;
+                let _ = handshaken.send(Admitted::new(stream, place)).await;
             }
         });
     }
@@ -559,17 +593,19 @@ fn resolve_hmac_keys(settings: &Settings) -> anyhow::Result<KeyRing> {
     let listed = if let Some(keys) = &settings.hmac_keys {
         Some((
             "LATCHKEY_HMAC_KEYS",
-            keys.expose().split(',').map(str::to_owned).collect(),
+            Zeroizing::new(keys.expose().split(',').map(str::to_owned).collect()),
         ))
     } else if let Some(path) = &settings.hmac_keys_file {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading LATCHKEY_HMAC_KEYS_FILE {}", path.display()))?;
+        let text = Zeroizing::new(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading LATCHKEY_HMAC_KEYS_FILE {}", path.display()))?,
+        );
         let lines = text
             .lines()
             .map(|l| l.split('#').next().unwrap_or_default().trim().to_owned())
             .filter(|l| !l.is_empty())
             .collect::<Vec<_>>();
-        Some(("LATCHKEY_HMAC_KEYS_FILE", lines))
+        Some(("LATCHKEY_HMAC_KEYS_FILE", Zeroizing::new(lines)))
     } else {
         None
     };
@@ -640,6 +676,7 @@ fn load_or_create_key_file(path: &Path) -> anyhow::Result<TokenKey> {
     {
         Ok(mut file) => {
             let (key, encoded) = TokenKey::generate().context("generating an HMAC key")?;
+            let encoded = Zeroizing::new(encoded);
             file.write_all(encoded.as_bytes())
                 .and_then(|()| file.sync_all())
                 .with_context(|| format!("writing the HMAC key to {}", path.display()))?;
@@ -651,8 +688,10 @@ fn load_or_create_key_file(path: &Path) -> anyhow::Result<TokenKey> {
             Ok(key)
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            let encoded = std::fs::read_to_string(path)
-                .with_context(|| format!("reading the HMAC key from {}", path.display()))?;
+            let encoded = Zeroizing::new(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("reading the HMAC key from {}", path.display()))?,
+            );
             TokenKey::from_encoded(&encoded)
                 .with_context(|| format!("the HMAC key in {} is invalid", path.display()))
         }

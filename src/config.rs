@@ -48,10 +48,12 @@ pub struct Settings {
     /// Apply migrations at start.
     pub auto_migrate: bool,
     pub cache: CacheSettings,
+    pub lookups: LookupSettings,
     pub last_used: LastUsedSettings,
     pub changes: ChangesSettings,
     pub ext_authz: ExtAuthzSettings,
     pub tls: TlsSettings,
+    pub server: ServerSettings,
     pub policy: Policy,
     pub limits: Limits,
     pub shutdown: ShutdownSettings,
@@ -72,10 +74,12 @@ impl Default for Settings {
             log_format: LogFormat::Text,
             auto_migrate: true,
             cache: CacheSettings::default(),
+            lookups: LookupSettings::default(),
             last_used: LastUsedSettings::default(),
             changes: ChangesSettings::default(),
             ext_authz: ExtAuthzSettings::default(),
             tls: TlsSettings::default(),
+            server: ServerSettings::default(),
             policy: Policy::default(),
             limits: Limits::default(),
             shutdown: ShutdownSettings::default(),
@@ -117,6 +121,29 @@ impl Default for CacheSettings {
     }
 }
 
+/// Bounds on Verify's cache misses (each a database lookup), so that a
+/// flood of unknown tokens cannot take the database, or this process, from
+/// everyone else. Cached tokens are not counted and keep verifying.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LookupSettings {
+    /// Misses in progress at once, waiting their turn or in a lookup; one
+    /// more is answered `UNAVAILABLE` at once.
+    pub max_pending: usize,
+    /// Lookups started per second, one second's worth available at once;
+    /// a miss past it waits its turn. 0 for no bound.
+    pub max_per_second: u32,
+}
+
+impl Default for LookupSettings {
+    fn default() -> Self {
+        LookupSettings {
+            max_pending: 1024,
+            max_per_second: 5000,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LastUsedSettings {
@@ -154,6 +181,46 @@ impl TlsSettings {
             key: self.key_file.clone()?,
             client_ca: self.client_ca_file.clone(),
         })
+    }
+}
+
+/// What one client may take of the gRPC server, so that no client can
+/// starve the others.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Open connections; one more is closed as soon as it is accepted.
+    pub max_connections: usize,
+    /// Calls a client may have open at once on one connection (HTTP/2
+    /// streams). The limit is announced to the client, whose further calls
+    /// wait for a free stream instead of failing; a stream opened past it
+    /// is reset.
+    pub max_concurrent_streams: u32,
+    /// A call not answered within it is cancelled (`CANCELLED`), its work
+    /// dropped.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Largest request header block (all headers of a call), in bytes.
+    pub max_header_bytes: u32,
+    /// HTTP/2 pings on idle connections, so that dead peers are noticed and
+    /// their connections closed.
+    #[serde(with = "humantime_serde")]
+    pub keepalive_interval: Duration,
+    /// How long a ping may go unanswered before the connection is closed.
+    #[serde(with = "humantime_serde")]
+    pub keepalive_timeout: Duration,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            max_connections: 10_000,
+            max_concurrent_streams: 256,
+            request_timeout: Duration::from_secs(10),
+            max_header_bytes: 16 * 1024,
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(10),
+        }
     }
 }
 
@@ -215,10 +282,17 @@ impl Default for ShutdownSettings {
     }
 }
 
-/// A configured secret: `Debug` does not print it.
+/// A configured secret: `Debug` does not print it, and its memory is zeroed
+/// when it is dropped.
 #[derive(Clone, Deserialize, PartialEq, Eq)]
 #[serde(transparent)]
 pub struct Sensitive(String);
+
+impl Drop for Sensitive {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
 
 impl Sensitive {
     pub fn new(s: impl Into<String>) -> Self {
@@ -316,6 +390,9 @@ impl Settings {
         }
         if self.cache.ttl.is_zero() || self.cache.negative_ttl.is_zero() {
             bail!("cache.ttl and cache.negative_ttl must be positive");
+        }
+        if self.lookups.max_pending == 0 {
+            bail!("lookups.max_pending must be at least 1");
         }
         if self.last_used.flush_interval.is_zero() {
             bail!("last_used.flush_interval must be positive");

@@ -35,6 +35,10 @@ pub enum Error {
         /// When a retry can succeed, if that is known.
         retry_after: Option<std::time::Duration>,
     },
+    /// The answer needed a database lookup, and `lookups.max_pending` were
+    /// already in progress: retry.
+    #[error("too many token lookups in progress; retry")]
+    Overloaded,
     /// The answer needed the database and the database was unreachable.
     #[error("database unavailable")]
     Unavailable(#[source] anyhow::Error),
@@ -96,6 +100,8 @@ impl From<Error> for Status {
                 }
                 Status::with_error_details(Code::ResourceExhausted, message, details)
             }
+            // A flood is not worth a log line per refusal: the metric counts them.
+            Error::Overloaded => Status::unavailable(e.to_string()),
             Error::Unavailable(ref cause) => {
                 tracing::warn!(
                     error = format!("{cause:#}"),

@@ -11,7 +11,8 @@
 //!   may administer): the service logic.
 //! - [`token`]: format, digest, scopes, the record and its status;
 //!   [`owner`]: owners and their disabled state; [`audit`]: the audit trail.
-//! - [`cache`]: the verification cache and its race-safe fills.
+//! - [`cache`]: the verification cache and its race-safe fills; [`lookups`]:
+//!   the bounds on its misses.
 //! - [`store`]: the only module that imports sea_orm.
 //! - [`tasks`]: background work (the last-used flusher).
 //! - [`clock`]: time, injectable for tests.
@@ -29,9 +30,11 @@ pub mod cache;
 pub mod changes;
 pub mod clock;
 pub mod config;
+pub mod connections;
 pub mod error;
 pub mod grpc;
 pub mod lifecycle;
+pub mod lookups;
 pub mod metrics;
 pub mod owner;
 pub mod store;

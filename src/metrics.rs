@@ -73,6 +73,7 @@ pub struct Metrics {
     pub cache_entries: IntGauge,
     lookups: Histogram,
     lookup_errors: IntCounter,
+    pub lookups_refused: IntCounter,
     pub last_used_flush_lag: Histogram,
     pub last_used_write_errors: IntCounter,
     pub invalidation_lag: Histogram,
@@ -151,6 +152,10 @@ impl Metrics {
                 "latchkey_db_lookup_errors_total",
                 "Cache misses whose database lookup failed",
             ),
+            lookups_refused: counter(
+                "latchkey_lookups_refused_total",
+                "Cache misses answered UNAVAILABLE without a lookup: lookups.max_pending were in progress",
+            ),
             last_used_flush_lag: histogram(
                 "latchkey_last_used_flush_lag_seconds",
                 "Age of the oldest use in each last-used write when it is written",
@@ -172,8 +177,9 @@ impl Metrics {
             calls,
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 10] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 11] = [
             Box::new(verdicts_vec),
+            Box::new(metrics.lookups_refused.clone()),
             Box::new(metrics.calls.clone()),
             Box::new(metrics.cache_hits.clone()),
             Box::new(metrics.cache_misses.clone()),

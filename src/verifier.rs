@@ -18,6 +18,7 @@ use crate::cache::{CacheConfig, Cached, VerifyCache};
 use crate::changes::Freshness;
 use crate::clock::Clock;
 use crate::error::Error;
+use crate::lookups::LookupLimit;
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::tasks::last_used::{HoldsUses, LastUsed, UseCell};
@@ -123,6 +124,7 @@ pub struct Verifier {
     freshness: Arc<Freshness>,
     rekeys: Arc<Rekeys>,
     metrics: Arc<Metrics>,
+    lookups: LookupLimit,
 }
 
 impl Verifier {
@@ -148,6 +150,7 @@ impl Verifier {
             freshness: Arc::new(Freshness::new(std::time::Duration::MAX)),
             rekeys: Arc::new(Rekeys::new()),
             metrics: Arc::new(Metrics::new()),
+            lookups: LookupLimit::unbounded(),
         }
     }
 
@@ -174,6 +177,13 @@ impl Verifier {
         self
     }
 
+    /// Bounds cache misses by `lookups`.
+    #[must_use]
+    pub fn with_lookup_limit(mut self, lookups: LookupLimit) -> Self {
+        self.lookups = lookups;
+        self
+    }
+
     /// Sets the [`MissHook`].
     #[must_use]
     pub fn with_miss_hook(mut self, hook: Option<MissHook>) -> Self {
@@ -183,7 +193,8 @@ impl Verifier {
 
     /// # Errors
     /// `InvalidArgument` for a bad required scope; `Unavailable` if the answer
-    /// needed the database and it could not be reached. Every verdict,
+    /// needed the database and it could not be reached; `Overloaded` if it
+    /// needed a lookup and [`LookupLimit`] refused one more. Every verdict,
     /// including a rejection, is `Ok`.
     pub async fn verify(
         &self,
@@ -212,6 +223,10 @@ impl Verifier {
             // path should not carry (or move) it.
             None => {
                 self.metrics.cache_misses.inc();
+                let _admitted = self.lookups.admit().await.map_err(|_| {
+                    self.metrics.lookups_refused.inc();
+                    Error::Overloaded
+                })?;
                 Box::pin(self.fill(token, digest)).await?
             }
         };

@@ -60,7 +60,7 @@ impl Authorization for ExtAuthzService {
         &self,
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
-        let request = request.into_inner();
+        let request = WipedOnDrop(request.into_inner());
         let required: Vec<String> = request
             .attributes
             .as_ref()
@@ -205,5 +205,90 @@ fn header(key: &str, value: String) -> HeaderValueOption {
         append_action: envoy_types::ext_authz::v3::pb::HeaderAppendAction::OverwriteIfExistsOrAdd
             .into(),
         ..Default::default()
+    }
+}
+
+/// A Check request whose bearer credential is zeroed when it is dropped.
+struct WipedOnDrop(CheckRequest);
+
+impl std::ops::Deref for WipedOnDrop {
+    type Target = CheckRequest;
+
+    fn deref(&self) -> &CheckRequest {
+        &self.0
+    }
+}
+
+impl Drop for WipedOnDrop {
+    fn drop(&mut self) {
+        wipe_authorization(&mut self.0);
+    }
+}
+
+/// Zeroes the request's `authorization` header, wherever Envoy put it.
+fn wipe_authorization(request: &mut CheckRequest) {
+    let http = request
+        .attributes
+        .as_mut()
+        .and_then(|a| a.request.as_mut())
+        .and_then(|r| r.http.as_mut());
+    let Some(http) = http else { return };
+    if let Some(value) = http.headers.get_mut("authorization") {
+        zeroize::Zeroize::zeroize(value);
+    }
+    for header in http
+        .header_map
+        .iter_mut()
+        .flat_map(|m| m.headers.iter_mut())
+    {
+        if header.key.eq_ignore_ascii_case("authorization") {
+            zeroize::Zeroize::zeroize(&mut header.value);
+            zeroize::Zeroize::zeroize(&mut header.raw_value);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
+    use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
+    use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
+
+    use super::*;
+
+    #[test]
+    fn the_bearer_credential_is_wiped_from_both_header_forms() {
+        let mut request = CheckRequest {
+            attributes: Some(AttributeContext {
+                request: Some(Request {
+                    http: Some(HttpRequest {
+                        headers: [("authorization".to_owned(), "Bearer lk_secret".to_owned())]
+                            .into(),
+                        header_map: Some(HeaderMap {
+                            headers: vec![HeaderValue {
+                                key: "Authorization".into(),
+                                value: "Bearer lk_secret".into(),
+                                raw_value: b"Bearer lk_secret".to_vec(),
+                            }],
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        };
+        wipe_authorization(&mut request);
+        let http = request.get_client_headers().unwrap();
+        assert_eq!(http["authorization"], "");
+        let attributes = request.attributes.unwrap();
+        let map = attributes
+            .request
+            .unwrap()
+            .http
+            .unwrap()
+            .header_map
+            .unwrap();
+        assert!(map.headers[0].value.is_empty() && map.headers[0].raw_value.is_empty());
     }
 }

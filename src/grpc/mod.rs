@@ -23,7 +23,15 @@ pub mod pb {
         include_bytes!(concat!(env!("OUT_DIR"), "/latchkey_descriptor.bin"));
 
     // These two messages carry a token secret; their Debug says so instead of
-    // printing it.
+    // printing it. A Verify request's token is zeroed when the request is
+    // dropped, after it is answered. (CreateTokenResponse has no such Drop:
+    // clients move its secret out, which a Drop would forbid.)
+    impl Drop for VerifyRequest {
+        fn drop(&mut self) {
+            zeroize::Zeroize::zeroize(&mut self.token);
+        }
+    }
+
     impl std::fmt::Debug for CreateTokenResponse {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             f.debug_struct("CreateTokenResponse")

@@ -110,11 +110,12 @@ impl TokenKey {
     /// If it is neither, or decodes to fewer than [`MIN_KEY_LEN`] bytes.
     pub fn from_encoded(encoded: &str) -> Result<Self, KeyError> {
         let s = encoded.trim();
-        let bytes = hex::decode(s)
+        let bytes: zeroize::Zeroizing<Vec<u8>> = hex::decode(s)
             .or_else(|_| base64::engine::general_purpose::STANDARD.decode(s))
             .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s))
             .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(s))
-            .map_err(|_| KeyError::Encoding)?;
+            .map_err(|_| KeyError::Encoding)?
+            .into();
         Self::new(&bytes)
     }
 
@@ -123,10 +124,10 @@ impl TokenKey {
     /// # Errors
     /// If the operating system cannot supply randomness.
     pub fn generate() -> Result<(Self, String), getrandom::Error> {
-        let mut bytes = [0u8; 32];
-        getrandom::fill(&mut bytes)?;
-        let encoded = hex::encode(bytes);
-        let key = Self::new(&bytes).map_err(|_| getrandom::Error::UNSUPPORTED)?;
+        let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
+        getrandom::fill(bytes.as_mut())?;
+        let encoded = hex::encode(bytes.as_ref());
+        let key = Self::new(bytes.as_ref()).map_err(|_| getrandom::Error::UNSUPPORTED)?;
         Ok((key, encoded))
     }
 

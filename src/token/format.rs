@@ -57,9 +57,16 @@ impl Default for Prefix {
 }
 
 /// A token secret. Its `Debug` shows only the type, so it cannot reach a log by
-/// a stray `{:?}`; read it with [`Secret::expose`] where it must leave the process.
+/// a stray `{:?}`; read it with [`Secret::expose`] where it must leave the
+/// process. Its memory is zeroed when it is dropped.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
 
 impl Secret {
     /// Wraps a string that must be treated as secret.

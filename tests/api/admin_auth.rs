@@ -14,25 +14,64 @@ on_both_databases!(
     a_valid_token_without_the_admin_scope_is_permission_denied,
     a_token_with_the_admin_scope_administers,
     the_bootstrap_token_is_issued_once_and_administers,
-    every_admin_rpc_refuses_no_credential_and_a_token_without_the_admin_scope,
+    every_admin_rpc_refuses_every_credential_that_is_not_a_valid_admin_one,
 );
 
-async fn every_admin_rpc_refuses_no_credential_and_a_token_without_the_admin_scope(
-    backend: Backend,
-) {
+/// The whole matrix: every TokenAdmin RPC against no credential, a
+/// malformed one, a wrong static one, admin tokens that are revoked,
+/// expired, inactive or whose owner is disabled (UNAUTHENTICATED), and a
+/// valid token without `latchkey:admin` (PERMISSION_DENIED). Nothing changes.
+async fn every_admin_rpc_refuses_every_credential_that_is_not_a_valid_admin_one(backend: Backend) {
     let app = spawn_app(backend).await;
     let (token, user_secret) = app.create_token("u", &["repo:read"]).await;
+    let admin_token = |owner: &str, expiration, idle_timeout| pb::CreateTokenRequest {
+        owner: owner.into(),
+        name: "ops".into(),
+        scopes: vec!["latchkey:admin".into()],
+        expiration,
+        idle_timeout,
+        ..Default::default()
+    };
+    let created = app.create(admin_token("ops-r", None, None)).await.unwrap();
+    let revoked = created.secret;
+    app.revoke(&created.token.unwrap().id, "").await.unwrap();
+    let ttl = Some(pb::create_token_request::Expiration::Ttl(duration(60)));
+    let expired = app
+        .create(admin_token("ops-e", ttl, None))
+        .await
+        .unwrap()
+        .secret;
+    let inactive = app
+        .create(admin_token("ops-i", None, Some(duration(90))))
+        .await
+        .unwrap()
+        .secret;
+    let disabled = app
+        .create(admin_token("ops-d", None, None))
+        .await
+        .unwrap()
+        .secret;
+    app.disable_owner("ops-d", "left").await.unwrap();
+    app.clock.advance(std::time::Duration::from_secs(120));
     let before = (
         without_last_use(app.list_all().await),
         app.events("", "").await,
     );
     let id = token.id.clone();
-    for credential in [None, Some(user_secret.as_str())] {
-        let expected = if credential.is_some() {
-            Code::PermissionDenied
-        } else {
-            Code::Unauthenticated
-        };
+    let unauthenticated = [
+        None,
+        Some("lk_malformed"),
+        Some("wrong-admin-credential-0123456789abcdef"),
+        Some(revoked.as_str()),
+        Some(expired.as_str()),
+        Some(inactive.as_str()),
+        Some(disabled.as_str()),
+    ];
+    let matrix = unauthenticated
+        .into_iter()
+        .map(|c| (c, Code::Unauthenticated))
+        .chain([(Some(user_secret.as_str()), Code::PermissionDenied)]);
+    for (credential, expected) in matrix {
         let mut c = app.admin.clone();
         macro_rules! refused {
             ($call:ident, $msg:expr) => {
@@ -41,7 +80,12 @@ async fn every_admin_rpc_refuses_no_credential_and_a_token_without_the_admin_sco
                     None => Request::new($msg),
                 };
                 let status = c.$call(request).await.expect_err(stringify!($call));
-                assert_eq!(status.code(), expected, "{}", stringify!($call));
+                assert_eq!(
+                    status.code(),
+                    expected,
+                    "{} with {credential:?}",
+                    stringify!($call)
+                );
             };
         }
         refused!(
@@ -90,6 +134,7 @@ async fn every_admin_rpc_refuses_no_credential_and_a_token_without_the_admin_sco
             pb::DeleteOwnerTokensRequest { owner: "u".into() }
         );
         refused!(list_token_events, pb::ListTokenEventsRequest::default());
+        refused!(list_keys, pb::ListKeysRequest::default());
     }
     // The user token's refused calls count as uses; nothing else changed.
     assert_eq!(

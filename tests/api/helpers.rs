@@ -175,16 +175,69 @@ fn with_database(url: &str, name: &str) -> String {
     out
 }
 
-/// Pauses one cache-miss lookup after it read the database, and counts lookups.
-#[derive(Default)]
+/// Pauses one cache-miss lookup after it read the database, or every one
+/// while held, and counts lookups.
 pub struct MissGate {
     armed: AtomicBool,
     reached: Notify,
     release: Notify,
     lookups: AtomicUsize,
+    /// Open unless [`MissGate::hold`] closed it.
+    open: tokio::sync::watch::Sender<bool>,
+    inside: AtomicUsize,
+    most_inside: AtomicUsize,
+}
+
+impl Default for MissGate {
+    fn default() -> Self {
+        MissGate {
+            armed: AtomicBool::new(false),
+            reached: Notify::new(),
+            release: Notify::new(),
+            lookups: AtomicUsize::new(0),
+            open: tokio::sync::watch::Sender::new(true),
+            inside: AtomicUsize::new(0),
+            most_inside: AtomicUsize::new(0),
+        }
+    }
 }
 
 impl MissGate {
+    /// Every lookup from now on waits in the gate until [`MissGate::open`].
+    pub fn hold(&self) {
+        self.open.send_replace(false);
+    }
+
+    /// Lets every held lookup go on.
+    pub fn open(&self) {
+        self.open.send_replace(true);
+    }
+
+    /// Lookups waiting in the gate now.
+    pub fn inside(&self) -> usize {
+        self.inside.load(Ordering::SeqCst)
+    }
+
+    /// The most lookups that were ever in the gate at once.
+    pub fn most_inside(&self) -> usize {
+        self.most_inside.load(Ordering::SeqCst)
+    }
+
+    async fn pass(&self) {
+        self.lookups.fetch_add(1, Ordering::SeqCst);
+        if self.armed.swap(false, Ordering::SeqCst) {
+            self.reached.notify_one();
+            self.release.notified().await;
+        }
+        let mut open = self.open.subscribe();
+        if !*open.borrow_and_update() {
+            let now = self.inside.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most_inside.fetch_max(now, Ordering::SeqCst);
+            let _ = open.wait_for(|open| *open).await;
+            self.inside.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
     /// The next lookup will wait in the gate until [`MissGate::release`].
     pub fn arm(&self) {
         self.armed.store(true, Ordering::SeqCst);
@@ -267,13 +320,7 @@ pub async fn try_spawn_app_on(db: Arc<TestDb>, settings: Settings) -> anyhow::Re
         clock: clock.clone(),
         miss_hook: Some(Arc::new(move || {
             let gate = Arc::clone(&hook_gate);
-            Box::pin(async move {
-                gate.lookups.fetch_add(1, Ordering::SeqCst);
-                if gate.armed.swap(false, Ordering::SeqCst) {
-                    gate.reached.notify_one();
-                    gate.release.notified().await;
-                }
-            }) as Pin<Box<dyn Future<Output = ()> + Send>>
+            Box::pin(async move { gate.pass().await }) as Pin<Box<dyn Future<Output = ()> + Send>>
         })),
     };
     let mut app = Application::build_with(settings.clone(), options).await?;
@@ -763,7 +810,7 @@ pub fn duration(secs: i64) -> prost_types::Duration {
 pub const DAY: u64 = 86_400;
 
 /// Everything every test has logged so far, at debug level and finer for
-/// latchkey itself.
+/// latchkey itself (unless [`capture_logs_with`] said otherwise).
 pub fn captured_logs() -> String {
     String::from_utf8_lossy(&log_buffer().lock().unwrap()).into_owned()
 }
@@ -774,11 +821,17 @@ fn log_buffer() -> &'static Arc<Mutex<Vec<u8>>> {
 }
 
 fn capture_logs() {
+    capture_logs_with("debug,latchkey=trace");
+}
+
+/// Captures every log line from now on, filtered by `filter`; the first
+/// call in a test binary sets the filter for all of it.
+pub fn capture_logs_with(filter: &str) {
     static INIT: Once = Once::new();
     INIT.call_once(|| {
         let buffer = Arc::clone(log_buffer());
         let _ = tracing_subscriber::fmt()
-            .with_env_filter("debug,latchkey=trace")
+            .with_env_filter(filter)
             .with_writer(move || LogWriter(Arc::clone(&buffer)))
             .try_init();
     });

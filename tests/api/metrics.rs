@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::helpers::*;
 
 /// `GET /metrics`, and the value of each sample by its full name.
-async fn scrape(app: &TestApp) -> std::collections::HashMap<String, f64> {
+pub async fn scrape(app: &TestApp) -> std::collections::HashMap<String, f64> {
     let mut stream = tokio::net::TcpStream::connect(app.metrics_addr)
         .await
         .unwrap();
@@ -38,7 +38,7 @@ async fn scrape(app: &TestApp) -> std::collections::HashMap<String, f64> {
         .collect()
 }
 
-fn value(samples: &std::collections::HashMap<String, f64>, name: &str) -> f64 {
+pub fn value(samples: &std::collections::HashMap<String, f64>, name: &str) -> f64 {
     samples.get(name).copied().unwrap_or(0.0)
 }
 

@@ -1,0 +1,173 @@
+//! Bounds on Verify's cache misses.
+//!
+//! Every miss asks the database, and a stream of well-formed random tokens is
+//! nothing but misses: unbounded, it would take the database, and the CPU its
+//! lookups cost here, from everyone else. Two bounds hold. Lookups start at
+//! most `max_per_second` a second (a token bucket holding one second's
+//! worth): a miss past the rate waits its turn, parked, costing nothing. And
+//! at most `max_pending` misses are in progress at once, waiting or looking
+//! up: one more is refused at once, without a lookup, and its caller told to
+//! retry (`UNAVAILABLE`). So no miss waits longer than about
+//! `max_pending / max_per_second`, and a flood, however many calls it keeps
+//! in flight, gets lookups at the bounded rate and refusals for the rest
+//! only past `max_pending`. Hits are not counted: tokens in the cache keep
+//! verifying through a flood.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// `lookups.max_pending` misses were already in progress.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Refused;
+
+pub struct LookupLimit {
+    max_pending: usize,
+    pending: AtomicUsize,
+    bucket: Option<Mutex<Bucket>>,
+}
+
+impl std::fmt::Debug for LookupLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LookupLimit")
+            .field("max_pending", &self.max_pending)
+            .field("pending", &self.pending.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+/// A miss admitted: it counts as in progress until dropped.
+#[must_use]
+pub struct Admitted<'a>(&'a LookupLimit);
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        self.0.pending.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl LookupLimit {
+    /// At most `max_pending` misses in progress and `max_per_second` lookups
+    /// started per second (0: no rate bound).
+    pub fn new(max_pending: usize, max_per_second: u32) -> Self {
+        LookupLimit {
+            max_pending,
+            pending: AtomicUsize::new(0),
+            bucket: (max_per_second > 0).then(|| Mutex::new(Bucket::full(max_per_second))),
+        }
+    }
+
+    /// No bound at all.
+    pub fn unbounded() -> Self {
+        LookupLimit::new(usize::MAX, 0)
+    }
+
+    /// Admits one miss once its turn under the rate has come, or refuses it
+    /// at once when `max_pending` misses are in progress.
+    ///
+    /// # Errors
+    /// [`Refused`]; nothing is taken then.
+    pub async fn admit(&self) -> Result<Admitted<'_>, Refused> {
+        let before = self.pending.fetch_add(1, Ordering::AcqRel);
+        let admitted = Admitted(self);
+        if before >= self.max_pending {
+            return Err(Refused);
+        }
+        let wait = self.bucket.as_ref().map_or(Duration::ZERO, |bucket| {
+            bucket
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .reserve(Instant::now())
+        });
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        Ok(admitted)
+    }
+
+    /// Misses in progress now.
+    pub fn pending(&self) -> usize {
+        self.pending.load(Ordering::Acquire)
+    }
+}
+
+/// A token bucket refilled at `rate` a second, holding at most one second's
+/// worth. A reservation past the tokens left takes one ahead (the count
+/// goes below zero) and is told how long to wait for it; `max_pending`
+/// bounds how far ahead.
+struct Bucket {
+    rate: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn full(rate: u32) -> Self {
+        Bucket {
+            rate: f64::from(rate),
+            tokens: f64::from(rate),
+            at: Instant::now(),
+        }
+    }
+
+    /// Takes a token; returns how long to wait until it is due.
+    fn reserve(&mut self, now: Instant) -> Duration {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate);
+        self.at = now;
+        self.tokens -= 1.0;
+        if self.tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-self.tokens / self.rate)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn misses_past_max_pending_are_refused_until_one_ends() {
+        let limit = LookupLimit::new(2, 0);
+        let first = limit.admit().await.unwrap();
+        let _second = limit.admit().await.unwrap();
+        assert_eq!(limit.admit().await.err(), Some(Refused));
+        assert_eq!(limit.pending(), 2, "a refusal takes no place");
+        drop(first);
+        assert!(limit.admit().await.is_ok());
+    }
+
+    #[test]
+    fn the_bucket_lends_one_second_and_then_spaces_lookups_at_its_rate() {
+        let start = Instant::now();
+        let mut bucket = Bucket::full(10);
+        bucket.at = start;
+        let waits: Vec<_> = (0..13).map(|_| bucket.reserve(start)).collect();
+        assert!(waits[..10].iter().all(Duration::is_zero), "{waits:?}");
+        let ms = |d: Duration| (d.as_secs_f64() * 1000.0).round() as u64;
+        assert_eq!(
+            waits[10..].iter().map(|d| ms(*d)).collect::<Vec<_>>(),
+            [100, 200, 300]
+        );
+        // Once the reservations ahead are paid for, a long pause refills it
+        // only to one second's worth.
+        let later = start + Duration::from_secs(60);
+        let waits: Vec<_> = (0..11).map(|_| bucket.reserve(later)).collect();
+        assert!(waits[..10].iter().all(Duration::is_zero));
+        assert_eq!(ms(waits[10]), 100);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_miss_past_the_rate_waits_its_turn_holding_its_place() {
+        let limit = LookupLimit::new(10, 1);
+        let _first = limit.admit().await.unwrap();
+        let started = Instant::now();
+        let _second = limit.admit().await.unwrap();
+        assert_eq!(started.elapsed(), Duration::from_secs(1));
+        assert_eq!(limit.pending(), 2);
+    }
+}
