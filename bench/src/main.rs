@@ -1,6 +1,7 @@
 //! Tools behind `bench/run`: seed a database with many tokens in batches,
-//! warm a server's cache with them, and drive CreateToken with concurrent
-//! clients. Each prints one JSON line of results on stdout.
+//! warm a server's cache with them, drive CreateToken with concurrent
+//! clients, and flood Verify with unknown tokens. Each prints one JSON line
+//! of results on stdout.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -82,6 +83,19 @@ enum Command {
         #[arg(long, env = "LATCHKEY_ADMIN_TOKEN", hide_env_values = true)]
         admin_token: String,
     },
+    /// Verify with a new well-formed random token every call (each a cache
+    /// miss, each UNKNOWN), CONCURRENCY calls in flight over CONNECTIONS
+    /// connections, until standard input closes.
+    Flood {
+        #[arg(long)]
+        addr: String,
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        #[arg(long, default_value = "lk")]
+        prefix: String,
+    },
 }
 
 fn humantime_duration(s: &str) -> Result<Duration, String> {
@@ -118,6 +132,12 @@ async fn main() -> anyhow::Result<()> {
             duration,
             admin_token,
         } => create(&addr, clients.max(1), duration, &admin_token).await,
+        Command::Flood {
+            addr,
+            connections,
+            concurrency,
+            prefix,
+        } => flood(&addr, connections.max(1), concurrency.max(1), &prefix).await,
     }
 }
 
@@ -335,6 +355,72 @@ async fn create(
     );
     if errors > 0 {
         bail!("{errors} CreateToken calls failed");
+    }
+    Ok(())
+}
+
+async fn flood(
+    addr: &str,
+    connections: usize,
+    concurrency: usize,
+    prefix: &str,
+) -> anyhow::Result<()> {
+    let prefix = latchkey::token::Prefix::new(prefix).map_err(anyhow::Error::msg)?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut channels = Vec::new();
+    for _ in 0..connections {
+        channels.push(channel(addr).await?);
+    }
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for w in 0..concurrency {
+        let mut client = TokenVerifyClient::new(channels[w % connections].clone());
+        let (stop, prefix) = (stop.clone(), prefix.clone());
+        workers.push(tokio::spawn(async move {
+            // Calls answered UNKNOWN, refused UNAVAILABLE, failed otherwise.
+            let mut counts = [0u64; 3];
+            while !stop.is_cancelled() {
+                let token = latchkey::token::format::generate(&prefix)?
+                    .expose()
+                    .to_owned();
+                let request = VerifyRequest {
+                    token,
+                    required_scopes: vec![],
+                };
+                match client.verify(request).await {
+                    Ok(reply) if reply.get_ref().verdict() == pb::Verdict::Unknown => {
+                        counts[0] += 1;
+                    }
+                    Err(status) if status.code() == tonic::Code::Unavailable => counts[1] += 1,
+                    _ => counts[2] += 1,
+                }
+            }
+            anyhow::Ok(counts)
+        }));
+    }
+    // Runs until whoever started it closes standard input.
+    let mut stdin = tokio::io::stdin();
+    let mut sink = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut stdin, &mut sink).await?;
+    stop.cancel();
+    let mut counts = [0u64; 3];
+    for w in workers {
+        for (total, n) in counts.iter_mut().zip(w.await??) {
+            *total += n;
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let [unknown, refused, failed] = counts;
+    println!(
+        "{}",
+        serde_json::json!({
+            "calls": unknown + refused + failed, "unknown": unknown, "refused": refused,
+            "failed": failed, "seconds": secs,
+            "per_second": (unknown + refused + failed) as f64 / secs,
+        })
+    );
+    if failed > 0 {
+        bail!("{failed} flood calls neither UNKNOWN nor UNAVAILABLE");
     }
     Ok(())
 }
