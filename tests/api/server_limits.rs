@@ -228,3 +228,47 @@ async fn an_oversized_header_block_is_refused_and_the_server_keeps_serving() {
     );
     app.verify(&secret, &["read"]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_stops_answering_pings_is_disconnected_and_its_place_reused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.server.max_connections = 2;
+        s.server.keepalive_interval = Duration::from_millis(200);
+        s.server.keepalive_timeout = Duration::from_millis(200);
+    })
+    .await;
+    let (_, secret) = app.create_token("alice", &["read"]).await;
+
+    // A peer that opens an HTTP/2 connection (preface and an empty SETTINGS
+    // frame) and then goes silent, as a crashed client or a dropped network
+    // path does: it never answers the server's pings.
+    let mut dead = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    dead.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut buffer = [0u8; 1024];
+        loop {
+            match dead.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the silent peer's connection stayed open");
+    assert!(started.elapsed() >= Duration::from_millis(200));
+
+    // Its place is free again: with the test's own client holding the other
+    // one, a newcomer is served.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut newcomer = verify_client(app.addr).await;
+    let reply = newcomer
+        .verify(verify_request(&secret))
+        .await
+        .expect("served");
+    assert_eq!(reply.into_inner().verdict, Verdict::Valid as i32);
+}
