@@ -4,12 +4,13 @@
 
 use std::{env, fs, path::PathBuf};
 
-const PROTOS: [&str; 5] = [
+const PROTOS: [&str; 6] = [
     "proto/latchkey/v1/token.proto",
     "proto/latchkey/v1/owner.proto",
     "proto/latchkey/v1/event.proto",
     "proto/latchkey/v1/admin.proto",
     "proto/latchkey/v1/verify.proto",
+    "proto/latchkey/v1/self.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

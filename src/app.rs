@@ -29,7 +29,10 @@ use crate::config::Sensitive;
 use crate::config::{ServerSettings, Settings};
 use crate::connections::{Admitted, ConnectionLimit};
 use crate::grpc::pb::token_admin_server::TokenAdminServer;
-use crate::grpc::{self, AdminService, ExtAuthzService, TokenVerifyServer, VerifyService};
+use crate::grpc::pb::token_self_server::TokenSelfServer;
+use crate::grpc::{
+    self, AdminService, ExtAuthzService, SelfService, TokenVerifyServer, VerifyService,
+};
 use crate::lifecycle::Lifecycle;
 use crate::lookups::LookupLimit;
 use crate::metrics::{CallTimer, Metrics};
@@ -353,6 +356,12 @@ impl Application {
         let reflection_v1alpha = reflection()
             .build_v1alpha()
             .context("building the reflection service")?;
+        let self_service = TokenSelfServer::new(SelfService::new(
+            Arc::clone(&lifecycle),
+            Arc::clone(&verifier),
+            Arc::clone(&clock),
+        ))
+        .max_decoding_message_size(grpc::MAX_MESSAGE_BYTES);
         let admin = TokenAdminServer::new(AdminService::new(
             lifecycle,
             auth,
@@ -412,6 +421,7 @@ impl Application {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(admin)
+            .add_service(self_service)
             .add_service(verify)
             .add_service(ext_authz);
         let connections = ConnectionLimit::new(limits.max_connections);
@@ -537,8 +547,9 @@ async fn accept_tls(
 }
 
 /// The services that answer from the cache and the database.
-const API_SERVICES: [&str; 3] = [
+const API_SERVICES: [&str; 4] = [
     <TokenAdminServer<AdminService> as tonic::server::NamedService>::NAME,
+    <TokenSelfServer<SelfService> as tonic::server::NamedService>::NAME,
     <TokenVerifyServer<VerifyService> as tonic::server::NamedService>::NAME,
     <AuthorizationServer<ExtAuthzService> as tonic::server::NamedService>::NAME,
 ];

@@ -70,7 +70,7 @@ impl AdminAuth {
         let checked = self.verifier.verify(credential, &self.required).await?;
         match (checked.verdict, checked.token) {
             (Verdict::Valid, Some(t)) => Ok(Actor::Token(t.snapshot.id)),
-            (Verdict::InsufficientScope, _) => Err(Error::PermissionDenied),
+            (Verdict::InsufficientScope, _) => Err(Error::PermissionDenied(ADMIN_SCOPE)),
             _ => Err(Error::Unauthenticated),
         }
     }

@@ -20,8 +20,16 @@ pub enum Error {
     InvalidArgument { field: String, reason: String },
     #[error("missing or invalid credential")]
     Unauthenticated,
-    #[error("the credential lacks scope latchkey:admin")]
-    PermissionDenied,
+    /// A valid credential without the scope the call needs (named).
+    #[error("the credential lacks scope {0}")]
+    PermissionDenied(&'static str),
+    /// A token already replaced by a renewal was presented for renewal: its
+    /// whole renewal chain has been revoked.
+    #[error(
+        "the token was already replaced by a renewal; presenting it again means a secret of its \
+         renewal chain has leaked, so every token of the chain has been revoked"
+    )]
+    TokenReused,
     #[error("token not found")]
     NotFound,
     #[error("{0}")]
@@ -85,7 +93,8 @@ impl From<Error> for Status {
                 )
             }
             Error::Unauthenticated => Status::unauthenticated(e.to_string()),
-            Error::PermissionDenied => Status::permission_denied(e.to_string()),
+            Error::PermissionDenied(_) => Status::permission_denied(e.to_string()),
+            Error::TokenReused => Status::unauthenticated(e.to_string()),
             Error::NotFound => Status::not_found(e.to_string()),
             Error::FailedPrecondition(m) => Status::failed_precondition(m),
             Error::ResourceExhausted {

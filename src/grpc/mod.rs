@@ -4,12 +4,14 @@
 mod admin;
 mod convert;
 mod ext_authz;
+mod self_service;
 mod verify;
 
 pub use admin::AdminService;
 pub use ext_authz::{
     ExtAuthzService, OWNER_HEADER, REQUIRED_SCOPES, SCOPES_HEADER, TOKEN_ID_HEADER,
 };
+pub use self_service::SelfService;
 pub use verify::{TokenVerifyServer, VerifyReply, VerifyService, render as render_token};
 
 /// Types generated from `proto/latchkey/v1`, with clients for callers and tests.

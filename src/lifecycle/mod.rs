@@ -12,6 +12,7 @@
 
 mod owners;
 mod paging;
+mod self_service;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -21,6 +22,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 pub use paging::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
+pub use self_service::SELF_REVOKE_REASON;
 
 use crate::audit::{Event, EventFilter, EventKind};
 use crate::auth::Actor;
@@ -42,7 +44,7 @@ const BOOTSTRAP_META_KEY: &str = "bootstrap_admin_token_id";
 pub const RATE_WINDOW: Duration = Duration::from_secs(60);
 
 /// Rules set by the operator (configuration section `policy`).
-#[derive(Clone, Copy, Debug, Default, Deserialize)]
+#[derive(Clone, Copy, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Policy {
     /// Longest lifetime a token may be given; `None`: no limit.
@@ -51,6 +53,20 @@ pub struct Policy {
     /// Idle timeout of tokens created without one; `None`: no idle expiry.
     #[serde(with = "humantime_serde")]
     pub default_idle_timeout: Option<Duration>,
+    /// Longest grace period a token may give its old secret when it renews
+    /// itself (TokenSelf/RenewSelf); admins are not bound by it.
+    #[serde(with = "humantime_serde")]
+    pub max_self_renew_grace: Duration,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            max_ttl: None,
+            default_idle_timeout: None,
+            max_self_renew_grace: Duration::from_secs(3600),
+        }
+    }
 }
 
 /// Creation limits per owner (configuration section `limits`); 0 turns one
@@ -83,6 +99,16 @@ enum Gain {
     Renewal,
     /// A token brought back: under the active cap.
     Restore,
+}
+
+/// What renewing a token that was already replaced does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum OnReplaced {
+    /// Refuses (an admin renewing the same token twice).
+    Refuse,
+    /// Revokes the token's whole renewal chain: its holder presented it
+    /// after it was replaced, so one of the chain's secrets has leaked.
+    RevokeChain,
 }
 
 /// When a new token expires.
@@ -435,6 +461,17 @@ impl Lifecycle {
         renewal: Renewal,
         actor: Actor,
     ) -> Result<(TokenRecord, Secret), Error> {
+        self.renew_as(renewal, actor, OnReplaced::Refuse).await
+    }
+
+    /// [`Lifecycle::renew`], with `on_replaced` deciding what a token that
+    /// was already replaced gets.
+    async fn renew_as(
+        &self,
+        renewal: Renewal,
+        actor: Actor,
+        on_replaced: OnReplaced,
+    ) -> Result<(TokenRecord, Secret), Error> {
         let now = self.clock.now();
         let explicit = renewal
             .expiry
@@ -447,9 +484,12 @@ impl Lifecycle {
             .ok_or(Error::NotFound)?
             .record;
         if let Some(by) = old.replaced_by {
-            return Err(Error::FailedPrecondition(format!(
-                "the token was already replaced by {by} and cannot be renewed again"
-            )));
+            return match on_replaced {
+                OnReplaced::Refuse => Err(Error::FailedPrecondition(format!(
+                    "the token was already replaced by {by} and cannot be renewed again"
+                ))),
+                OnReplaced::RevokeChain => Err(self.revoke_chain(txn, &old, actor, now).await?),
+            };
         }
         if old.is_revoked() {
             return Err(Error::FailedPrecondition(
@@ -483,14 +523,24 @@ impl Lifecycle {
                 .unwrap_or(Timestamp::MAX);
             Retirement::ExpireAt(old.expire_time.map_or(grace_end, |t| t.min(grace_end)))
         };
-        let retired = txn
+        let Some(retired) = txn
             .replace_token(old.id, record.id, retirement, now)
             .await?
-            .ok_or_else(|| {
-                Error::FailedPrecondition(
-                    "the token changed while it was being renewed; try again".into(),
-                )
-            })?;
+        else {
+            // Renewed (or revoked) by someone else since it was read: as it
+            // now stands, under the owner's lock.
+            if on_replaced == OnReplaced::RevokeChain
+                && let Some(now_stored) = txn.get_token(old.id).await?
+                && now_stored.record.replaced_by.is_some()
+            {
+                return Err(self
+                    .revoke_chain(txn, &now_stored.record, actor, now)
+                    .await?);
+            }
+            return Err(Error::FailedPrecondition(
+                "the token changed while it was being renewed; try again".into(),
+            ));
+        };
         txn.insert_token(&self.row(&record, &digest)).await?;
         let mut detail = BTreeMap::from([("replaced_by".to_owned(), record.id.to_string())]);
         match retirement {

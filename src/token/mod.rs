@@ -20,6 +20,10 @@ pub use format::{Prefix, Secret};
 
 /// The scope that lets a token call TokenAdmin.
 pub const ADMIN_SCOPE: &str = "latchkey:admin";
+/// The scope that lets a token renew itself (TokenSelf/RenewSelf).
+pub const SELF_RENEW_SCOPE: &str = "latchkey:self-renew";
+/// The scope that lets a token call RFC 7662 introspection.
+pub const INTROSPECT_SCOPE: &str = "latchkey:introspect";
 
 /// Field limits, from the API contract.
 pub mod limits {

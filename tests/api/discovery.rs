@@ -8,9 +8,10 @@ use tonic_reflection::pb::{v1, v1alpha};
 
 use crate::helpers::*;
 
-const SERVICES: [&str; 5] = [
+const SERVICES: [&str; 6] = [
     "grpc.health.v1.Health",
     "latchkey.v1.TokenAdmin",
+    "latchkey.v1.TokenSelf",
     "latchkey.v1.TokenVerify",
     "envoy.service.auth.v3.Authorization",
     "grpc.reflection.v1.ServerReflection",
@@ -85,7 +86,7 @@ async fn reflection_v1alpha_lists_the_services() {
     else {
         panic!("no service list");
     };
-    assert_lists(list.service.into_iter().map(|s| s.name), &SERVICES[..4]);
+    assert_lists(list.service.into_iter().map(|s| s.name), &SERVICES[..5]);
 }
 
 #[tokio::test]
@@ -95,6 +96,7 @@ async fn health_reports_serving_for_the_server_and_each_service() {
     for service in [
         "",
         "latchkey.v1.TokenAdmin",
+        "latchkey.v1.TokenSelf",
         "latchkey.v1.TokenVerify",
         "envoy.service.auth.v3.Authorization",
     ] {

@@ -22,6 +22,7 @@ mod persistence;
 mod renewal;
 mod replicas;
 mod seeding;
+mod self_service;
 mod server_limits;
 mod shutdown;
 mod store_status;
