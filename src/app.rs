@@ -26,7 +26,7 @@ use crate::changes::Freshness;
 use crate::clock::{Clock, SystemClock};
 #[cfg(test)]
 use crate::config::Sensitive;
-use crate::config::{ServerSettings, Settings};
+use crate::config::{ServerSettings, Settings, TokenReviewSettings};
 use crate::connections::{Admitted, ConnectionLimit};
 use crate::grpc::pb::token_admin_server::TokenAdminServer;
 use crate::grpc::pb::token_self_server::TokenSelfServer;
@@ -68,6 +68,9 @@ pub struct Application {
     local_addr: SocketAddr,
     metrics_listener: TcpListener,
     metrics_addr: SocketAddr,
+    /// The HTTP listener and its address, if `http_addr` is set.
+    http: Option<(TcpListener, SocketAddr)>,
+    token_review: TokenReviewSettings,
     metrics: Arc<Metrics>,
     store: Store,
     verifier: Arc<Verifier>,
@@ -202,6 +205,18 @@ impl Application {
         let metrics_addr = metrics_listener
             .local_addr()
             .context("reading the bound metrics address")?;
+        let http = match settings.http_addr {
+            Some(addr) => {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding {addr} (LATCHKEY_HTTP_ADDR)"))?;
+                let bound = listener
+                    .local_addr()
+                    .context("reading the bound HTTP address")?;
+                Some((listener, bound))
+            }
+            None => None,
+        };
         let change_feed = ChangeFeed {
             store: store.clone(),
             verifier: Arc::clone(&verifier),
@@ -219,6 +234,8 @@ impl Application {
             local_addr,
             metrics_listener,
             metrics_addr,
+            http,
+            token_review: settings.token_review.clone(),
             metrics,
             store,
             verifier,
@@ -241,6 +258,11 @@ impl Application {
     /// The metrics address actually bound.
     pub fn metrics_addr(&self) -> SocketAddr {
         self.metrics_addr
+    }
+
+    /// The HTTP address actually bound, if `http_addr` is set.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(|(_, addr)| *addr)
     }
 
     /// The address actually bound (useful with port 0).
@@ -269,6 +291,8 @@ impl Application {
             local_addr,
             metrics_listener,
             metrics_addr,
+            http,
+            token_review,
             metrics,
             store,
             verifier,
@@ -385,6 +409,15 @@ impl Application {
             tracing::info!(addr = %metrics_addr, "metrics on /metrics");
             crate::metrics::serve(metrics_listener, metrics, refresh, stop)
         });
+        if let Some((listener, addr)) = http {
+            let api = Arc::new(crate::web::WebApi::new(
+                Arc::clone(&verifier),
+                Arc::clone(&metrics),
+                token_review,
+            ));
+            tracing::info!(%addr, "HTTP on /oauth2/introspect and /apis/authentication.k8s.io/v1/tokenreviews");
+            tasks.spawn(crate::web::serve(listener, api, limits, stop_tasks.clone()));
+        }
         let ext_authz = AuthorizationServer::new(ExtAuthzService::new(
             Arc::clone(&verifier),
             Arc::clone(&metrics),

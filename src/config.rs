@@ -44,6 +44,9 @@ pub struct Settings {
     pub token_prefix: String,
     /// Prometheus `/metrics` address (reserved for metrics).
     pub metrics_addr: SocketAddr,
+    /// HTTP address for RFC 7662 introspection and Kubernetes TokenReview;
+    /// unset: no HTTP listener.
+    pub http_addr: Option<SocketAddr>,
     pub log_format: LogFormat,
     /// Apply migrations at start.
     pub auto_migrate: bool,
@@ -52,6 +55,7 @@ pub struct Settings {
     pub last_used: LastUsedSettings,
     pub changes: ChangesSettings,
     pub ext_authz: ExtAuthzSettings,
+    pub token_review: TokenReviewSettings,
     pub tls: TlsSettings,
     pub server: ServerSettings,
     pub policy: Policy,
@@ -71,6 +75,7 @@ impl Default for Settings {
             admin_token: None,
             token_prefix: "lk".to_owned(),
             metrics_addr: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            http_addr: None,
             log_format: LogFormat::Text,
             auto_migrate: true,
             cache: CacheSettings::default(),
@@ -78,6 +83,7 @@ impl Default for Settings {
             last_used: LastUsedSettings::default(),
             changes: ChangesSettings::default(),
             ext_authz: ExtAuthzSettings::default(),
+            token_review: TokenReviewSettings::default(),
             tls: TlsSettings::default(),
             server: ServerSettings::default(),
             policy: Policy::default(),
@@ -233,6 +239,29 @@ pub struct ExtAuthzSettings {
     pub remove_authorization: bool,
 }
 
+/// Kubernetes webhook token authentication (`POST
+/// /apis/authentication.k8s.io/v1/tokenreviews` on `http_addr`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TokenReviewSettings {
+    /// The scope a token needs to authenticate to Kubernetes, so that not
+    /// every API token is a cluster credential; empty: any valid token.
+    pub required_scope: String,
+    /// Put before each of the token's scopes to make its groups, so that no
+    /// scope can name a Kubernetes system group (`system:masters`); like
+    /// the API server's `--oidc-groups-prefix`.
+    pub group_prefix: String,
+}
+
+impl Default for TokenReviewSettings {
+    fn default() -> Self {
+        TokenReviewSettings {
+            required_scope: "kubernetes:authenticate".to_owned(),
+            group_prefix: "latchkey:".to_owned(),
+        }
+    }
+}
+
 /// How changes made through other replicas reach this one's cache.
 #[derive(Clone, Copy, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -385,6 +414,12 @@ impl Settings {
         {
             bail!("set one of LATCHKEY_HMAC_KEY, LATCHKEY_HMAC_KEYS and LATCHKEY_HMAC_KEYS_FILE");
         }
+        let review_scope = &self.token_review.required_scope;
+        if !review_scope.is_empty()
+            && let Err(why) = crate::token::scope::validate(review_scope)
+        {
+            bail!("token_review.required_scope: {why}");
+        }
         if self.database_max_connections == 0 {
             bail!("LATCHKEY_DATABASE_MAX_CONNECTIONS must be at least 1");
         }
@@ -456,6 +491,37 @@ mod tests {
         assert!(s.policy.default_idle_timeout.is_none());
         assert_eq!(s.limits.create_per_owner_per_minute, 10);
         assert_eq!(s.limits.max_active_tokens_per_owner, 100);
+        assert!(s.http_addr.is_none(), "no HTTP listener unless asked");
+        assert_eq!(s.token_review.required_scope, "kubernetes:authenticate");
+        assert_eq!(s.token_review.group_prefix, "latchkey:");
+        assert_eq!(s.policy.max_self_renew_grace, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn the_http_listener_and_token_review_are_set_from_the_environment() {
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("LATCHKEY_HTTP_ADDR", "0.0.0.0:8080"),
+                ("LATCHKEY_TOKEN_REVIEW__REQUIRED_SCOPE", "k8s:*"),
+                ("LATCHKEY_TOKEN_REVIEW__GROUP_PREFIX", "latchkey-"),
+                ("LATCHKEY_POLICY__MAX_SELF_RENEW_GRACE", "10m"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.http_addr.unwrap().to_string(), "0.0.0.0:8080");
+        assert_eq!(s.token_review.required_scope, "k8s:*");
+        assert_eq!(s.token_review.group_prefix, "latchkey-");
+        assert_eq!(s.policy.max_self_renew_grace, Duration::from_secs(600));
+        let err = Settings::load_from(
+            None,
+            env(&[("LATCHKEY_TOKEN_REVIEW__REQUIRED_SCOPE", "has space")]),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("token_review.required_scope"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //! # Layout
 //!
 //! - [`app`]: start-up and shutdown; [`config`] and [`telemetry`] feed it.
-//! - [`grpc`]: the services (`TokenAdmin`, `TokenVerify`); the only module that
-//!   sees proto types.
+//! - [`grpc`]: the services (`TokenAdmin`, `TokenSelf`, `TokenVerify`, Envoy's
+//!   `Authorization`); with [`web`], which reads a cached token's encoding,
+//!   the only module that sees proto types.
 //! - [`lifecycle`] (create, list, update, revoke, restore, delete, renew,
 //!   owners, limits, events), [`verifier`] (the Verify path) and [`auth`] (who
 //!   may administer): the service logic.
@@ -13,6 +14,8 @@
 //!   [`owner`]: owners and their disabled state; [`audit`]: the audit trail.
 //! - [`cache`]: the verification cache and its race-safe fills; [`lookups`]:
 //!   the bounds on its misses.
+//! - [`web`]: the HTTP listener (RFC 7662 introspection, Kubernetes
+//!   TokenReview), on the same verifier.
 //! - [`store`]: the only module that imports sea_orm.
 //! - [`tasks`]: background work (the last-used flusher).
 //! - [`clock`]: time, injectable for tests.
@@ -43,6 +46,7 @@ pub mod telemetry;
 pub mod tls;
 pub mod token;
 pub mod verifier;
+pub mod web;
 
 pub use app::{Application, Options};
 pub use config::Settings;

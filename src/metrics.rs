@@ -59,12 +59,27 @@ fn verdict_label(v: Verdict) -> &'static str {
 pub enum Api {
     Verify = 0,
     Check = 1,
+    Introspect = 2,
+    TokenReview = 3,
+}
+
+impl Api {
+    const ALL: [Api; 4] = [Api::Verify, Api::Check, Api::Introspect, Api::TokenReview];
+
+    fn label(self) -> &'static str {
+        match self {
+            Api::Verify => "verify",
+            Api::Check => "check",
+            Api::Introspect => "introspect",
+            Api::TokenReview => "tokenreview",
+        }
+    }
 }
 
 pub struct Metrics {
     registry: Registry,
     /// `[api][verdict]`, resolved up front.
-    verdicts: [[IntCounter; VERDICTS.len()]; 2],
+    verdicts: [[IntCounter; VERDICTS.len()]; Api::ALL.len()],
     calls: HistogramVec,
     /// Handles of `calls` by gRPC path, resolved as paths are first seen.
     call_handles: std::sync::RwLock<HashMap<String, Histogram>>,
@@ -100,18 +115,13 @@ impl Metrics {
         let verdicts_vec = IntCounterVec::new(
             Opts::new(
                 "latchkey_verdicts_total",
-                "Verdicts answered, by API (verify or check) and verdict",
+                "Verdicts answered, by API (verify, check, introspect or tokenreview) and verdict",
             ),
             &["api", "verdict"],
         )
         .expect("valid metric");
-        let verdicts = [Api::Verify, Api::Check].map(|api| {
-            let api = if api == Api::Verify {
-                "verify"
-            } else {
-                "check"
-            };
-            VERDICTS.map(|v| verdicts_vec.with_label_values(&[api, verdict_label(v)]))
+        let verdicts = Api::ALL.map(|api| {
+            VERDICTS.map(|v| verdicts_vec.with_label_values(&[api.label(), verdict_label(v)]))
         });
         let calls = HistogramVec::new(
             HistogramOpts::new(

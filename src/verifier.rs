@@ -38,6 +38,20 @@ pub enum Verdict {
     InsufficientScope,
 }
 
+impl Verdict {
+    /// What a client is told about a token that was not accepted: no more
+    /// than RFC 6750 allows, and the same for every kind of bad token.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Verdict::Valid => "the token is valid",
+            Verdict::InsufficientScope => "the token lacks a required scope",
+            Verdict::Expired | Verdict::Inactive => "the token has expired",
+            Verdict::Revoked | Verdict::OwnerDisabled => "the token has been revoked",
+            Verdict::Malformed | Verdict::Unknown => "the token is not valid",
+        }
+    }
+}
+
 /// What the cache holds for a known token: only what Verify judges and
 /// answers from, built once per fill, in two allocations (every cached token
 /// holds one). The token as the API shows it is kept encoded ([`Render`]), so

@@ -114,7 +114,7 @@ impl Authorization for ExtAuthzService {
                 HttpStatusCode::Unauthorized,
                 "Bearer realm=\"latchkey\", error=\"invalid_token\"".to_owned(),
                 "invalid_token",
-                reason(verdict),
+                verdict.reason(),
             ),
         };
         Ok(Response::new(answer))
@@ -147,16 +147,6 @@ impl ExtAuthzService {
             })),
             ..Default::default()
         }
-    }
-}
-
-/// What the client is told about a token that was not accepted: no more
-/// than RFC 6750 allows, and the same for every kind of bad token.
-fn reason(verdict: Verdict) -> &'static str {
-    match verdict {
-        Verdict::Expired | Verdict::Inactive => "the token has expired",
-        Verdict::Revoked | Verdict::OwnerDisabled => "the token has been revoked",
-        _ => "the token is not valid",
     }
 }
 

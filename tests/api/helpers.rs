@@ -262,6 +262,8 @@ pub struct TestApp {
     pub addr: SocketAddr,
     /// Where `/metrics` is served.
     pub metrics_addr: SocketAddr,
+    /// The HTTP listener, if `http_addr` was set.
+    pub http_addr: Option<SocketAddr>,
     /// A connection to the server, for clients of other services.
     pub channel: Channel,
     pub admin: TokenAdminClient<Channel>,
@@ -326,6 +328,7 @@ pub async fn try_spawn_app_on(db: Arc<TestDb>, settings: Settings) -> anyhow::Re
     let mut app = Application::build_with(settings.clone(), options).await?;
     let addr = app.local_addr();
     let metrics_addr = app.metrics_addr();
+    let http_addr = app.http_addr();
     let bootstrap_secret = app.take_bootstrap_secret().map(|s| s.expose().to_owned());
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async {
@@ -342,6 +345,7 @@ pub async fn try_spawn_app_on(db: Arc<TestDb>, settings: Settings) -> anyhow::Re
     Ok(TestApp {
         addr,
         metrics_addr,
+        http_addr,
         admin: TokenAdminClient::new(channel.clone()),
         verifier: TokenVerifyClient::new(channel.clone()),
         channel,
@@ -729,6 +733,66 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.signal_stop();
+    }
+}
+
+/// An HTTP answer: status, headers (names lowercase) and body.
+#[derive(Debug)]
+pub struct HttpAnswer {
+    pub status: u16,
+    pub headers: std::collections::BTreeMap<String, String>,
+    pub body: String,
+}
+
+impl HttpAnswer {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+}
+
+/// Sends one HTTP/1.1 request, as written, over a new connection, adding
+/// `Host`, `Content-Length` and `Connection: close`.
+pub async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpAnswer {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: latchkey.example.com\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    let raw = String::from_utf8(raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("a complete answer");
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    HttpAnswer {
+        status,
+        headers,
+        body: body.to_owned(),
     }
 }
 

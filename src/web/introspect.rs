@@ -1,0 +1,178 @@
+//! OAuth 2.0 Token Introspection (RFC 7662): `POST /oauth2/introspect` with
+//! form field `token`, by a caller presenting a latchkey token with scope
+//! `latchkey:introspect` as its bearer credential.
+//!
+//! A valid token is answered `{"active": true, …}` with its scopes, owner
+//! (`sub`), id (`client_id`, `jti`), creation (`iat`) and expiry (`exp`);
+//! every other token, whatever the reason, exactly `{"active": false}`, as
+//! RFC 7662 2.2 requires, so the answer tells the caller nothing more about
+//! a token it may not use.
+
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Response, StatusCode};
+use prost::Message as _;
+use zeroize::Zeroizing;
+
+use super::{Answer, WebApi, error, json, undecided};
+use crate::auth::bearer_credential;
+use crate::grpc::pb;
+use crate::metrics::Api;
+use crate::token::INTROSPECT_SCOPE;
+use crate::verifier::Verdict;
+
+const FORM: &str = "application/x-www-form-urlencoded";
+
+impl WebApi {
+    pub(super) async fn introspect(&self, headers: &HeaderMap, body: &[u8]) -> Answer {
+        if let Some(refused) = self.authenticate_caller(headers).await {
+            return refused;
+        }
+        let is_form = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case(FORM));
+        if !is_form {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "the body must be application/x-www-form-urlencoded",
+            );
+        }
+        let mut tokens = form_urlencoded::parse(body)
+            .filter(|(name, _)| name == "token")
+            .map(|(_, value)| Zeroizing::new(value.into_owned()));
+        let token = match (tokens.next(), tokens.next()) {
+            (Some(token), None) if !token.is_empty() => token,
+            (Some(_), Some(_)) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "the token parameter is given more than once",
+                );
+            }
+            _ => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "the token parameter is required",
+                );
+            }
+        };
+        let checked = match self.verifier.verify(&token, &[]).await {
+            Ok(checked) => checked,
+            Err(e) => return undecided(e),
+        };
+        self.metrics.verdict(Api::Introspect, checked.verdict);
+        let known = match (checked.verdict, checked.token) {
+            (Verdict::Valid, Some(known)) => known,
+            _ => return json(StatusCode::OK, &serde_json::json!({ "active": false })),
+        };
+        let Ok(token) = pb::Token::decode(known.snapshot.rendered()) else {
+            return undecided(crate::error::Error::Internal(anyhow::anyhow!(
+                "a cached token did not decode"
+            )));
+        };
+        json(StatusCode::OK, &active(&token))
+    }
+
+    /// `None` if the caller's bearer token may introspect; else the 401 or
+    /// 403 answer (RFC 6750 3.1).
+    async fn authenticate_caller(&self, headers: &HeaderMap) -> Option<Answer> {
+        let Some(credential) = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(bearer_credential)
+        else {
+            return Some(challenge(
+                StatusCode::UNAUTHORIZED,
+                "Bearer realm=\"latchkey\"",
+                "invalid_client",
+                &format!("a bearer token with scope {INTROSPECT_SCOPE} is required"),
+            ));
+        };
+        let checked = match self
+            .verifier
+            .verify(credential, &self.introspect_scope)
+            .await
+        {
+            Ok(checked) => checked,
+            Err(e) => return Some(undecided(e)),
+        };
+        match checked.verdict {
+            Verdict::Valid => None,
+            Verdict::InsufficientScope => Some(challenge(
+                StatusCode::FORBIDDEN,
+                "Bearer realm=\"latchkey\", error=\"insufficient_scope\", scope=\"latchkey:introspect\"",
+                "insufficient_scope",
+                &format!("the caller's token lacks scope {INTROSPECT_SCOPE}"),
+            )),
+            verdict => Some(challenge(
+                StatusCode::UNAUTHORIZED,
+                "Bearer realm=\"latchkey\", error=\"invalid_token\"",
+                "invalid_token",
+                &format!("the caller's token: {}", verdict.reason()),
+            )),
+        }
+    }
+}
+
+/// The RFC 7662 2.2 answer for an active token.
+fn active(token: &pb::Token) -> serde_json::Value {
+    let mut answer = serde_json::json!({
+        "active": true,
+        "scope": token.scopes.join(" "),
+        "client_id": token.id,
+        "sub": token.owner,
+        "iat": token.create_time.map(|t| t.seconds),
+        "token_type": "Bearer",
+        "jti": token.id,
+    });
+    if let Some(expire) = token.expire_time {
+        answer["exp"] = expire.seconds.into();
+    }
+    answer
+}
+
+fn challenge(status: StatusCode, value: &'static str, code: &str, description: &str) -> Answer {
+    let mut answer: Response<_> = error(status, code, description);
+    answer
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(value));
+    answer
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_active_answer_has_the_rfc_fields_and_no_exp_without_expiry() {
+        let token = pb::Token {
+            id: "0190".into(),
+            owner: "alice".into(),
+            scopes: vec!["a".into(), "b:*".into()],
+            create_time: Some(prost_types::Timestamp {
+                seconds: 100,
+                nanos: 5,
+            }),
+            ..Default::default()
+        };
+        let answer = active(&token);
+        assert_eq!(
+            answer,
+            serde_json::json!({
+                "active": true, "scope": "a b:*", "client_id": "0190", "sub": "alice",
+                "iat": 100, "token_type": "Bearer", "jti": "0190",
+            })
+        );
+        let expiring = pb::Token {
+            expire_time: Some(prost_types::Timestamp {
+                seconds: 200,
+                nanos: 0,
+            }),
+            ..token
+        };
+        assert_eq!(active(&expiring)["exp"], 200);
+    }
+}

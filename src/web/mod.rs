@@ -1,0 +1,233 @@
+//! The HTTP listener (`LATCHKEY_HTTP_ADDR`, off unless set): the standard
+//! delegation protocols, answered from the same cache and verdicts as
+//! Verify, so that existing infrastructure can use latchkey with
+//! configuration only.
+//!
+//! - `POST /oauth2/introspect`: OAuth 2.0 Token Introspection (RFC 7662)
+//!   ([`introspect`]).
+//! - `POST /apis/authentication.k8s.io/v1/tokenreviews`: Kubernetes webhook
+//!   token authentication ([`token_review`]).
+//!
+//! HTTP/1.1, with the gRPC server's connection limit, request timeout and
+//! header-size limit; bodies are capped at 64 KiB.
+
+mod introspect;
+mod token_review;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::{BodyExt as _, Full, LengthLimitError, Limited};
+use hyper::body::Bytes;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{ServerSettings, TokenReviewSettings};
+use crate::connections::ConnectionLimit;
+use crate::error::Error;
+use crate::metrics::Metrics;
+use crate::token::INTROSPECT_SCOPE;
+use crate::verifier::Verifier;
+
+pub use token_review::TOKEN_REVIEW_PATH;
+
+/// RFC 7662 introspection.
+pub const INTROSPECT_PATH: &str = "/oauth2/introspect";
+
+/// Largest request body accepted, in bytes.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+
+type Answer = Response<Full<Bytes>>;
+
+pub struct WebApi {
+    verifier: Arc<Verifier>,
+    metrics: Arc<Metrics>,
+    introspect_scope: [String; 1],
+    /// The scope a token needs to authenticate to Kubernetes (none: empty).
+    review_scopes: Vec<String>,
+    group_prefix: String,
+}
+
+impl WebApi {
+    pub fn new(
+        verifier: Arc<Verifier>,
+        metrics: Arc<Metrics>,
+        review: TokenReviewSettings,
+    ) -> Self {
+        WebApi {
+            verifier,
+            metrics,
+            introspect_scope: [INTROSPECT_SCOPE.to_owned()],
+            review_scopes: Some(review.required_scope)
+                .filter(|s| !s.is_empty())
+                .into_iter()
+                .collect(),
+            group_prefix: review.group_prefix,
+        }
+    }
+
+    async fn handle(&self, request: Request<Incoming>) -> Answer {
+        let endpoint = match request.uri().path() {
+            INTROSPECT_PATH => Endpoint::Introspect,
+            path if token_review::is_path(path) => Endpoint::TokenReview,
+            _ => {
+                return json(
+                    StatusCode::NOT_FOUND,
+                    &serde_json::json!({ "error": "not_found" }),
+                );
+            }
+        };
+        if request.method() != Method::POST {
+            let mut answer = json(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &serde_json::json!({ "error": "invalid_request", "error_description": "use POST" }),
+            );
+            answer
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+            return answer;
+        }
+        let (parts, body) = request.into_parts();
+        let body = match Limited::new(body, MAX_BODY_BYTES).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) if e.is::<LengthLimitError>() => {
+                return json(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &serde_json::json!({
+                        "error": "invalid_request",
+                        "error_description": format!("the body exceeds {MAX_BODY_BYTES} bytes"),
+                    }),
+                );
+            }
+            // The client went away mid-body; nobody reads this answer.
+            Err(_) => return json(StatusCode::BAD_REQUEST, &serde_json::json!({})),
+        };
+        match endpoint {
+            Endpoint::Introspect => self.introspect(&parts.headers, &body).await,
+            Endpoint::TokenReview => self.token_review(&body).await,
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Endpoint {
+    Introspect,
+    TokenReview,
+}
+
+/// Serves `api` on `listener` until `stop`, then lets requests in progress
+/// finish.
+pub async fn serve(
+    listener: TcpListener,
+    api: Arc<WebApi>,
+    limits: ServerSettings,
+    stop: CancellationToken,
+) {
+    let connections = ConnectionLimit::new(limits.max_connections);
+    let tasks = TaskTracker::new();
+    let timeout = limits.request_timeout;
+    let max_buf = usize::try_from(limits.max_header_bytes)
+        .unwrap_or(usize::MAX)
+        .max(8192);
+    loop {
+        let accepted = tokio::select! {
+            () = stop.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "accepting an HTTP connection");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Some(admitted) = connections.admit(stream) else {
+            continue;
+        };
+        let _ = admitted.inner().set_nodelay(true);
+        let (api, stop) = (Arc::clone(&api), stop.clone());
+        tasks.spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let api = Arc::clone(&api);
+                async move {
+                    let answer = tokio::time::timeout(timeout, api.handle(request))
+                        .await
+                        .unwrap_or_else(|_| {
+                            error(
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                "temporarily_unavailable",
+                                "the request took too long",
+                            )
+                        });
+                    Ok::<_, Infallible>(answer)
+                }
+            });
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(timeout)
+                .max_buf_size(max_buf);
+            let connection = builder.serve_connection(TokioIo::new(admitted), service);
+            tokio::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                () = stop.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+        });
+    }
+    tasks.close();
+    tasks.wait().await;
+}
+
+/// A JSON answer that no cache may keep (it describes a credential).
+fn json(status: StatusCode, body: &serde_json::Value) -> Answer {
+    let mut answer = Response::new(Full::new(Bytes::from(body.to_string())));
+    *answer.status_mut() = status;
+    let headers = answer.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    answer
+}
+
+/// An OAuth-style error answer (RFC 6749 5.2).
+fn error(status: StatusCode, code: &str, description: &str) -> Answer {
+    json(
+        status,
+        &serde_json::json!({ "error": code, "error_description": description }),
+    )
+}
+
+/// The answer when latchkey could not decide (the database unreachable on a
+/// cache miss, or too many lookups in progress): the caller fails closed
+/// and may retry. Logged as the gRPC services log it.
+fn undecided(e: Error) -> Answer {
+    let status = tonic::Status::from(e);
+    match status.code() {
+        tonic::Code::Unavailable => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            status.message(),
+        ),
+        tonic::Code::InvalidArgument => {
+            error(StatusCode::BAD_REQUEST, "invalid_request", status.message())
+        }
+        _ => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "internal error",
+        ),
+    }
+}
