@@ -1,7 +1,8 @@
 //! Secrets never reach a log: with every crate logging at TRACE (latchkey,
 //! tonic, h2, hyper, sqlx, sea-orm), every RPC is called, with secrets in
 //! the places they belong (credentials, Verify, Envoy's Authorization
-//! header) and in places they do not (an id field, a scope), and the whole
+//! header, TokenSelf, introspection and TokenReview on the HTTP listener)
+//! and in places they do not (an id field, a scope), and the whole
 //! log is searched for each secret, its random part, the static admin
 //! credential and the HMAC key.
 //!
@@ -18,7 +19,7 @@ use envoy_types::ext_authz::v3::pb::CheckRequest;
 use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
-use latchkey::grpc::pb::{self, Verdict};
+use latchkey::grpc::pb::{self, Verdict, token_self_client::TokenSelfClient};
 use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
@@ -58,7 +59,10 @@ fn near(secret: &str) -> String {
 
 async fn no_rpc_logs_a_secret_or_the_admin_credential(backend: Backend) {
     capture_logs_with("trace");
-    let app = spawn_app(backend).await;
+    let app = spawn_app_with(backend, |s| {
+        s.http_addr = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
     let mut admin = app.admin.clone();
 
     // An admin token, and a token it administers.
@@ -117,6 +121,73 @@ async fn no_rpc_logs_a_secret_or_the_admin_credential(backend: Backend) {
         .await
         .unwrap();
 
+    // TokenSelf: a device looks itself up, renews itself, replays its old
+    // secret (reuse detection revokes the chain), and a script revokes
+    // itself.
+    let mut own = TokenSelfClient::new(app.channel.clone());
+    let (_, device_secret) = app
+        .create_token(
+            "device-7",
+            &["latchkey:self-renew", "kubernetes:authenticate"],
+        )
+        .await;
+    own.lookup_self(with_bearer(pb::LookupSelfRequest {}, &device_secret))
+        .await
+        .unwrap();
+    let renewal = pb::RenewSelfRequest {
+        grace_period: Some(duration(60)),
+    };
+    let device_renewed = own
+        .renew_self(with_bearer(renewal, &device_secret))
+        .await
+        .unwrap()
+        .into_inner()
+        .secret;
+    // Both secrets still verify, for introspection and TokenReview below.
+    let (_, gateway_secret) = app.create_token("gateway", &["latchkey:introspect"]).await;
+    let http = app.http_addr.unwrap();
+    let bearer = format!("Bearer {gateway_secret}");
+    for s in [&device_secret, &device_renewed, &near(&device_secret)] {
+        let form = format!("token={s}");
+        let answer = http_request(
+            http,
+            "POST",
+            "/oauth2/introspect",
+            &[
+                ("Content-Type", "application/x-www-form-urlencoded"),
+                ("Authorization", &bearer),
+            ],
+            form.as_bytes(),
+        )
+        .await;
+        assert_eq!(answer.status, 200);
+        let review = format!(
+            r#"{{"apiVersion":"authentication.k8s.io/v1","kind":"TokenReview","spec":{{"token":"{s}"}}}}"#
+        );
+        let answer = http_request(
+            http,
+            "POST",
+            "/apis/authentication.k8s.io/v1/tokenreviews",
+            &[("Content-Type", "application/json")],
+            review.as_bytes(),
+        )
+        .await;
+        assert_eq!(answer.status, 200);
+        assert!(!answer.body.contains(s.as_str()));
+    }
+    let reused = own
+        .renew_self(with_bearer(renewal, &device_secret))
+        .await
+        .unwrap_err();
+    assert_eq!(reused.code(), Code::Unauthenticated);
+    let (_, script_secret) = app.create_token("ci", &[]).await;
+    own.revoke_self(with_bearer(
+        pb::RevokeSelfRequest::default(),
+        &script_secret,
+    ))
+    .await
+    .unwrap();
+
     // Secrets where they do not belong, and credentials that are refused.
     let misplaced = admin
         .get_token(app.admin_request(pb::GetTokenRequest { id: secret.clone() }))
@@ -158,13 +229,24 @@ async fn no_rpc_logs_a_secret_or_the_admin_credential(backend: Backend) {
         ("a token secret", secret.as_str()),
         ("a renewed secret", renewed_secret.as_str()),
         ("an admin token", admin_secret.as_str()),
+        ("a device token", device_secret.as_str()),
+        ("a renewed device token", device_renewed.as_str()),
+        ("an introspecting token", gateway_secret.as_str()),
+        ("a self-revoked token", script_secret.as_str()),
         ("the static admin credential", ADMIN_TOKEN),
         ("the HMAC key", HMAC_KEY),
     ] {
         assert!(!logs.contains(s), "{what} reached a log line");
     }
     // Not even the random part of a secret, nor a near miss of one.
-    for s in [&secret, &renewed_secret, &admin_secret] {
+    for s in [
+        &secret,
+        &renewed_secret,
+        &admin_secret,
+        &device_secret,
+        &device_renewed,
+        &gateway_secret,
+    ] {
         let body = &s[3..s.len() - 6];
         assert!(
             !logs.contains(body),

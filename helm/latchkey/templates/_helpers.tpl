@@ -43,11 +43,14 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- define "latchkey.settings" -}}
 LATCHKEY_LISTEN_ADDR: "0.0.0.0:{{ .Values.service.port }}"
 LATCHKEY_METRICS_ADDR: "0.0.0.0:{{ .Values.service.metricsPort }}"
+{{- with .Values.service.httpPort }}
+LATCHKEY_HTTP_ADDR: "0.0.0.0:{{ . }}"
+{{- end }}
 {{- range $name, $value := .Values.config }}
 {{- if not (hasPrefix "LATCHKEY_" $name) }}
 {{- fail (printf "config.%s: every setting is a LATCHKEY_* name" $name) }}
 {{- end }}
-{{- if has $name (list "LATCHKEY_DATABASE_URL" "LATCHKEY_HMAC_KEY" "LATCHKEY_HMAC_KEYS" "LATCHKEY_HMAC_KEYS_FILE" "LATCHKEY_ADMIN_TOKEN" "LATCHKEY_LISTEN_ADDR" "LATCHKEY_METRICS_ADDR") }}
+{{- if has $name (list "LATCHKEY_DATABASE_URL" "LATCHKEY_HMAC_KEY" "LATCHKEY_HMAC_KEYS" "LATCHKEY_HMAC_KEYS_FILE" "LATCHKEY_ADMIN_TOKEN" "LATCHKEY_LISTEN_ADDR" "LATCHKEY_METRICS_ADDR" "LATCHKEY_HTTP_ADDR") }}
 {{- fail (printf "config.%s: set by the chart (secrets come from the Secret named by secrets.name, addresses from service.*)" $name) }}
 {{- end }}
 {{- /* YAML numbers arrive as floats: 1000000 would print as 1e+06. */}}
