@@ -550,25 +550,13 @@ async fn accept_tls(
     stop: CancellationToken,
 ) {
     loop {
-        let accepted = tokio::select! {
-            () = stop.cancelled() => return,
-            () = handshaken.closed() => return,
-            accepted = listener.accept() => accepted,
-        };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                tracing::warn!(error = %e, "accepting a connection");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
         // The place is taken before the handshake: handshakes in progress
         // count as connections.
-        let Some(admitted) = connections.admit(stream) else {
-            continue;
+        let admitted = tokio::select! {
+            () = stop.cancelled() => return,
+            () = handshaken.closed() => return,
+            admitted = connections.accept(&listener) => admitted,
         };
-        let _ = admitted.inner().set_nodelay(true);
         let (tls, handshaken) = (tls.clone(), handshaken.clone());
         tokio::spawn(async move {
             let (stream, place) = admitted.into_parts();

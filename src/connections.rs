@@ -6,8 +6,10 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::transport::server::Connected;
 
@@ -32,6 +34,27 @@ impl ConnectionLimit {
             Err(_) => {
                 tracing::debug!("connection limit reached; closing a new connection");
                 None
+            }
+        }
+    }
+
+    /// The next connection on `listener` that gets a place, with Nagle's
+    /// algorithm off. Accept errors (out of file descriptors, say) are
+    /// logged and retried after a pause; connections past the limit are
+    /// closed. Cancel-safe: no connection is lost if the future is dropped.
+    pub async fn accept(&self, listener: &TcpListener) -> Admitted<TcpStream> {
+        loop {
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            if let Some(admitted) = self.admit(stream) {
+                let _ = admitted.inner().set_nodelay(true);
+                return admitted;
             }
         }
     }

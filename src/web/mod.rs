@@ -16,7 +16,6 @@ mod token_review;
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
 use http_body_util::{BodyExt as _, Full, LengthLimitError, Limited};
 use hyper::body::Bytes;
@@ -136,22 +135,10 @@ pub async fn serve(
         .unwrap_or(usize::MAX)
         .max(8192);
     loop {
-        let accepted = tokio::select! {
+        let admitted = tokio::select! {
             () = stop.cancelled() => break,
-            accepted = listener.accept() => accepted,
+            admitted = connections.accept(&listener) => admitted,
         };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                tracing::warn!(error = %e, "accepting an HTTP connection");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Some(admitted) = connections.admit(stream) else {
-            continue;
-        };
-        let _ = admitted.inner().set_nodelay(true);
         let (api, stop) = (Arc::clone(&api), stop.clone());
         tasks.spawn(async move {
             let service = hyper::service::service_fn(move |request| {
