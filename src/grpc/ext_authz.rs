@@ -20,7 +20,6 @@ use envoy_types::ext_authz::v3::pb::{
     HttpResponse, HttpStatus, HttpStatusCode, OkHttpResponse,
 };
 use envoy_types::pb::google::rpc;
-use prost::Message as _;
 use tonic::{Request, Response, Status};
 
 use super::pb;
@@ -97,8 +96,7 @@ impl Authorization for ExtAuthzService {
         self.metrics.verdict(Api::Check, checked.verdict);
         let answer = match (checked.verdict, checked.token) {
             (Verdict::Valid, Some(known)) => {
-                let token = pb::Token::decode(known.snapshot.rendered())
-                    .map_err(|_| Status::internal("internal error"))?;
+                let token = super::decode_rendered(&known.snapshot)?;
                 self.allowed(&token)
             }
             (Verdict::InsufficientScope, _) => denied(

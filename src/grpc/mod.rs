@@ -12,7 +12,9 @@ pub use ext_authz::{
     ExtAuthzService, OWNER_HEADER, REQUIRED_SCOPES, SCOPES_HEADER, TOKEN_ID_HEADER,
 };
 pub use self_service::SelfService;
-pub use verify::{TokenVerifyServer, VerifyReply, VerifyService, render as render_token};
+pub use verify::{
+    TokenVerifyServer, VerifyReply, VerifyService, decode_rendered, render as render_token,
+};
 
 /// Types generated from `proto/latchkey/v1`, with clients for callers and tests.
 pub mod pb {

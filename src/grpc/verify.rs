@@ -41,6 +41,17 @@ pub fn render(record: &TokenRecord, out: &mut Vec<u8>) {
     token.encode(out).expect("a Vec grows to fit");
 }
 
+/// The token a cache fill [`render`]ed, as a message (without its status):
+/// for the answers that need its fields rather than its bytes.
+///
+/// # Errors
+/// `Internal` if the bytes do not decode, which only a bug could cause.
+pub fn decode_rendered(snapshot: &Snapshot) -> Result<pb::Token, crate::error::Error> {
+    pb::Token::decode(snapshot.rendered()).map_err(|e| {
+        crate::error::Error::Internal(anyhow::Error::new(e).context("decoding a cached token"))
+    })
+}
+
 /// A `latchkey.v1.VerifyResponse` whose token is the snapshot's pre-encoded
 /// bytes plus its status at the time of the call. Encode-only: the server
 /// never decodes one (decoding skips every field).

@@ -10,7 +10,6 @@
 
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Response, StatusCode};
-use prost::Message as _;
 use zeroize::Zeroizing;
 
 use super::{Answer, WebApi, error, json, undecided};
@@ -68,12 +67,10 @@ impl WebApi {
             (Verdict::Valid, Some(known)) => known,
             _ => return json(StatusCode::OK, &serde_json::json!({ "active": false })),
         };
-        let Ok(token) = pb::Token::decode(known.snapshot.rendered()) else {
-            return undecided(crate::error::Error::Internal(anyhow::anyhow!(
-                "a cached token did not decode"
-            )));
-        };
-        json(StatusCode::OK, &active(&token))
+        match crate::grpc::decode_rendered(&known.snapshot) {
+            Ok(token) => json(StatusCode::OK, &active(&token)),
+            Err(e) => undecided(e),
+        }
     }
 
     /// `None` if the caller's bearer token may introspect; else the 401 or

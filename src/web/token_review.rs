@@ -15,7 +15,6 @@
 use std::collections::BTreeMap;
 
 use hyper::StatusCode;
-use prost::Message as _;
 use serde::Deserialize;
 
 use super::{Answer, WebApi, json, undecided};
@@ -104,11 +103,7 @@ impl WebApi {
         self.metrics.verdict(Api::TokenReview, checked.verdict);
         match (checked.verdict, checked.token) {
             (Verdict::Valid, Some(known)) => {
-                let token = pb::Token::decode(known.snapshot.rendered()).map_err(|_| {
-                    undecided(crate::error::Error::Internal(anyhow::anyhow!(
-                        "a cached token did not decode"
-                    )))
-                })?;
+                let token = crate::grpc::decode_rendered(&known.snapshot).map_err(undecided)?;
                 Ok(self.authenticated(&token))
             }
             (Verdict::InsufficientScope, _) => Ok(refused(&format!(
