@@ -39,11 +39,7 @@ impl AdminService {
     }
 
     async fn authorize<T>(&self, request: &Request<T>) -> Result<Actor, Error> {
-        let header = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok());
-        self.auth.authorize(header).await
+        self.auth.authorize(super::authorization(request)).await
     }
 
     fn token(&self, record: &crate::token::TokenRecord) -> pb::Token {

@@ -60,5 +60,13 @@ pub mod pb {
 pub const ENVOY_EXT_AUTHZ_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/envoy_ext_authz_descriptor.bin"));
 
+/// The call's `authorization` metadata, if it is present and text.
+fn authorization<T>(request: &tonic::Request<T>) -> Option<&str> {
+    request
+        .metadata()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+}
+
 /// Largest request message accepted, in bytes.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;

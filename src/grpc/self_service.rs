@@ -38,10 +38,7 @@ impl SelfService {
         request: &Request<T>,
         scopes: &[String],
     ) -> Result<Verification, Error> {
-        let token = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
+        let token = super::authorization(request)
             .and_then(bearer_credential)
             .ok_or(Error::Unauthenticated)?;
         self.verifier.verify(token, scopes).await
