@@ -185,9 +185,14 @@ async fn connections_past_the_limit_are_closed_and_a_freed_place_is_reused() {
     // A closed connection frees its place for a new client.
     drop((first, second));
     tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_a_newcomer_is_served(&app, &secret).await;
+}
+
+/// A client on a new connection is served `secret` as VALID.
+async fn assert_a_newcomer_is_served(app: &TestApp, secret: &str) {
     let mut newcomer = verify_client(app.addr).await;
     let reply = newcomer
-        .verify(verify_request(&secret))
+        .verify(verify_request(secret))
         .await
         .expect("served");
     assert_eq!(reply.into_inner().verdict, Verdict::Valid as i32);
@@ -265,10 +270,5 @@ async fn a_peer_that_stops_answering_pings_is_disconnected_and_its_place_reused(
     // Its place is free again: with the test's own client holding the other
     // one, a newcomer is served.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let mut newcomer = verify_client(app.addr).await;
-    let reply = newcomer
-        .verify(verify_request(&secret))
-        .await
-        .expect("served");
-    assert_eq!(reply.into_inner().verdict, Verdict::Valid as i32);
+    assert_a_newcomer_is_served(&app, &secret).await;
 }
