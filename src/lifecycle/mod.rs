@@ -681,11 +681,31 @@ impl Lifecycle {
     /// Commits a change, its event and its change-log row, then drops the
     /// token's cache entry.
     async fn commit(&self, txn: Txn, event: &Event, stored: &StoredToken) -> Result<(), Error> {
-        txn.insert_event(event).await?;
-        txn.log_changes(&[Change::Token(stored.digest)], event.time)
-            .await?;
+        self.commit_tokens(
+            txn,
+            std::slice::from_ref(event),
+            &[stored.digest],
+            event.time,
+        )
+        .await
+    }
+
+    /// Commits changes to the tokens stored under `digests`, with `events`
+    /// and a change-log row each, then drops their cache entries.
+    async fn commit_tokens(
+        &self,
+        txn: Txn,
+        events: &[Event],
+        digests: &[Digest],
+        now: Timestamp,
+    ) -> Result<(), Error> {
+        txn.insert_events(events).await?;
+        let changes: Vec<Change> = digests.iter().copied().map(Change::Token).collect();
+        txn.log_changes(&changes, now).await?;
         txn.commit().await?;
-        self.verifier.forget(&stored.digest);
+        for digest in digests {
+            self.verifier.forget(digest);
+        }
         Ok(())
     }
 

@@ -75,28 +75,23 @@ impl Lifecycle {
         let now = self.clock.now();
         let txn = self.store.begin().await?;
         let deleted = txn.delete_owner_tokens(owner).await?;
-        let changes: Vec<Change> = deleted
+        let events: Vec<Event> = deleted
             .iter()
-            .map(|stored| Change::Token(stored.digest))
+            .map(|stored| {
+                self.event(
+                    EventKind::Deleted,
+                    &stored.record,
+                    actor,
+                    now,
+                    [
+                        ("name", stored.record.name.clone()),
+                        ("cause", "DeleteOwnerTokens".to_owned()),
+                    ],
+                )
+            })
             .collect();
-        txn.log_changes(&changes, now).await?;
-        for stored in &deleted {
-            let event = self.event(
-                EventKind::Deleted,
-                &stored.record,
-                actor,
-                now,
-                [
-                    ("name", stored.record.name.clone()),
-                    ("cause", "DeleteOwnerTokens".to_owned()),
-                ],
-            );
-            txn.insert_event(&event).await?;
-        }
-        txn.commit().await?;
-        for stored in &deleted {
-            self.verifier.forget(&stored.digest);
-        }
+        let digests: Vec<_> = deleted.iter().map(|stored| stored.digest).collect();
+        self.commit_tokens(txn, &events, &digests, now).await?;
         tracing::info!(%owner, tokens = deleted.len(), %actor, "owner's tokens deleted");
         Ok(u64::try_from(deleted.len()).unwrap_or(u64::MAX))
     }

@@ -14,7 +14,6 @@ use uuid::Uuid;
 
 use crate::audit::EventKind;
 use crate::auth::Actor;
-use crate::changes::Change;
 use crate::clock::Timestamp;
 use crate::error::Error;
 use crate::store::Txn;
@@ -101,13 +100,7 @@ impl Lifecycle {
                 digests.push(stored.digest);
             }
         }
-        let changes: Vec<Change> = digests.iter().copied().map(Change::Token).collect();
-        txn.insert_events(&events).await?;
-        txn.log_changes(&changes, now).await?;
-        txn.commit().await?;
-        for digest in &digests {
-            self.verifier.forget(digest);
-        }
+        self.commit_tokens(txn, &events, &digests, now).await?;
         tracing::warn!(
             token_id = %presented.id,
             owner = %presented.owner,
