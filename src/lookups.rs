@@ -2,9 +2,11 @@
 //!
 //! Every miss asks the database, and a stream of well-formed random tokens is
 //! nothing but misses: unbounded, it would take the database, and the CPU its
-//! lookups cost here, from everyone else. Two bounds hold. Lookups start at
-//! most `max_per_second` a second (a token bucket holding one second's
-//! worth): a miss past the rate waits its turn, parked, costing nothing. And
+//! lookups cost here, from everyone else. Two bounds hold. In no one-second
+//! window do more than `max_per_second` lookups start (a token bucket that
+//! lends a hundredth of a second's worth and refills so that the loan and
+//! the refill together stay within the bound): a miss past the rate waits
+//! its turn, parked, costing nothing. And
 //! at most `max_pending` misses are in progress at once, waiting or looking
 //! up: one more is refused at once, without a lookup, and its caller told to
 //! retry (`UNAVAILABLE`). So no miss waits longer than about
@@ -93,21 +95,27 @@ impl LookupLimit {
     }
 }
 
-/// A token bucket refilled at `rate` a second, holding at most one second's
-/// worth. A reservation past the tokens left takes one ahead (the count
-/// goes below zero) and is told how long to wait for it; `max_pending`
-/// bounds how far ahead.
+/// A token bucket for at most `max` a second in any one-second window: it
+/// holds up to `capacity` (a hundredth of `max`, at least one) and refills
+/// at `max - (capacity - 1)` a second. A full bucket's first token is the
+/// one the refill earned just before, so a one-second window sees at most
+/// `capacity - 1` lent and `max - (capacity - 1)` refilled. A reservation
+/// past the tokens left takes one ahead (the count goes below zero) and is
+/// told how long to wait for it; `max_pending` bounds how far ahead.
 struct Bucket {
     rate: f64,
+    capacity: f64,
     tokens: f64,
     at: Instant,
 }
 
 impl Bucket {
-    fn full(rate: u32) -> Self {
+    fn full(max: u32) -> Self {
+        let capacity = (max / 100).max(1);
         Bucket {
-            rate: f64::from(rate),
-            tokens: f64::from(rate),
+            rate: f64::from(max - (capacity - 1)),
+            capacity: f64::from(capacity),
+            tokens: f64::from(capacity),
             at: Instant::now(),
         }
     }
@@ -115,7 +123,7 @@ impl Bucket {
     /// Takes a token; returns how long to wait until it is due.
     fn reserve(&mut self, now: Instant) -> Duration {
         let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate);
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.capacity);
         self.at = now;
         self.tokens -= 1.0;
         if self.tokens >= 0.0 {
@@ -141,24 +149,63 @@ mod tests {
         assert!(limit.admit().await.is_ok());
     }
 
+    /// Starts under constant demand from `bucket`, as instants: each
+    /// reservation made as soon as the one before it was due.
+    fn starts(bucket: &mut Bucket, from: Instant, count: usize) -> Vec<Instant> {
+        let mut at = from;
+        (0..count)
+            .map(|_| {
+                at += bucket.reserve(at);
+                at
+            })
+            .collect()
+    }
+
     #[test]
-    fn the_bucket_lends_one_second_and_then_spaces_lookups_at_its_rate() {
+    fn the_bucket_lends_a_hundredth_of_a_second_and_then_spaces_lookups() {
         let start = Instant::now();
-        let mut bucket = Bucket::full(10);
+        let mut bucket = Bucket::full(1000);
         bucket.at = start;
-        let waits: Vec<_> = (0..13).map(|_| bucket.reserve(start)).collect();
+        let waits: Vec<_> = (0..12).map(|_| bucket.reserve(start)).collect();
         assert!(waits[..10].iter().all(Duration::is_zero), "{waits:?}");
-        let ms = |d: Duration| (d.as_secs_f64() * 1000.0).round() as u64;
+        let micros = |d: &Duration| d.as_micros();
+        // Refilled at 991 a second: a token every 1.009 ms.
         assert_eq!(
-            waits[10..].iter().map(|d| ms(*d)).collect::<Vec<_>>(),
-            [100, 200, 300]
+            waits[10..].iter().map(micros).collect::<Vec<_>>(),
+            [1009, 2018]
         );
-        // Once the reservations ahead are paid for, a long pause refills it
-        // only to one second's worth.
+        // A long pause refills it only to its capacity.
         let later = start + Duration::from_secs(60);
         let waits: Vec<_> = (0..11).map(|_| bucket.reserve(later)).collect();
         assert!(waits[..10].iter().all(Duration::is_zero));
-        assert_eq!(ms(waits[10]), 100);
+        assert_eq!(micros(&waits[10]), 1009);
+    }
+
+    #[test]
+    fn no_one_second_window_sees_more_than_the_bound() {
+        for max in [1, 7, 10, 99, 100, 250, 1000] {
+            let start = Instant::now();
+            let mut bucket = Bucket::full(max);
+            bucket.at = start;
+            // A burst at once, a pause long enough to refill, then another.
+            let mut at = starts(&mut bucket, start, 3 * max as usize);
+            let resumed = *at.last().unwrap() + Duration::from_secs(5);
+            at.extend(starts(&mut bucket, resumed, 3 * max as usize));
+            for (i, first) in at.iter().enumerate() {
+                let within = at[i..]
+                    .iter()
+                    .take_while(|t| t.duration_since(*first) < Duration::from_secs(1))
+                    .count();
+                assert!(within <= max as usize, "{max}/s: {within} in one second");
+            }
+            // And the bound is what it sustains, give or take the loan.
+            let span = at[3 * max as usize - 1].duration_since(at[0]).as_secs_f64();
+            let sustained = (3 * max - 1) as f64 / span;
+            assert!(
+                sustained > 0.98 * f64::from(max),
+                "{max}/s: sustained {sustained:.1}/s"
+            );
+        }
     }
 
     #[tokio::test(start_paused = true)]

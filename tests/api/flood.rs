@@ -108,15 +108,16 @@ async fn lookups_past_max_per_second_wait_their_turn(backend: Backend) {
     })
     .await;
     let (_, secret) = app.create_token("alice", &["read"]).await;
-    // The first Verify of a token is a lookup too: one of the ten.
+    // The first Verify of a token is a lookup too: the one the bucket
+    // lends at once (a hundredth of ten a second, at least one).
     assert_eq!(
         app.verify(&secret, &["read"]).await.verdict(),
         Verdict::Valid
     );
 
-    // Forty misses at once, their lookups held in a slow database: nine
-    // start at once, six more one every 100 ms, and the other 25 are
-    // refused at once, fifteen being in progress.
+    // Forty misses at once, their lookups held in a slow database: one
+    // starts every 100 ms, and 25 are refused at once, fifteen being in
+    // progress.
     app.gate.hold();
     let lookups = app.gate.lookups();
     let started = std::time::Instant::now();
