@@ -13,7 +13,7 @@
 //! - [`token`]: format, digest, scopes, the record and its status;
 //!   [`owner`]: owners and their disabled state; [`audit`]: the audit trail.
 //! - [`cache`]: the verification cache and its race-safe fills; [`lookups`]:
-//!   the bounds on its misses.
+//!   the bounds on its misses; [`memory`]: its allocations marked long-lived.
 //! - [`web`]: the HTTP listener (RFC 7662 introspection, Kubernetes
 //!   TokenReview), on the same verifier.
 //! - [`store`]: the only module that imports sea_orm.
@@ -38,6 +38,7 @@ pub mod error;
 pub mod grpc;
 pub mod lifecycle;
 pub mod lookups;
+pub mod memory;
 pub mod metrics;
 pub mod owner;
 pub mod store;

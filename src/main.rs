@@ -7,10 +7,13 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use latchkey::{Application, Settings, store::Store, telemetry};
 
+mod allocator;
+
 /// The request path allocates small, short-lived buffers on every call;
-/// mimalloc serves them from thread-local free lists.
+/// mimalloc serves them from thread-local free lists, and the Verify
+/// cache's long-lived memory from heaps of its own.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: allocator::Segregated = allocator::Segregated;
 
 #[derive(Parser)]
 #[command(

@@ -333,15 +333,20 @@ impl Verifier {
         if let Some(hook) = &self.miss_hook {
             hook().await;
         }
-        let entry = match found {
-            Some(found) => Cached::Known(Arc::new(Snapshot::new(
-                &found.record,
-                found.owner_disabled,
-                self.render,
-            ))),
-            None => Cached::Unknown,
-        };
-        self.cache.complete_fill(ticket, digest, entry.clone());
+        // What the cache keeps (the snapshot, and the bucket and entry
+        // holding it) is allocated apart from the request's own buffers.
+        let entry = crate::memory::long_lived(|| {
+            let entry = match found {
+                Some(found) => Cached::Known(Arc::new(Snapshot::new(
+                    &found.record,
+                    found.owner_disabled,
+                    self.render,
+                ))),
+                None => Cached::Unknown,
+            };
+            self.cache.complete_fill(ticket, digest, entry.clone());
+            entry
+        });
         Ok(entry)
     }
 }

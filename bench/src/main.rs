@@ -24,9 +24,12 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tonic::transport::{Channel, Endpoint};
 use uuid::Uuid;
 
+#[path = "../../src/allocator.rs"]
+mod allocator;
+
 /// The server's allocator, so that memory figures match.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: allocator::Segregated = allocator::Segregated;
 
 #[derive(Parser)]
 #[command(about = "Load and seeding tools for latchkey's benchmarks")]
