@@ -16,6 +16,12 @@
 //! index once per digest, exactly as a lookup of each alone would, but the
 //! batch pays one round trip, one exchange of messages and one reply. Under
 //! light load a batch is one digest, sent as the plain point select.
+//!
+//! A lookup whose digest went out with another's batch only waits for its
+//! answer. And a new miss first lets the tasks woken with it run, so that
+//! misses arriving together (those paced by the lookup bound wake on the
+//! same timer tick) are all queued, and share a statement, even when lanes
+//! are free.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -80,8 +86,18 @@ async fn run(
 /// A connection kept after a clean answer, and when that was.
 type Held = (PoolConnection<Postgres>, Instant);
 
+/// Misses not yet taken into a batch, oldest first.
+#[derive(Default)]
+struct Queue {
+    misses: VecDeque<Waiting>,
+    next_ticket: u64,
+}
+
 /// A miss waiting for a lane.
 struct Waiting {
+    /// Ascending in queue order: the queue is drained from the front, so a
+    /// miss is still queued exactly when the front's ticket is not later.
+    ticket: u64,
     digest: Vec<u8>,
     reply: oneshot::Sender<Result<Option<PgRow>, DbErr>>,
 }
@@ -92,8 +108,7 @@ pub struct Lanes {
     /// One permit per lane: lookups wait here, first come first served, for
     /// whichever lane frees first.
     turns: Semaphore,
-    /// Misses not yet taken into a batch, oldest first.
-    waiting: std::sync::Mutex<VecDeque<Waiting>>,
+    waiting: std::sync::Mutex<Queue>,
     /// Connections kept between lookups, the latest used last; never more
     /// than the lanes, since each batch puts back at most the one it took.
     held: std::sync::Mutex<Vec<Held>>,
@@ -125,7 +140,7 @@ impl Lanes {
             pool,
             statements,
             turns: Semaphore::new(count),
-            waiting: std::sync::Mutex::new(VecDeque::new()),
+            waiting: std::sync::Mutex::default(),
             held: std::sync::Mutex::new(Vec::with_capacity(count)),
             count: u32::try_from(count).unwrap_or(u32::MAX),
             wait,
@@ -138,19 +153,24 @@ impl Lanes {
     /// As the pool's: `ConnectionAcquire` if no answer came in time, `Conn`
     /// if a connection could not be opened, `Query` if the query failed.
     pub async fn lookup(&self, digest: &[u8]) -> Result<Option<QueryResult>, DbErr> {
-        let mut answer = self.enqueue(digest);
+        let (mut ticket, mut answer) = self.enqueue(digest);
         let deadline = tokio::time::sleep(self.wait);
         tokio::pin!(deadline);
+        // Misses woken in the same tick queue before any takes a lane.
+        tokio::task::yield_now().await;
         loop {
+            // Once another lane's batch has taken this digest, competing for
+            // a lane would only take (and give back) free ones in a loop.
+            let queued = self.is_queued(ticket);
             tokio::select! {
                 biased;
                 answered = &mut answer => match answered {
                     Ok(row) => return Ok(row?.map(QueryResult::from)),
                     // The batch was dropped unanswered: the lookup running it
                     // was cancelled (its caller went away). Queue again.
-                    Err(_) => answer = self.enqueue(digest),
+                    Err(_) => (ticket, answer) = self.enqueue(digest),
                 },
-                turn = self.turns.acquire() => {
+                turn = self.turns.acquire(), if queued => {
                     let _turn = turn.map_err(|_| DbErr::ConnectionAcquire(ConnAcquireErr::ConnectionClosed))?;
                     // This lookup's own digest may have gone out with another
                     // lane's batch meanwhile; the batch taken here then holds
@@ -164,21 +184,33 @@ impl Lanes {
         }
     }
 
-    fn enqueue(&self, digest: &[u8]) -> oneshot::Receiver<Result<Option<PgRow>, DbErr>> {
+    fn enqueue(&self, digest: &[u8]) -> (u64, oneshot::Receiver<Result<Option<PgRow>, DbErr>>) {
         let (reply, answer) = oneshot::channel();
-        lock(&self.waiting).push_back(Waiting {
+        let mut queue = lock(&self.waiting);
+        let ticket = queue.next_ticket;
+        queue.next_ticket += 1;
+        queue.misses.push_back(Waiting {
+            ticket,
             digest: digest.to_vec(),
             reply,
         });
-        answer
+        (ticket, answer)
+    }
+
+    /// Whether the miss with `ticket` is still waiting for a batch.
+    fn is_queued(&self, ticket: u64) -> bool {
+        lock(&self.waiting)
+            .misses
+            .front()
+            .is_some_and(|front| front.ticket <= ticket)
     }
 
     /// Takes the misses waiting now and answers them with one statement.
     async fn serve_batch(&self) {
         let batch: Vec<Waiting> = {
-            let mut waiting = lock(&self.waiting);
-            let taken = waiting.len().min(MAX_BATCH);
-            waiting
+            let misses = &mut lock(&self.waiting).misses;
+            let taken = misses.len().min(MAX_BATCH);
+            misses
                 .drain(..taken)
                 // A lookup that gave up waiting needs no answer.
                 .filter(|w| !w.reply.is_closed())
