@@ -271,9 +271,7 @@ async fn a_revoke_reaches_the_other_replica_within_100_ms() {
 }
 
 /// With notifications off, the poll alone carries a revoke across within
-/// the poll interval, plus the read itself and the scheduling of two busy
-/// processes (the test binary runs other tests beside this one on a CI
-/// machine's two cores: quiet, the slowest of 20 trials took 244 ms).
+/// the poll interval (plus the read itself).
 async fn without_notifications_a_revoke_arrives_within_the_poll_interval() {
     let db = TestDb::new(Backend::Postgres).await;
     let poll = Duration::from_millis(250);
@@ -289,7 +287,7 @@ async fn without_notifications_a_revoke_arrives_within_the_poll_interval() {
         "revoke A → REVOKED on B, poll only (250 ms)",
         revoke_trials(&a, &b, 20).await,
     );
-    let slack = Duration::from_millis(100);
+    let slack = Duration::from_millis(50);
     assert!(times[times.len() - 1] <= poll + slack, "{times:?}");
 }
 
