@@ -1,5 +1,5 @@
 //! The application: [`Application::build`] does every fallible step of
-//! start-up (HMAC key, database, migrations, bootstrap admin token, bind) and
+//! start-up (database, migrations, HMAC key, bind) and
 //! [`Application::run_until_stopped`] serves until its shutdown future
 //! completes, then drains, flushes and closes.
 
@@ -87,7 +87,6 @@ pub struct Application {
     remove_authorization: bool,
     limits: ServerSettings,
     tls: Option<ReloadingTls>,
-    bootstrap_secret: Option<Secret>,
 }
 
 impl Application {
@@ -104,39 +103,20 @@ impl Application {
     pub async fn build_with(settings: Settings, options: Options) -> anyhow::Result<Self> {
         settings.validate()?;
         let prefix = settings.prefix()?;
-        let keys = resolve_hmac_keys(&settings)?;
-        let key = keys.primary().clone();
         let tls = settings
             .tls
             .files()
             .map(ReloadingTls::new)
             .transpose()
             .context("loading TLS (LATCHKEY_TLS__*)")?;
+        let store = open_store(&settings).await?;
+        let keys = resolve_hmac_keys(&settings, &store).await?;
+        let key = keys.primary().clone();
         tracing::info!(
             primary = key.id(),
             older = ?&keys.ids()[1..],
             "HMAC keys"
         );
-        let store = Store::connect(&settings.database_url, settings.database_max_connections)
-            .await
-            .context("connecting to the database (LATCHKEY_DATABASE_URL)")?;
-        if settings.auto_migrate {
-            store
-                .migrate()
-                .await
-                .context("applying database migrations")?;
-        } else {
-            let pending = store
-                .pending_migrations()
-                .await
-                .context("reading the migration state")?;
-            if pending > 0 {
-                bail!(
-                    "the database schema is {pending} migration(s) behind; run `latchkey migrate` \
-                     or unset LATCHKEY_AUTO_MIGRATE=false"
-                );
-            }
-        }
         let clock = options.clock;
         let last_used = Arc::new(LastUsed::new());
         let rekeys = Arc::new(Rekeys::new());
@@ -175,24 +155,14 @@ impl Application {
             settings.limits,
         ));
         let static_admin = settings.admin_token.as_ref().map(|t| t.expose());
+        if static_admin.is_none() {
+            tracing::info!(
+                "LATCHKEY_ADMIN_TOKEN is unset: TokenAdmin takes tokens with scope latchkey:admin; \
+                 `latchkey admin-token issue` prints a new one (run it where this server's \
+                 configuration and database are reachable)"
+            );
+        }
         let auth = Arc::new(AdminAuth::new(key, static_admin, Arc::clone(&verifier)));
-        let bootstrap_secret = if static_admin.is_none() {
-            let issued = lifecycle
-                .issue_bootstrap_token()
-                .await
-                .map_err(|e| anyhow::anyhow!(e))
-                .context("issuing the bootstrap admin token")?;
-            issued.map(|(record, secret)| {
-                tracing::warn!(
-                    token_id = %record.id,
-                    "LATCHKEY_ADMIN_TOKEN is unset: issued a bootstrap admin token (scope latchkey:admin); \
-                     its secret is printed once on stderr"
-                );
-                secret
-            })
-        } else {
-            None
-        };
         let listener = TcpListener::bind(settings.listen_addr)
             .await
             .with_context(|| format!("binding {} (LATCHKEY_LISTEN_ADDR)", settings.listen_addr))?;
@@ -251,7 +221,6 @@ impl Application {
             remove_authorization: settings.ext_authz.remove_authorization,
             limits: settings.server,
             tls,
-            bootstrap_secret,
         })
     }
 
@@ -268,12 +237,6 @@ impl Application {
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
-    }
-
-    /// The bootstrap admin token's secret, if this start issued it. Returned
-    /// once: the caller prints it and it is gone.
-    pub fn take_bootstrap_secret(&mut self) -> Option<Secret> {
-        self.bootstrap_secret.take()
     }
 
     /// Serves until `shutdown` completes (or a critical task fails), then:
@@ -308,7 +271,6 @@ impl Application {
             remove_authorization,
             limits,
             tls,
-            bootstrap_secret: _,
         } = self;
 
         let tasks = TaskTracker::new();
@@ -582,17 +544,47 @@ async fn set_health(health: &HealthReporter, status: ServingStatus) {
     }
 }
 
+/// Connects to the configured database and brings its schema up to date
+/// (or, with `auto_migrate` off, checks that it is).
+///
+/// # Errors
+/// If the database cannot be reached or migrated, or is behind with
+/// `auto_migrate` off.
+pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
+    let store = Store::connect(&settings.database_url, settings.database_max_connections)
+        .await
+        .context("connecting to the database (LATCHKEY_DATABASE_URL)")?;
+    if settings.auto_migrate {
+        store
+            .migrate()
+            .await
+            .context("applying database migrations")?;
+    } else {
+        let pending = store
+            .pending_migrations()
+            .await
+            .context("reading the migration state")?;
+        if pending > 0 {
+            bail!(
+                "the database schema is {pending} migration(s) behind; run `latchkey migrate` \
+                 or unset LATCHKEY_AUTO_MIGRATE=false"
+            );
+        }
+    }
+    Ok(store)
+}
+
 /// The token lifecycle with no server around it, for tools that write tokens
-/// straight into the database ([`Lifecycle::bulk_create`]): the key, prefix,
-/// policy and limits a server with `settings` uses, and no cache (there is no
-/// Verify traffic to serve).
+/// straight into the database (`latchkey admin-token issue`,
+/// [`Lifecycle::bulk_create`]): the key, prefix, policy and limits a server
+/// with `settings` uses, and no cache (there is no Verify traffic to serve).
 ///
 /// # Errors
 /// If the prefix or the HMAC key is invalid, or the key is missing where it
 /// is required.
-pub fn offline_lifecycle(store: Store, settings: &Settings) -> anyhow::Result<Lifecycle> {
+pub async fn offline_lifecycle(store: Store, settings: &Settings) -> anyhow::Result<Lifecycle> {
     let prefix = settings.prefix()?;
-    let keys = resolve_hmac_keys(settings)?;
+    let keys = resolve_hmac_keys(settings, &store).await?;
     let key = keys.primary().clone();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let verifier = Arc::new(Verifier::new(
@@ -619,9 +611,72 @@ pub fn offline_lifecycle(store: Store, settings: &Settings) -> anyhow::Result<Li
     ))
 }
 
-/// The HMAC key: configured; or, with SQLite only, generated once into a 0600
-/// file beside the database.
-fn resolve_hmac_keys(settings: &Settings) -> anyhow::Result<KeyRing> {
+/// `latchkey admin-token issue`: a new token with scope `latchkey:admin`
+/// (owner `latchkey`), written straight into the configured database, no
+/// server needed. Its secret is returned to the caller alone.
+///
+/// # Errors
+/// If the database or key cannot be set up (see [`open_store`] and
+/// [`offline_lifecycle`]), the name or lifetime is refused, or the owner's
+/// creation limits are reached.
+pub async fn issue_admin_token(
+    settings: &Settings,
+    name: &str,
+    ttl: Option<Duration>,
+) -> anyhow::Result<Secret> {
+    settings.validate()?;
+    let store = open_store(settings).await?;
+    let lifecycle = offline_lifecycle(store.clone(), settings).await?;
+    let issued = lifecycle.issue_admin_token(name, ttl).await;
+    store.close().await.ok();
+    let (record, secret) = issued
+        .map_err(|e| anyhow::anyhow!(e))
+        .context("issuing an admin token")?;
+    tracing::info!(token_id = %record.id, name = ?record.name, "admin token issued");
+    Ok(secret)
+}
+
+/// The HMAC keys: configured; or, with a SQLite file only, kept in a 0600
+/// file beside the database, generated on first use. A database that holds
+/// tokens but whose key file is gone is refused: a new key would lock out
+/// every token it holds.
+async fn resolve_hmac_keys(settings: &Settings, store: &Store) -> anyhow::Result<KeyRing> {
+    if let Some(ring) = configured_keys(settings)? {
+        return Ok(ring);
+    }
+    let Some(path) = local_key_file(settings)? else {
+        tracing::warn!(
+            "LATCHKEY_HMAC_KEY is unset and the database is in memory: using a throwaway key"
+        );
+        return Ok(KeyRing::from(
+            TokenKey::generate().context("generating an HMAC key")?.0,
+        ));
+    };
+    if !path.exists() {
+        let stored = store
+            .has_tokens()
+            .await
+            .context("checking the database for tokens")?;
+        if stored {
+            bail!(
+                "the HMAC key file {} is missing, but the database holds tokens: a new key would \
+                 make every one of them fail to verify. Restore the file from the backup made with \
+                 the database, or set LATCHKEY_HMAC_KEY to the key in use",
+                path.display()
+            );
+        }
+    }
+    load_or_create_key_file(&path).map(KeyRing::from)
+}
+
+/// The keys given in the configuration (`LATCHKEY_HMAC_KEY`, `_KEYS` or
+/// `_KEYS_FILE`), if any.
+fn configured_keys(settings: &Settings) -> anyhow::Result<Option<KeyRing>> {
+    if let Some(encoded) = &settings.hmac_key {
+        return TokenKey::from_encoded(encoded.expose())
+            .context("LATCHKEY_HMAC_KEY is invalid")
+            .map(|k| Some(KeyRing::from(k)));
+    }
     let listed = if let Some(keys) = &settings.hmac_keys {
         Some((
             "LATCHKEY_HMAC_KEYS",
@@ -642,7 +697,7 @@ fn resolve_hmac_keys(settings: &Settings) -> anyhow::Result<KeyRing> {
         None
     };
     let Some((source, encoded)) = listed else {
-        return resolve_hmac_key(settings).map(KeyRing::from);
+        return Ok(None);
     };
     let keys = encoded
         .iter()
@@ -651,13 +706,17 @@ fn resolve_hmac_keys(settings: &Settings) -> anyhow::Result<KeyRing> {
             TokenKey::from_encoded(k).with_context(|| format!("{source}: key {} is invalid", i + 1))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    KeyRing::new(keys).with_context(|| format!("{source} is invalid"))
+    KeyRing::new(keys)
+        .with_context(|| format!("{source} is invalid"))
+        .map(Some)
 }
 
-fn resolve_hmac_key(settings: &Settings) -> anyhow::Result<TokenKey> {
-    if let Some(encoded) = &settings.hmac_key {
-        return TokenKey::from_encoded(encoded.expose()).context("LATCHKEY_HMAC_KEY is invalid");
-    }
+/// Where a key of this process's own is kept when none is configured: beside
+/// a SQLite file; `None` for an in-memory database.
+///
+/// # Errors
+/// With any other database: every replica must digest with the same key.
+fn local_key_file(settings: &Settings) -> anyhow::Result<Option<PathBuf>> {
     let url = settings.database_url.as_str();
     if !url.starts_with("sqlite:") {
         bail!(
@@ -666,28 +725,7 @@ fn resolve_hmac_key(settings: &Settings) -> anyhow::Result<TokenKey> {
              (make one with `openssl rand -hex 32`)"
         );
     }
-    match sqlite_file(url) {
-        Some(db) => load_or_create_key_file(&key_file_for(&db)),
-        None => {
-            tracing::warn!(
-                "LATCHKEY_HMAC_KEY is unset and the database is in memory: using a throwaway key"
-            );
-            Ok(TokenKey::generate().context("generating an HMAC key")?.0)
-        }
-    }
-}
-
-/// The file of a `sqlite:` URL, or `None` for an in-memory database.
-fn sqlite_file(url: &str) -> Option<PathBuf> {
-    let rest = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))?;
-    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-    if path.is_empty() || path == ":memory:" || query.split('&').any(|kv| kv == "mode=memory") {
-        None
-    } else {
-        Some(PathBuf::from(path))
-    }
+    Ok(crate::store::sqlite_file(url).map(|db| key_file_for(&db)))
 }
 
 fn key_file_for(db: &Path) -> PathBuf {
@@ -738,15 +776,15 @@ mod tests {
     #[test]
     fn sqlite_urls_name_their_file_or_memory() {
         assert_eq!(
-            sqlite_file("sqlite://latchkey.db?mode=rwc"),
+            crate::store::sqlite_file("sqlite://latchkey.db?mode=rwc"),
             Some(PathBuf::from("latchkey.db"))
         );
         assert_eq!(
-            sqlite_file("sqlite:///var/lib/lk/db.sqlite"),
+            crate::store::sqlite_file("sqlite:///var/lib/lk/db.sqlite"),
             Some(PathBuf::from("/var/lib/lk/db.sqlite"))
         );
-        assert_eq!(sqlite_file("sqlite::memory:"), None);
-        assert_eq!(sqlite_file("sqlite://x.db?mode=memory"), None);
+        assert_eq!(crate::store::sqlite_file("sqlite::memory:"), None);
+        assert_eq!(crate::store::sqlite_file("sqlite://x.db?mode=memory"), None);
         assert_eq!(
             key_file_for(Path::new("/d/latchkey.db")),
             PathBuf::from("/d/latchkey.db.key")
@@ -760,12 +798,13 @@ mod tests {
             hmac_keys: Some(Sensitive::new(format!("{k2},{k1}"))),
             ..Settings::default()
         };
-        let ring = resolve_hmac_keys(&listed).unwrap();
+        let ring = configured_keys(&listed).unwrap().unwrap();
         let single = |k: &str| {
-            resolve_hmac_keys(&Settings {
+            configured_keys(&Settings {
                 hmac_key: Some(Sensitive::new(k)),
                 ..Settings::default()
             })
+            .unwrap()
             .unwrap()
             .ids()
         };
@@ -778,19 +817,22 @@ mod tests {
             hmac_keys_file: Some(file),
             ..Settings::default()
         };
-        assert_eq!(resolve_hmac_keys(&from_file).unwrap().ids(), ring.ids());
+        assert_eq!(
+            configured_keys(&from_file).unwrap().unwrap().ids(),
+            ring.ids()
+        );
 
         let twice = Settings {
             hmac_keys: Some(Sensitive::new(format!("{k1},{k1}"))),
             ..Settings::default()
         };
-        let err = format!("{:#}", resolve_hmac_keys(&twice).unwrap_err());
+        let err = format!("{:#}", configured_keys(&twice).unwrap_err());
         assert!(err.contains("twice") && !err.contains(&k1), "{err}");
         let short = Settings {
             hmac_keys: Some(Sensitive::new(format!("{k1},abcd"))),
             ..Settings::default()
         };
-        let err = format!("{:#}", resolve_hmac_keys(&short).unwrap_err());
+        let err = format!("{:#}", configured_keys(&short).unwrap_err());
         assert!(err.contains("key 2") && !err.contains(&k1), "{err}");
         let both = Settings {
             hmac_key: Some(Sensitive::new(k1.clone())),
@@ -818,7 +860,7 @@ mod tests {
             database_url: "postgres://localhost/latchkey".into(),
             ..Settings::default()
         };
-        let err = resolve_hmac_keys(&settings).unwrap_err().to_string();
+        let err = local_key_file(&settings).unwrap_err().to_string();
         assert!(
             err.contains("LATCHKEY_HMAC_KEY") && err.contains("is required"),
             "{err}"

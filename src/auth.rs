@@ -19,7 +19,8 @@ pub enum Actor {
     Admin,
     /// A token with scope `latchkey:admin`.
     Token(Uuid),
-    /// latchkey itself (the bootstrap admin token).
+    /// latchkey itself, run by an operator with access to its database
+    /// (`latchkey admin-token issue`).
     System,
 }
 

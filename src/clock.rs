@@ -18,6 +18,9 @@ impl Timestamp {
     pub const EPOCH: Timestamp = Timestamp(0);
     /// The latest representable time: "never" for deadlines that overflow.
     pub const MAX: Timestamp = Timestamp(i64::MAX);
+    /// The latest time a protobuf `Timestamp` (and RFC 3339) can carry,
+    /// 9999-12-31T23:59:59.999999Z: no stored time may lie past it.
+    pub const LATEST: Timestamp = Timestamp(253_402_300_799_999_999);
 
     pub const fn from_micros(micros: i64) -> Self {
         Timestamp(micros)

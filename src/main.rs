@@ -34,6 +34,25 @@ enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Admin credentials, made against the configured database; no server
+    /// needs to run.
+    #[command(subcommand)]
+    AdminToken(AdminToken),
+}
+
+#[derive(Subcommand)]
+enum AdminToken {
+    /// Issue a token with scope latchkey:admin (owner `latchkey`) and print
+    /// its secret, and nothing else, to stdout.
+    Issue {
+        /// The token's name, shown when tokens are listed.
+        #[arg(long, default_value = "admin")]
+        name: String,
+        /// Lifetime, such as 30d or 12h; none: no expiry (unless
+        /// policy.max_ttl asks for one).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        ttl: Option<std::time::Duration>,
+    },
 }
 
 #[tokio::main]
@@ -43,21 +62,20 @@ async fn main() -> anyhow::Result<()> {
     telemetry::init(settings.log_format)?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
-            let mut app = Application::build(settings).await?;
-            if let Some(secret) = app.take_bootstrap_secret() {
-                // Straight to stderr, never through the logger: log pipelines
-                // keep and ship what they see.
-                eprintln!(
-                    "\nlatchkey: bootstrap admin token (shown once; use it as `authorization: Bearer <token>`):\n\n    {}\n",
-                    secret.expose()
-                );
-            }
+            let app = Application::build(settings).await?;
             app.run_until_stopped(stop_signal()).await
+        }
+        Command::AdminToken(AdminToken::Issue { name, ttl }) => {
+            let secret = latchkey::app::issue_admin_token(&settings, &name, ttl).await?;
+            // The secret alone, on stdout, for `$(latchkey admin-token issue)`;
+            // logs go to stderr.
+            println!("{}", secret.expose());
+            Ok(())
         }
         Command::Migrate => {
             let store = Store::connect(&settings.database_url, settings.database_max_connections)
                 .await
-                .context("connecting to the database")?;
+                .context("connecting to the database (LATCHKEY_DATABASE_URL)")?;
             store.migrate().await.context("applying migrations")?;
             tracing::info!("migrations applied");
             Ok(())

@@ -310,7 +310,7 @@ impl Verifier {
             }
             Err(e) => {
                 tracing::warn!(
-                    %owner,
+                    ?owner,
                     error = format!("{:#}", anyhow::Error::from(e)),
                     "could not list the owner's tokens; dropping the whole verification cache"
                 );

@@ -187,13 +187,35 @@ fn header(key: &str, value: String) -> HeaderValueOption {
     HeaderValueOption {
         header: Some(HeaderValue {
             key: key.to_owned(),
-            value,
+            value: header_safe(value),
             raw_value: Vec::new(),
         }),
         append_action: envoy_types::ext_authz::v3::pb::HeaderAppendAction::OverwriteIfExistsOrAdd
             .into(),
         ..Default::default()
     }
+}
+
+/// `value` with every control character percent-encoded (`%0D%0A`), so no
+/// header Envoy writes can be split or cut short, whatever a stored owner
+/// holds. Text fields refuse control characters on the way in; this guards
+/// rows written before that rule, or straight into the database.
+fn header_safe(value: String) -> String {
+    if !value.chars().any(char::is_control) {
+        return value;
+    }
+    let mut safe = String::with_capacity(value.len() + 8);
+    for c in value.chars() {
+        if c.is_control() {
+            let mut utf8 = [0u8; 4];
+            for b in c.encode_utf8(&mut utf8).bytes() {
+                safe.push_str(&format!("%{b:02X}"));
+            }
+        } else {
+            safe.push(c);
+        }
+    }
+    safe
 }
 
 /// A Check request whose bearer credential is zeroed when it is dropped.
@@ -278,5 +300,17 @@ mod tests {
             .header_map
             .unwrap();
         assert!(map.headers[0].value.is_empty() && map.headers[0].raw_value.is_empty());
+    }
+
+    #[test]
+    fn header_values_never_carry_control_characters() {
+        assert_eq!(header_safe("user-42".into()), "user-42");
+        assert_eq!(
+            header_safe("alice\r\nx-admin: true\0".into()),
+            "alice%0D%0Ax-admin: true%00"
+        );
+        assert_eq!(header_safe("a\u{85}b".into()), "a%C2%85b");
+        let h = header(OWNER_HEADER, "eve\nx".into()).header.unwrap();
+        assert_eq!(h.value, "eve%0Ax");
     }
 }

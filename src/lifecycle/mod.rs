@@ -31,15 +31,13 @@ use crate::clock::{Clock, Timestamp};
 use crate::error::Error;
 use crate::store::{ListFilter, NewRow, Retirement, Store, StoredToken, TokenPatch, Txn};
 use crate::token::{
-    self, ADMIN_SCOPE, Digest, Prefix, Secret, Status, TokenKey, TokenRecord, format, limits,
+    self, ADMIN_SCOPE, Digest, Prefix, Secret, Status, Text, TokenKey, TokenRecord, format, limits,
 };
 use crate::verifier::Verifier;
 use paging::Paging;
 
-/// Owner of the bootstrap admin token.
-pub const BOOTSTRAP_OWNER: &str = "latchkey";
-/// `latchkey_meta` key recording that the bootstrap token was issued.
-const BOOTSTRAP_META_KEY: &str = "bootstrap_admin_token_id";
+/// Owner of the admin tokens `latchkey admin-token issue` makes.
+pub const ADMIN_OWNER: &str = "latchkey";
 /// The window of the per-owner creation rate.
 pub const RATE_WINDOW: Duration = Duration::from_secs(60);
 
@@ -94,9 +92,14 @@ impl Default for Limits {
 enum Gain {
     /// A new token: owner enabled, under the rate, under the active cap.
     Creation,
-    /// A new token replacing one: enabled, under the rate; the replaced
-    /// token leaves the active count as the new one joins it.
+    /// A new token replacing one at once: enabled, under the rate; the
+    /// replaced token leaves the active count as the new one joins it.
     Renewal,
+    /// A new token replacing one after a grace period: enabled, under the
+    /// rate, and under the active cap, since both secrets live until the
+    /// grace period ends (and renewing again and again would otherwise
+    /// keep any number alive).
+    OverlappingRenewal,
     /// A token brought back: under the active cap.
     Restore,
 }
@@ -227,7 +230,7 @@ impl Lifecycle {
         ))
         .await?;
         txn.commit().await?;
-        tracing::info!(token_id = %record.id, owner = %record.owner, %actor, "token created");
+        tracing::info!(token_id = %record.id, owner = ?record.owner, %actor, "token created");
         Ok((record, secret))
     }
 
@@ -315,13 +318,14 @@ impl Lifecycle {
         actor: Actor,
     ) -> Result<TokenRecord, Error> {
         if let Some(name) = &patch.name {
-            token::check_len("token.name", name, limits::MAX_NAME_CHARS)?;
+            token::check_text("token.name", name, limits::MAX_NAME_CHARS, Text::Line)?;
         }
         if let Some(description) = &patch.description {
-            token::check_len(
+            token::check_text(
                 "token.description",
                 description,
                 limits::MAX_DESCRIPTION_CHARS,
+                Text::Prose,
             )?;
         }
         if let Some(metadata) = &patch.metadata {
@@ -361,7 +365,7 @@ impl Lifecycle {
     /// # Errors
     /// `InvalidArgument` for an over-long reason; `NotFound`; store faults.
     pub async fn revoke(&self, id: Uuid, reason: &str, actor: Actor) -> Result<TokenRecord, Error> {
-        token::check_len("reason", reason, limits::MAX_REASON_CHARS)?;
+        token::check_text("reason", reason, limits::MAX_REASON_CHARS, Text::Prose)?;
         let now = self.clock.now();
         let txn = self.store.begin().await?;
         let Some(stored) = txn.revoke_token(id, reason, now).await? else {
@@ -496,7 +500,12 @@ impl Lifecycle {
                 "the token is revoked and cannot be renewed".into(),
             ));
         }
-        self.admit(&txn, &old.owner, now, Gain::Renewal).await?;
+        let gain = if renewal.grace_period.is_zero() {
+            Gain::Renewal
+        } else {
+            Gain::OverlappingRenewal
+        };
+        self.admit(&txn, &old.owner, now, gain).await?;
         let expire_time = match explicit {
             Some(t) => t,
             None => self.inherited_expiry(&old, now),
@@ -520,7 +529,7 @@ impl Lifecycle {
         } else {
             let grace_end = now
                 .checked_add(renewal.grace_period)
-                .unwrap_or(Timestamp::MAX);
+                .map_or(Timestamp::LATEST, |t| t.min(Timestamp::LATEST));
             Retirement::ExpireAt(old.expire_time.map_or(grace_end, |t| t.min(grace_end)))
         };
         let Some(retired) = txn
@@ -587,39 +596,27 @@ impl Lifecycle {
         })
     }
 
-    /// Issues the bootstrap admin token (scope `latchkey:admin`, owner
-    /// `latchkey`, no expiry) unless one was ever issued on this database.
-    /// Returns its secret only to the one caller that issued it.
+    /// Issues an admin token (scope `latchkey:admin`, owner `latchkey`)
+    /// named `name`, lasting `ttl` (none: no expiry, unless `policy.max_ttl`
+    /// requires one), with a CREATED event by [`Actor::System`].
     ///
     /// # Errors
-    /// Store faults.
-    pub async fn issue_bootstrap_token(&self) -> Result<Option<(TokenRecord, Secret)>, Error> {
-        if self.store.meta(BOOTSTRAP_META_KEY).await?.is_some() {
-            return Ok(None);
-        }
-        let now = self.clock.now();
+    /// As [`Lifecycle::create`].
+    pub async fn issue_admin_token(
+        &self,
+        name: &str,
+        ttl: Option<Duration>,
+    ) -> Result<(TokenRecord, Secret), Error> {
         let new = NewToken {
-            owner: BOOTSTRAP_OWNER.to_owned(),
-            name: "bootstrap admin".to_owned(),
-            description: "Created at first start because LATCHKEY_ADMIN_TOKEN is unset.".to_owned(),
+            owner: ADMIN_OWNER.to_owned(),
+            name: name.to_owned(),
+            description: "Issued by `latchkey admin-token issue`.".to_owned(),
             scopes: vec![ADMIN_SCOPE.to_owned()],
             metadata: BTreeMap::new(),
-            expiry: Expiry::Never,
+            expiry: ttl.map_or(Expiry::Never, Expiry::After),
             idle_timeout: None,
         };
-        let (record, secret, digest) = self.mint(new, None, now)?;
-        let event = self.event(
-            EventKind::Created,
-            &record,
-            Actor::System,
-            now,
-            created_detail(&record),
-        );
-        let issued = self
-            .store
-            .insert_token_once(BOOTSTRAP_META_KEY, &self.row(&record, &digest), &event)
-            .await?;
-        Ok(issued.then_some((record, secret)))
+        self.create(new, Actor::System).await
     }
 
     /// Locks `owner` for the rest of `txn` (which serialises its changes
@@ -662,7 +659,8 @@ impl Lifecycle {
                 subject: format!("owner:{owner}"),
                 message: format!(
                     "active token limit reached: owner {owner:?} holds {cap} active tokens, the \
-                     most limits.max_active_tokens_per_owner allows; revoke or delete one first"
+                     most limits.max_active_tokens_per_owner allows (tokens in a renewal's grace \
+                     period count); revoke or delete one first"
                 ),
                 retry_after: None,
             });
@@ -748,11 +746,12 @@ impl Lifecycle {
         now: Timestamp,
     ) -> Result<(TokenRecord, Secret, Digest), Error> {
         token::check_owner("owner", &new.owner)?;
-        token::check_len("name", &new.name, limits::MAX_NAME_CHARS)?;
-        token::check_len(
+        token::check_text("name", &new.name, limits::MAX_NAME_CHARS, Text::Line)?;
+        token::check_text(
             "description",
             &new.description,
             limits::MAX_DESCRIPTION_CHARS,
+            Text::Prose,
         )?;
         token::check_scopes("scopes", &new.scopes)?;
         token::check_metadata("metadata", &new.metadata)?;
@@ -809,7 +808,10 @@ impl Lifecycle {
             (Some(l), Some(max)) => Some(l.min(max)),
             (l, _) => l,
         };
-        length.map(|l| now.checked_add(l).unwrap_or(Timestamp::MAX))
+        length.map(|l| {
+            now.checked_add(l)
+                .map_or(Timestamp::LATEST, |t| t.min(Timestamp::LATEST))
+        })
     }
 
     /// The absolute expiry for `expiry`, checked against the clock and policy.
@@ -827,11 +829,7 @@ impl Lifecycle {
                     None => Ok(None),
                 };
             }
-            Expiry::After(ttl) => (
-                "ttl",
-                now.checked_add(ttl)
-                    .ok_or_else(|| Error::invalid("ttl", "is too long"))?,
-            ),
+            Expiry::After(ttl) => ("ttl", now.checked_add(ttl).unwrap_or(Timestamp::MAX)),
             Expiry::At(at) => {
                 if at <= now {
                     return Err(Error::invalid("expire_time", "must be in the future"));
@@ -839,6 +837,12 @@ impl Lifecycle {
                 ("expire_time", at)
             }
         };
+        if at > Timestamp::LATEST {
+            return Err(Error::invalid(
+                field,
+                "puts the expiry after 9999-12-31T23:59:59Z, the latest time a timestamp can carry",
+            ));
+        }
         if let Some(max) = self.policy.max_ttl
             && at.saturating_since(now) > max
         {
@@ -887,7 +891,7 @@ fn created_detail(r: &TokenRecord) -> BTreeMap<String, String> {
 
 /// RFC 3339 in UTC, to the microsecond.
 fn rfc3339(t: Timestamp) -> String {
-    let micros = u64::try_from(t.as_micros()).unwrap_or(0);
+    let micros = u64::try_from(t.min(Timestamp::LATEST).as_micros()).unwrap_or(0);
     humantime::format_rfc3339_micros(std::time::UNIX_EPOCH + Duration::from_micros(micros))
         .to_string()
 }

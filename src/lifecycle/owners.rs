@@ -10,7 +10,7 @@ use crate::auth::Actor;
 use crate::changes::Change;
 use crate::error::Error;
 use crate::owner::{OwnerRecord, TokenCounts};
-use crate::token::{self, limits};
+use crate::token::{self, Text, limits};
 
 use super::Lifecycle;
 
@@ -46,7 +46,7 @@ impl Lifecycle {
         actor: Actor,
     ) -> Result<(OwnerRecord, TokenCounts), Error> {
         token::check_owner("owner", owner)?;
-        token::check_len("reason", reason, limits::MAX_REASON_CHARS)?;
+        token::check_text("reason", reason, limits::MAX_REASON_CHARS, Text::Prose)?;
         self.set_owner_disabled(owner, Some(reason), actor).await?;
         self.get_owner(owner).await
     }
@@ -92,7 +92,7 @@ impl Lifecycle {
             .collect();
         let digests: Vec<_> = deleted.iter().map(|stored| stored.digest).collect();
         self.commit_tokens(txn, &events, &digests, now).await?;
-        tracing::info!(%owner, tokens = deleted.len(), %actor, "owner's tokens deleted");
+        tracing::info!(?owner, tokens = deleted.len(), %actor, "owner's tokens deleted");
         Ok(u64::try_from(deleted.len()).unwrap_or(u64::MAX))
     }
 
@@ -131,7 +131,7 @@ impl Lifecycle {
             .await?;
         txn.commit().await?;
         self.verifier.forget_owner(owner).await;
-        tracing::info!(%owner, disabled = reason.is_some(), %actor, "owner changed");
+        tracing::info!(?owner, disabled = reason.is_some(), %actor, "owner changed");
         Ok(())
     }
 }

@@ -103,7 +103,7 @@ impl Lifecycle {
         self.commit_tokens(txn, &events, &digests, now).await?;
         tracing::warn!(
             token_id = %presented.id,
-            owner = %presented.owner,
+            owner = ?presented.owner,
             revoked = events.len(),
             "a replaced token was presented for renewal; its renewal chain is revoked"
         );

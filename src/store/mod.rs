@@ -20,7 +20,7 @@ use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectOptions, ConnectionTrait, DatabaseConnection,
     DatabaseTransaction, DbBackend, DbErr, EntityTrait, FromQueryResult, JoinType, PaginatorTrait,
     QueryFilter, QueryOrder, QuerySelect, QueryTrait, RelationTrait, RuntimeErr, Statement,
-    TransactionTrait, TryInsertResult,
+    TransactionTrait,
 };
 use uuid::Uuid;
 
@@ -198,6 +198,9 @@ impl Store {
     /// # Errors
     /// If the URL is malformed or the database cannot be reached.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
+        if let Some(file) = sqlite_file(url) {
+            create_private(&file)?;
+        }
         let mut options = ConnectOptions::new(url);
         if !url.starts_with("sqlite:") {
             options.max_connections(max_connections);
@@ -531,6 +534,20 @@ impl Store {
             .collect())
     }
 
+    /// Whether any token is stored, whatever its status.
+    ///
+    /// # Errors
+    /// On a database fault.
+    pub async fn has_tokens(&self) -> Result<bool> {
+        Ok(tokens::Entity::find()
+            .select_only()
+            .column(tokens::Column::Id)
+            .into_tuple::<Uuid>()
+            .one(&self.db)
+            .await?
+            .is_some())
+    }
+
     /// The digests of every token of `owner` (to invalidate them).
     ///
     /// # Errors
@@ -597,37 +614,6 @@ impl Store {
             .into_iter()
             .map(to_event)
             .collect()
-    }
-
-    /// Inserts the bootstrap admin token and its CREATED event unless one was
-    /// ever issued (recorded under `meta_key`), atomically: of several
-    /// replicas starting at once, exactly one issues it. Returns whether this
-    /// call did.
-    ///
-    /// # Errors
-    /// On a database fault.
-    pub async fn insert_token_once(
-        &self,
-        meta_key: &str,
-        token: &NewRow<'_>,
-        event: &Event,
-    ) -> Result<bool> {
-        let txn = self.begin().await?;
-        let marker = meta::ActiveModel {
-            key: Set(meta_key.to_owned()),
-            value: Set(token.record.id.to_string()),
-        };
-        let claimed = meta::Entity::insert(marker)
-            .on_conflict_do_nothing_on([meta::Column::Key])
-            .exec_without_returning(&txn.txn)
-            .await?;
-        let claimed = matches!(claimed, TryInsertResult::Inserted(n) if n > 0);
-        if claimed {
-            txn.insert_token(token).await?;
-            txn.insert_event(event).await?;
-            txn.commit().await?;
-        }
-        Ok(claimed)
     }
 
     /// Records last-use times, many tokens per statement. A time never moves
@@ -779,8 +765,8 @@ impl Txn {
             .unwrap_or_default())
     }
 
-    /// The owner's ACTIVE tokens at `now`, not counting those a renewal has
-    /// replaced (they are on their way out).
+    /// The owner's ACTIVE tokens at `now`: every secret that works, those a
+    /// renewal replaced but whose grace period runs yet included.
     ///
     /// # Errors
     /// On a database fault.
@@ -788,7 +774,6 @@ impl Txn {
         Ok(tokens::Entity::find()
             .filter(tokens::Column::Owner.eq(owner))
             .filter(status_condition(Status::Active, now))
-            .filter(tokens::Column::ReplacedBy.is_null())
             .count(&self.txn)
             .await?)
     }
@@ -1271,4 +1256,38 @@ fn to_record(m: tokens::Model) -> Result<TokenRecord> {
         replaced_by: m.replaced_by,
         idle_reset_time: m.idle_reset_time.map(Timestamp::from_micros),
     })
+}
+
+/// The file of a `sqlite:` URL, or `None` for an in-memory database.
+pub fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if path.is_empty() || path == ":memory:" || query.split('&').any(|kv| kv == "mode=memory") {
+        None
+    } else {
+        Some(std::path::PathBuf::from(path))
+    }
+}
+
+/// Creates the SQLite file readable by its owner only (0600), if it does not
+/// exist yet; SQLite gives its `-wal` and `-shm` files the database's mode.
+/// The umask would otherwise leave token digests, owners and the audit trail
+/// readable by every local user.
+fn create_private(file: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(file)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::Database(DbErr::Custom(format!(
+            "creating the SQLite database {}: {e}",
+            file.display()
+        )))),
+    }
 }

@@ -196,28 +196,53 @@ impl FieldError {
     }
 }
 
-/// Checks `value` is at most `max` characters (Unicode scalar values).
+/// What a text field may hold besides printable characters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Text {
+    /// A one-line identifier or label (owners, names, metadata keys): no
+    /// control characters at all.
+    Line,
+    /// Free text (descriptions, reasons, metadata values): tab allowed,
+    /// no other control character.
+    Prose,
+}
+
+/// Checks `value` is at most `max` characters (Unicode scalar values) and
+/// holds no C0 or C1 control character (a tab in [`Text::Prose`] aside):
+/// such text would forge log lines, break out of HTTP headers, or (NUL) be
+/// refused by PostgreSQL.
 ///
 /// # Errors
-/// Names `field` if it is longer.
-pub fn check_len(field: &str, value: &str, max: usize) -> Result<(), FieldError> {
+/// Names `field` if it is longer, or holds a control character.
+pub fn check_text(field: &str, value: &str, max: usize, kind: Text) -> Result<(), FieldError> {
     if value.chars().count() > max {
-        Err(FieldError::new(
+        return Err(FieldError::new(
             field,
             format!("must be at most {max} characters"),
-        ))
-    } else {
-        Ok(())
+        ));
     }
+    let allowed = |c: char| kind == Text::Prose && c == '\t';
+    if let Some(c) = value.chars().find(|c| c.is_control() && !allowed(*c)) {
+        let what = match kind {
+            Text::Line => "control characters",
+            Text::Prose => "control characters other than tab",
+        };
+        return Err(FieldError::new(
+            field,
+            format!("must not contain {what} (found U+{:04X})", u32::from(c)),
+        ));
+    }
+    Ok(())
 }
 
 /// # Errors
-/// If the owner is empty or longer than [`limits::MAX_OWNER_CHARS`].
+/// If the owner is empty, longer than [`limits::MAX_OWNER_CHARS`], or holds
+/// a control character.
 pub fn check_owner(field: &str, owner: &str) -> Result<(), FieldError> {
     if owner.is_empty() {
         return Err(FieldError::new(field, "must not be empty"));
     }
-    check_len(field, owner, limits::MAX_OWNER_CHARS)
+    check_text(field, owner, limits::MAX_OWNER_CHARS, Text::Line)
 }
 
 /// # Errors
@@ -237,8 +262,9 @@ pub fn check_scopes(field: &str, scopes: &[String]) -> Result<(), FieldError> {
 }
 
 /// # Errors
-/// If there are too many pairs, or a key or value is too long or a key empty;
-/// the error names the key (`metadata["team"]`).
+/// If there are too many pairs, or a key or value is too long, a key empty,
+/// or either holds a control character; the error names the key
+/// (`metadata["team"]`).
 pub fn check_metadata(field: &str, metadata: &BTreeMap<String, String>) -> Result<(), FieldError> {
     if metadata.len() > limits::MAX_METADATA_PAIRS {
         return Err(FieldError::new(
@@ -251,16 +277,14 @@ pub fn check_metadata(field: &str, metadata: &BTreeMap<String, String>) -> Resul
         if k.is_empty() {
             return Err(FieldError::new(field, "keys must not be empty"));
         }
-        if k.chars().count() > limits::MAX_METADATA_KEY_CHARS {
-            return Err(FieldError::new(
-                key_field(),
-                format!(
-                    "keys must be at most {} characters",
-                    limits::MAX_METADATA_KEY_CHARS
-                ),
-            ));
-        }
-        check_len(&key_field(), v, limits::MAX_METADATA_VALUE_CHARS)?;
+        check_text(&key_field(), k, limits::MAX_METADATA_KEY_CHARS, Text::Line)
+            .map_err(|e| FieldError::new(e.field, format!("keys {}", e.reason)))?;
+        check_text(
+            &key_field(),
+            v,
+            limits::MAX_METADATA_VALUE_CHARS,
+            Text::Prose,
+        )?;
     }
     Ok(())
 }
@@ -304,9 +328,39 @@ mod tests {
 
     #[test]
     fn lengths_count_characters_not_bytes() {
-        assert!(check_len("name", &"é".repeat(128), 128).is_ok());
-        let err = check_len("name", &"é".repeat(129), 128).unwrap_err();
+        assert!(check_text("name", &"é".repeat(128), 128, Text::Line).is_ok());
+        let err = check_text("name", &"é".repeat(129), 128, Text::Line).unwrap_err();
         assert_eq!(err.field, "name");
+    }
+
+    #[test]
+    fn control_characters_are_refused_and_tab_only_in_prose() {
+        for bad in [
+            "a\nb",
+            "a\rb",
+            "a\0b",
+            "a\u{1b}[31mb",
+            "a\u{7f}",
+            "a\u{85}b",
+            "a\u{9b}b",
+        ] {
+            for kind in [Text::Line, Text::Prose] {
+                let err = check_text("owner", bad, 64, kind).unwrap_err();
+                assert_eq!(err.field, "owner");
+                assert!(err.reason.contains("control characters"), "{err:?}");
+            }
+        }
+        assert!(check_text("description", "a\tb", 64, Text::Prose).is_ok());
+        assert!(check_text("name", "a\tb", 64, Text::Line).is_err());
+        assert!(check_text("name", "naïve ✓ 名前", 64, Text::Line).is_ok());
+        let md = BTreeMap::from([("te\nam".to_owned(), "x".to_owned())]);
+        let err = check_metadata("metadata", &md).unwrap_err();
+        assert!(err.reason.starts_with("keys must not"), "{err:?}");
+        let md = BTreeMap::from([("team".to_owned(), "x\r\ny".to_owned())]);
+        assert_eq!(
+            check_metadata("metadata", &md).unwrap_err().field,
+            "metadata[\"team\"]"
+        );
     }
 
     #[test]

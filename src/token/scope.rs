@@ -1,5 +1,6 @@
 //! Scopes: what a token may do. A required scope is covered by the same string,
-//! or by a granted `x:*` when it starts with `x:`.
+//! or by a granted `x:*` when it starts with `x:`; latchkey's own scopes
+//! (`latchkey:…`) only by the same string.
 //!
 //! Imports neither tonic nor sea_orm.
 
@@ -20,10 +21,19 @@ pub fn validate(scope: &str) -> Result<(), &'static str> {
     }
 }
 
+/// The namespace of the scopes latchkey itself honours (administration,
+/// self-renewal, introspection, TokenReview). No wildcard covers them: a
+/// token given `latchkey:*`, or any `x:*` a product hands out freely, must
+/// never become an admin credential by accident.
+pub const RESERVED_PREFIX: &str = "latchkey:";
+
 /// Whether `granted` covers `required`.
 pub fn covers(granted: &str, required: &str) -> bool {
     if granted == required {
         return true;
+    }
+    if required.starts_with(RESERVED_PREFIX) {
+        return false;
     }
     match granted.strip_suffix('*') {
         Some(stem) if stem.ends_with(':') => required.starts_with(stem),
@@ -63,6 +73,14 @@ mod tests {
         assert!(!covers("repo:*", "repo"));
         assert!(!covers("*", "repo:read"));
         assert!(!covers("repo*", "repo:read"));
+    }
+
+    #[test]
+    fn latchkey_scopes_are_covered_only_by_themselves() {
+        assert!(covers("latchkey:admin", "latchkey:admin"));
+        assert!(!covers("latchkey:*", "latchkey:admin"));
+        assert!(!covers("latchkey:*", "latchkey:self-renew"));
+        assert!(covers("latchkey:*", "latchkey:*"));
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! TokenAdmin authentication: the static credential, tokens with
-//! `latchkey:admin`, and the bootstrap token.
+//! `latchkey:admin` (exactly), and `latchkey admin-token issue`.
 
 use std::sync::Arc;
 
@@ -13,7 +13,9 @@ on_both_databases!(
     admin_calls_without_a_valid_credential_are_unauthenticated,
     a_valid_token_without_the_admin_scope_is_permission_denied,
     a_token_with_the_admin_scope_administers,
-    the_bootstrap_token_is_issued_once_and_administers,
+    a_wildcard_never_grants_administration,
+    admin_token_issue_prints_only_a_secret_that_administers,
+    a_failed_admin_token_issue_prints_no_secret_and_writes_nothing,
     every_admin_rpc_refuses_every_credential_that_is_not_a_valid_admin_one,
 );
 
@@ -224,8 +226,8 @@ async fn a_valid_token_without_the_admin_scope_is_permission_denied(backend: Bac
 
 async fn a_token_with_the_admin_scope_administers(backend: Backend) {
     let app = spawn_app(backend).await;
-    for scope in ["latchkey:admin", "latchkey:*"] {
-        let (_, secret) = app.create_token("ops", &[scope]).await;
+    {
+        let (_, secret) = app.create_token("ops", &["latchkey:admin"]).await;
         let create = pb::CreateTokenRequest {
             owner: "u".into(),
             ..Default::default()
@@ -243,24 +245,72 @@ async fn a_token_with_the_admin_scope_administers(backend: Backend) {
     }
 }
 
-async fn the_bootstrap_token_is_issued_once_and_administers(backend: Backend) {
+async fn a_wildcard_never_grants_administration(backend: Backend) {
+    let app = spawn_app(backend).await;
+    for scopes in [&["latchkey:*"][..], &["latchkey:*", "repo:*"], &["*"]] {
+        let (_, secret) = app.create_token("ops", scopes).await;
+        assert_code(
+            list_with(&app, with_bearer(pb::ListTokensRequest::default(), &secret)).await,
+            Code::PermissionDenied,
+        );
+        // Verify agrees: a wildcard covers a product's scopes, never
+        // latchkey's own.
+        let reply = app.verify(&secret, &["latchkey:admin"]).await;
+        assert_eq!(
+            reply.verdict(),
+            pb::Verdict::InsufficientScope,
+            "{scopes:?}"
+        );
+    }
+}
+
+async fn admin_token_issue_prints_only_a_secret_that_administers(backend: Backend) {
     let db = Arc::new(TestDb::new(backend).await);
+    let issued = run_cli(
+        &db,
+        &["admin-token", "issue", "--name", "ops", "--ttl", "1h"],
+    )
+    .await;
+    assert!(issued.status.success(), "{issued:?}");
+    let stdout = String::from_utf8(issued.stdout).unwrap();
+    let secret = stdout.strip_suffix('\n').expect("one line");
+    assert!(
+        secret.starts_with("lk_") && secret.len() == 52 && !secret.contains(char::is_whitespace),
+        "stdout holds the secret and nothing else: {stdout:?}"
+    );
+    let stderr = String::from_utf8_lossy(&issued.stderr);
+    assert!(!stderr.contains(secret), "the secret reached the log");
+
     let mut settings = test_settings(&db);
     settings.admin_token = None;
-    let app = spawn_app_on(Arc::clone(&db), settings.clone()).await;
-    let secret = app
-        .bootstrap_secret
-        .clone()
-        .expect("a bootstrap token on first start");
-
-    let tokens = list_with(&app, with_bearer(pb::ListTokensRequest::default(), &secret))
+    let app = spawn_app_on(Arc::clone(&db), settings).await;
+    let tokens = list_with(&app, with_bearer(pb::ListTokensRequest::default(), secret))
         .await
-        .unwrap()
+        .expect("the issued token administers")
         .tokens;
     assert_eq!(tokens.len(), 1);
-    assert_eq!(tokens[0].owner, "latchkey");
+    assert_eq!(
+        (tokens[0].owner.as_str(), tokens[0].name.as_str()),
+        ("latchkey", "ops")
+    );
     assert_eq!(tokens[0].scopes, vec!["latchkey:admin"]);
-    assert!(tokens[0].expire_time.is_none());
+    let lifetime = tokens[0].expire_time.unwrap().seconds - tokens[0].create_time.unwrap().seconds;
+    assert_eq!(lifetime, 3600);
+    let events = app
+        .admin
+        .clone()
+        .list_token_events(with_bearer(
+            pb::ListTokenEventsRequest {
+                token_id: tokens[0].id.clone(),
+                ..Default::default()
+            },
+            secret,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert_eq!(events[0].actor, "system");
     // The static credential is not configured, so it is not accepted.
     assert_code(
         list_with(
@@ -270,23 +320,34 @@ async fn the_bootstrap_token_is_issued_once_and_administers(backend: Backend) {
         .await,
         Code::Unauthenticated,
     );
-    assert!(
-        !captured_logs().contains(&secret),
-        "the bootstrap secret reached a log"
-    );
+    // A server without an admin credential says in its log how to get one.
+    assert!(captured_logs().contains("latchkey admin-token issue"));
 
-    // Not on later starts, even after the token is deleted.
-    let id = tokens[0].id.clone();
-    let again = app.restart().await;
-    assert!(again.bootstrap_secret.is_none());
-    let delete = pb::DeleteTokenRequest { id };
-    again
-        .admin
-        .clone()
-        .delete_token(with_bearer(delete, &secret))
+    // Each run issues one more, however many there are.
+    let again = run_cli(&db, &["admin-token", "issue"]).await;
+    assert!(again.status.success());
+    assert_ne!(again.stdout, stdout.as_bytes());
+    let all = list_with(&app, with_bearer(pb::ListTokensRequest::default(), secret))
         .await
         .unwrap();
-    let (db, settings) = again.stop().await;
-    let third = spawn_app_on(db, settings).await;
-    assert!(third.bootstrap_secret.is_none());
+    assert_eq!(all.tokens.len(), 2);
+}
+
+async fn a_failed_admin_token_issue_prints_no_secret_and_writes_nothing(backend: Backend) {
+    let db = Arc::new(TestDb::new(backend).await);
+    // A lifetime the policy refuses, and a bad duration.
+    let refused = run_cli_with(
+        &db,
+        &["admin-token", "issue", "--ttl", "400d"],
+        &[("LATCHKEY_POLICY__MAX_TTL", "90d")],
+    )
+    .await;
+    assert!(!refused.status.success());
+    assert!(refused.stdout.is_empty(), "{refused:?}");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("policy.max_ttl"), "{stderr}");
+    let bad = run_cli(&db, &["admin-token", "issue", "--ttl", "soon"]).await;
+    assert!(!bad.status.success() && bad.stdout.is_empty());
+    let app = spawn_app_on(Arc::clone(&db), test_settings(&db)).await;
+    assert!(app.list_all().await.is_empty());
 }

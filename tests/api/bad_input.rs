@@ -17,6 +17,8 @@ on_both_databases!(
     bad_list_requests_name_the_field,
     bad_verify_requests_name_the_field,
     messages_over_64_kib_are_refused_and_write_nothing,
+    control_characters_are_refused_in_every_text_field,
+    expiries_past_year_9999_are_refused_not_a_crash,
 );
 
 fn valid() -> pb::CreateTokenRequest {
@@ -377,4 +379,145 @@ async fn messages_over_64_kib_are_refused_and_write_nothing(backend: Backend) {
         Code::ResourceExhausted | Code::OutOfRange
     ));
     assert_eq!(app.list_all().await.len(), 1);
+}
+
+async fn control_characters_are_refused_in_every_text_field(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (token, _) = app.create_token("u", &[]).await;
+    let before = app.list_all().await;
+    // CR/LF forge log lines and break out of HTTP headers; NUL is refused
+    // by PostgreSQL; ESC, DEL and C1 controls (U+0085, U+009B CSI) steer
+    // terminals.
+    for bad in [
+        "x\r\nforged: line",
+        "x\0y",
+        "x\u{1b}[2Jy",
+        "x\u{7f}",
+        "x\u{85}",
+        "x\u{9b}31m",
+    ] {
+        let creates: Vec<(&str, pb::CreateTokenRequest)> = vec![
+            (
+                "owner",
+                pb::CreateTokenRequest {
+                    owner: bad.into(),
+                    ..valid()
+                },
+            ),
+            (
+                "name",
+                pb::CreateTokenRequest {
+                    name: bad.into(),
+                    ..valid()
+                },
+            ),
+            (
+                "description",
+                pb::CreateTokenRequest {
+                    description: bad.into(),
+                    ..valid()
+                },
+            ),
+            (
+                "metadata[\"team\"]",
+                pb::CreateTokenRequest {
+                    metadata: BTreeMap::from([("team".to_owned(), bad.to_owned())]),
+                    ..valid()
+                },
+            ),
+        ];
+        for (field, req) in creates {
+            assert_invalid(app.create(req).await, field);
+        }
+        let key = pb::CreateTokenRequest {
+            metadata: BTreeMap::from([(bad.to_owned(), "v".to_owned())]),
+            ..valid()
+        };
+        assert_code(app.create(key).await, Code::InvalidArgument);
+        let rename = pb::Token {
+            id: token.id.clone(),
+            name: bad.into(),
+            ..Default::default()
+        };
+        assert_invalid(app.update(rename, &["name"]).await, "token.name");
+        let describe = pb::Token {
+            id: token.id.clone(),
+            description: bad.into(),
+            ..Default::default()
+        };
+        assert_invalid(
+            app.update(describe, &["description"]).await,
+            "token.description",
+        );
+        assert_invalid(app.revoke(&token.id, bad).await, "reason");
+        assert_invalid(app.disable_owner(bad, "r").await, "owner");
+        assert_invalid(app.disable_owner("u", bad).await, "reason");
+        assert_invalid(app.get_owner(bad).await, "owner");
+    }
+    assert_eq!(
+        app.list_all().await,
+        before,
+        "a refused request changed a token"
+    );
+    assert!(!app.get_owner("u").await.unwrap().disabled);
+    // Tab is text in descriptions and reasons, and Unicode is welcome.
+    app.create(pb::CreateTokenRequest {
+        name: "déploiement ✓".into(),
+        description: "col1\tcol2".into(),
+        ..valid()
+    })
+    .await
+    .unwrap();
+    app.revoke(&token.id, "leaked\tsee ticket").await.unwrap();
+}
+
+async fn expiries_past_year_9999_are_refused_not_a_crash(backend: Backend) {
+    let app = spawn_app(backend).await;
+    // 252,000,000,000 s is some 7,985 years from now.
+    assert_invalid(
+        app.create(pb::CreateTokenRequest {
+            expiration: Some(Expiration::Ttl(duration(252_000_000_000))),
+            ..valid()
+        })
+        .await,
+        "ttl",
+    );
+    let year_10000 = prost_types::Timestamp {
+        seconds: 253_402_300_800,
+        nanos: 0,
+    };
+    assert_invalid(
+        app.create(pb::CreateTokenRequest {
+            expiration: Some(Expiration::ExpireTime(year_10000)),
+            ..valid()
+        })
+        .await,
+        "expire_time",
+    );
+    assert_invalid(
+        app.create(pb::CreateTokenRequest {
+            expiration: Some(Expiration::Ttl(duration(i64::MAX))),
+            ..valid()
+        })
+        .await,
+        "ttl",
+    );
+    assert!(app.list_all().await.is_empty());
+    // The last second of 9999 is fine, and so is renewing such a token (its
+    // lifetime's length from now would pass 9999: it stops at its end).
+    let last = prost_types::Timestamp {
+        seconds: 253_402_300_799,
+        nanos: 0,
+    };
+    let created = app
+        .create(pb::CreateTokenRequest {
+            expiration: Some(Expiration::ExpireTime(last)),
+            ..valid()
+        })
+        .await
+        .unwrap();
+    let id = created.token.unwrap().id;
+    let (renewed, _) = app.renew_with_grace(&id, 0).await;
+    assert_eq!(renewed.expire_time.unwrap().seconds, 253_402_300_799);
+    app.get(&renewed.id).await.unwrap();
 }

@@ -271,7 +271,6 @@ pub struct TestApp {
     pub clock: Arc<ManualClock>,
     pub gate: Arc<MissGate>,
     pub settings: Settings,
-    pub bootstrap_secret: Option<String>,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
     pub db: Arc<TestDb>,
@@ -325,11 +324,10 @@ pub async fn try_spawn_app_on(db: Arc<TestDb>, settings: Settings) -> anyhow::Re
             Box::pin(async move { gate.pass().await }) as Pin<Box<dyn Future<Output = ()> + Send>>
         })),
     };
-    let mut app = Application::build_with(settings.clone(), options).await?;
+    let app = Application::build_with(settings.clone(), options).await?;
     let addr = app.local_addr();
     let metrics_addr = app.metrics_addr();
     let http_addr = app.http_addr();
-    let bootstrap_secret = app.take_bootstrap_secret().map(|s| s.expose().to_owned());
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async {
         let _ = stopped.await;
@@ -352,7 +350,6 @@ pub async fn try_spawn_app_on(db: Arc<TestDb>, settings: Settings) -> anyhow::Re
         clock,
         gate,
         settings,
-        bootstrap_secret,
         stop: Some(stop),
         server: Some(server),
         db,
@@ -912,4 +909,28 @@ impl std::io::Write for LogWriter {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+/// Runs the `latchkey` binary with `args` against `db` (its URL and the
+/// test key, nothing else from this process's environment).
+pub async fn run_cli(db: &TestDb, args: &[&str]) -> std::process::Output {
+    run_cli_with(db, args, &[]).await
+}
+
+/// [`run_cli`] with more environment variables.
+pub async fn run_cli_with(
+    db: &TestDb,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_latchkey"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("LATCHKEY_DATABASE_URL", &db.url)
+        .env("LATCHKEY_HMAC_KEY", HMAC_KEY)
+        .envs(env.iter().copied())
+        .args(args)
+        .output()
+        .await
+        .expect("run the latchkey binary")
 }

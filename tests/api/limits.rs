@@ -14,7 +14,7 @@ use crate::on_both_databases;
 on_both_databases!(
     the_eleventh_creation_in_a_minute_is_refused_naming_the_limit,
     deleting_tokens_does_not_refund_the_rate,
-    the_active_cap_refuses_creation_and_restore_but_not_renewal,
+    the_active_cap_refuses_creation_restore_and_overlapping_renewal,
     the_rate_holds_across_replicas_sharing_the_database,
     limits_can_be_turned_off,
 );
@@ -88,7 +88,7 @@ async fn deleting_tokens_does_not_refund_the_rate(backend: Backend) {
     );
 }
 
-async fn the_active_cap_refuses_creation_and_restore_but_not_renewal(backend: Backend) {
+async fn the_active_cap_refuses_creation_restore_and_overlapping_renewal(backend: Backend) {
     let app = spawn_app_with(backend, |s| {
         s.limits.max_active_tokens_per_owner = 3;
     })
@@ -101,8 +101,19 @@ async fn the_active_cap_refuses_creation_and_restore_but_not_renewal(backend: Ba
         app.create(request("dave")).await,
         "limits.max_active_tokens_per_owner",
     );
-    // A renewal replaces a token: the count stays at three.
-    let (renewed, _) = app.renew_with_grace(&ids[0], 3600).await;
+    // A renewal that kills the old secret at once keeps the count at three;
+    // one with a grace period would make four live secrets, and is refused
+    // like a creation.
+    assert_exhausted(
+        app.renew(pb::RenewTokenRequest {
+            id: ids[0].clone(),
+            grace_period: Some(duration(3600)),
+            expiration: None,
+        })
+        .await,
+        "limits.max_active_tokens_per_owner",
+    );
+    let (renewed, _) = app.renew_with_grace(&ids[0], 0).await;
     assert_eq!(
         app.get_owner("dave")
             .await
@@ -110,8 +121,7 @@ async fn the_active_cap_refuses_creation_and_restore_but_not_renewal(backend: Ba
             .token_counts
             .unwrap()
             .active,
-        4,
-        "the replaced token still works during its grace period"
+        3
     );
     assert_exhausted(
         app.create(request("dave")).await,

@@ -145,3 +145,58 @@ async fn the_secret_appears_nowhere_but_the_create_response(backend: Backend) {
     );
     assert!(!logs.contains(std::str::from_utf8(body).unwrap()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sqlite_database_and_its_wal_files_are_readable_by_their_owner_only() {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let app = spawn_app(Backend::Sqlite).await;
+    app.create_token("u", &[]).await;
+    let files = app.db.sqlite_files();
+    let names: Vec<String> = files
+        .iter()
+        .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    for suffix in ["latchkey.db", "latchkey.db-wal", "latchkey.db-shm"] {
+        assert!(names.iter().any(|n| n == suffix), "{suffix} in {names:?}");
+    }
+    for file in files {
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", file.display());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_key_file_beside_a_database_with_tokens_stops_the_start() {
+    let db = std::sync::Arc::new(TestDb::new(Backend::Sqlite).await);
+    // The key generated beside the database, as on a first start with no
+    // key configured.
+    let mut settings = test_settings(&db);
+    settings.hmac_key = None;
+    let app = spawn_app_on(std::sync::Arc::clone(&db), settings.clone()).await;
+    let (_, secret) = app.create_token("u", &[]).await;
+    let (db, settings) = app.stop().await;
+    let database = db
+        .sqlite_files()
+        .into_iter()
+        .find(|f| f.ends_with("latchkey.db"))
+        .unwrap();
+    let key_file = &database.with_file_name("latchkey.db.key");
+    let saved = std::fs::read(key_file).unwrap();
+
+    std::fs::remove_file(key_file).unwrap();
+    let err = match try_spawn_app_on(std::sync::Arc::clone(&db), settings.clone()).await {
+        Ok(_) => panic!("started with a new key over a database full of tokens"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        err.contains("key file") && err.contains("holds tokens"),
+        "{err}"
+    );
+    assert!(!key_file.exists(), "a new key was written");
+
+    // Put back, everything verifies again.
+    std::fs::write(key_file, saved).unwrap();
+    let app = spawn_app_on(db, settings).await;
+    assert_eq!(app.verify(&secret, &[]).await.verdict(), Verdict::Valid);
+}

@@ -24,7 +24,7 @@ async fn loader(app: &TestApp) -> Lifecycle {
     )
     .await
     .unwrap();
-    offline_lifecycle(store, &app.settings).unwrap()
+    offline_lifecycle(store, &app.settings).await.unwrap()
 }
 
 fn new_token(owner: &str, i: usize) -> NewToken {

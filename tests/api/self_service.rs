@@ -283,3 +283,36 @@ async fn revoke_self_revokes_the_presenting_token(backend: Backend) {
         TokenStatus::Revoked
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewals_with_a_grace_period_count_against_the_active_cap() {
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.limits.max_active_tokens_per_owner = 2;
+    })
+    .await;
+    let (_, secret) = app.create_token("device", &[SELF_RENEW]).await;
+    // One renewal with a grace period: two live secrets, the cap.
+    let (_, second) = renew(&app, &secret, 600).await.unwrap();
+    let refused = renew(&app, &second, 600).await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(refused.message().contains("max_active_tokens_per_owner"));
+    let admin_refused = app
+        .renew(pb::RenewTokenRequest {
+            id: app.list_all().await[0].id.clone(),
+            grace_period: Some(duration(600)),
+            expiration: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(admin_refused.code(), Code::ResourceExhausted);
+    // Without a grace period the old secret dies as the new one is born.
+    let (_, third) = renew(&app, &second, 0).await.unwrap();
+    let live = app
+        .list_all()
+        .await
+        .into_iter()
+        .filter(|t| t.status() == TokenStatus::Active)
+        .count();
+    assert_eq!(live, 2, "first (in grace) and third");
+    assert_eq!(app.verify(&third, &[]).await.verdict(), Verdict::Valid);
+}

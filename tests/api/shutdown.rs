@@ -64,6 +64,9 @@ async fn stopping_drains_in_flight_calls_and_flushes_last_use(backend: Backend) 
 
 async fn sigterm_drains_and_flushes_last_use(backend: Backend) {
     let db = Arc::new(TestDb::new(backend).await);
+    let issued = run_cli(&db, &["admin-token", "issue"]).await;
+    assert!(issued.status.success(), "{issued:?}");
+    let admin_secret = String::from_utf8(issued.stdout).unwrap().trim().to_owned();
     let mut child = Command::new(env!("CARGO_BIN_EXE_latchkey"))
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -79,8 +82,8 @@ async fn sigterm_drains_and_flushes_last_use(backend: Backend) {
         .spawn()
         .expect("start the latchkey binary");
 
-    // Read stderr on a thread: the bootstrap secret block, then JSON lines,
-    // until the bound address is logged.
+    // Read stderr (JSON lines) on a thread, until the bound address is
+    // logged.
     let stderr = BufReader::new(child.stderr.take().unwrap());
     let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
     let reader = std::thread::spawn(move || {
@@ -104,15 +107,6 @@ async fn sigterm_drains_and_flushes_last_use(backend: Backend) {
             break addr;
         }
     };
-    let bootstrap = output
-        .iter()
-        .find_map(|l| {
-            l.trim()
-                .strip_prefix("lk_")
-                .map(|rest| format!("lk_{rest}"))
-        })
-        .expect("the bootstrap secret is printed");
-
     let channel = Channel::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect()
@@ -126,7 +120,7 @@ async fn sigterm_drains_and_flushes_last_use(backend: Backend) {
                 owner: "u".into(),
                 ..Default::default()
             },
-            &bootstrap,
+            &admin_secret,
         ))
         .await
         .unwrap()
@@ -160,7 +154,7 @@ async fn sigterm_drains_and_flushes_last_use(backend: Backend) {
     assert!(
         json_lines
             .iter()
-            .all(|l| !l.contains(&bootstrap) && !l.contains(&created.secret))
+            .all(|l| !l.contains(&admin_secret) && !l.contains(&created.secret))
     );
 
     let mut settings = test_settings(&db);
@@ -169,7 +163,7 @@ async fn sigterm_drains_and_flushes_last_use(backend: Backend) {
     let token = app
         .admin
         .clone()
-        .get_token(with_bearer(pb::GetTokenRequest { id }, &bootstrap))
+        .get_token(with_bearer(pb::GetTokenRequest { id }, &admin_secret))
         .await
         .unwrap()
         .into_inner();
