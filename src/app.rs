@@ -145,15 +145,18 @@ impl Application {
             ))
             .with_miss_hook(options.miss_hook),
         );
-        let lifecycle = Arc::new(Lifecycle::new(
-            store.clone(),
-            Arc::clone(&verifier),
-            key.clone(),
-            prefix,
-            Arc::clone(&clock),
-            settings.policy,
-            settings.limits,
-        ));
+        let lifecycle = Arc::new(
+            Lifecycle::new(
+                store.clone(),
+                Arc::clone(&verifier),
+                key.clone(),
+                prefix,
+                Arc::clone(&clock),
+                settings.policy,
+                settings.limits,
+            )
+            .with_self_renew(settings.self_renew),
+        );
         let static_admin = settings.admin_token.as_ref().map(|t| t.expose());
         if static_admin.is_none() {
             tracing::info!(

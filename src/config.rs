@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
-use crate::lifecycle::{Limits, Policy};
+use crate::lifecycle::{Limits, Policy, SelfRenew};
 use crate::token::Prefix;
 
 /// The longest duration protobuf can carry (10,000 years).
@@ -60,6 +60,7 @@ pub struct Settings {
     pub server: ServerSettings,
     pub policy: Policy,
     pub limits: Limits,
+    pub self_renew: SelfRenew,
     pub shutdown: ShutdownSettings,
 }
 
@@ -88,6 +89,7 @@ impl Default for Settings {
             server: ServerSettings::default(),
             policy: Policy::default(),
             limits: Limits::default(),
+            self_renew: SelfRenew::default(),
             shutdown: ShutdownSettings::default(),
         }
     }
@@ -495,6 +497,7 @@ mod tests {
         assert_eq!(s.token_review.required_scope, "kubernetes:authenticate");
         assert_eq!(s.token_review.group_prefix, "latchkey:");
         assert_eq!(s.policy.max_self_renew_grace, Duration::from_secs(3600));
+        assert_eq!(s.self_renew.retry_window, Duration::from_secs(30));
     }
 
     #[test]

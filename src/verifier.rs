@@ -286,6 +286,13 @@ impl Verifier {
         self.cache.invalidate(digest);
     }
 
+    /// Whether this process has seen the token of `digest` presented
+    /// (Verify, Check, introspection, TokenSelf) while it stayed cached: a
+    /// use that may not be written yet.
+    pub fn seen_in_use(&self, digest: &Digest) -> bool {
+        matches!(self.cache.get(digest), Some(Cached::Known(s)) if s.uses.latest().is_some())
+    }
+
     /// Tokens and unknown digests cached now.
     pub fn cache_entries(&self) -> u64 {
         self.cache.entry_count()

@@ -12,6 +12,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261123_000001_create_tokens;
 mod m20261123_000002_lifecycle_policies;
 mod m20261124_000003_change_log;
+mod m20261129_000004_self_renewal;
 
 /// Applies latchkey's migrations.
 pub struct Migrator;
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000001_create_tokens::Migration),
             Box::new(m20261123_000002_lifecycle_policies::Migration),
             Box::new(m20261124_000003_change_log::Migration),
+            Box::new(m20261129_000004_self_renewal::Migration),
         ]
     }
 }

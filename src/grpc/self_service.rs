@@ -87,19 +87,19 @@ impl TokenSelf for SelfService {
         let Some(known) = checked.token else {
             return Err(Error::Unauthenticated.into());
         };
-        let id = known.snapshot.id;
-        if checked.verdict != Verdict::Valid {
-            // A token its renewal revoked or expired is still a replaced
-            // token presented for renewal.
-            self.lifecycle.detect_reuse(id).await?;
-            return Err(if checked.verdict == Verdict::InsufficientScope {
-                Error::PermissionDenied(SELF_RENEW_SCOPE)
-            } else {
-                Error::Unauthenticated
-            }
-            .into());
+        if checked.verdict == Verdict::InsufficientScope {
+            return Err(Error::PermissionDenied(SELF_RENEW_SCOPE).into());
         }
-        let (record, secret) = self.lifecycle.renew_self(id, grace_period).await?;
+        // A token its renewal revoked or expired is still a replaced token
+        // presented for renewal: the lifecycle judges it.
+        let (record, secret) = self
+            .lifecycle
+            .renew_self(
+                known.snapshot.id,
+                grace_period,
+                checked.verdict == Verdict::Valid,
+            )
+            .await?;
         Ok(Response::new(pb::CreateTokenResponse {
             token: Some(self.token(&record)),
             secret: secret.expose().to_owned(),

@@ -67,6 +67,26 @@ impl Default for Policy {
     }
 }
 
+/// Self-renewal (configuration section `self_renew`).
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SelfRenew {
+    /// A RenewSelf whose answer was lost may be sent again with the old
+    /// secret within this window, as long as the new secret was never
+    /// used: it gets a fresh replacement (the unused one is revoked)
+    /// instead of counting as reuse. Zero turns retries off.
+    #[serde(with = "humantime_serde")]
+    pub retry_window: Duration,
+}
+
+impl Default for SelfRenew {
+    fn default() -> Self {
+        SelfRenew {
+            retry_window: Duration::from_secs(30),
+        }
+    }
+}
+
 /// Creation limits per owner (configuration section `limits`); 0 turns one
 /// off. Both hold across every replica sharing the database.
 #[derive(Clone, Copy, Debug, Deserialize)]
@@ -74,7 +94,7 @@ impl Default for Policy {
 pub struct Limits {
     /// New tokens (renewals included) in any [`RATE_WINDOW`].
     pub create_per_owner_per_minute: u32,
-    /// ACTIVE tokens held, not counting those a renewal replaced.
+    /// ACTIVE tokens held, counting those still in a renewal's grace period.
     pub max_active_tokens_per_owner: u32,
 }
 
@@ -104,14 +124,17 @@ enum Gain {
     Restore,
 }
 
-/// What renewing a token that was already replaced does.
+/// Who renews a token, which decides what renewing one that was already
+/// replaced does, and whether the new token continues a self-renewal chain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum OnReplaced {
-    /// Refuses (an admin renewing the same token twice).
-    Refuse,
-    /// Revokes the token's whole renewal chain: its holder presented it
-    /// after it was replaced, so one of the chain's secrets has leaked.
-    RevokeChain,
+enum Renewer {
+    /// An admin (RenewToken): a second renewal of the same token is
+    /// refused, and the new token starts a chain of its own.
+    Admin,
+    /// The token's holder (RenewSelf): the new token continues the chain,
+    /// and a replaced token presented again is a retry or a reuse
+    /// ([`Lifecycle::replayed`]).
+    Holder,
 }
 
 /// When a new token expires.
@@ -177,6 +200,7 @@ pub struct Lifecycle {
     clock: Arc<dyn Clock>,
     policy: Policy,
     limits: Limits,
+    self_renew: SelfRenew,
     /// Keeps ids minted in one millisecond in creation order, so that
     /// newest-first paging never shows a later token after an earlier one.
     ids: Mutex<uuid::ContextV7>,
@@ -200,8 +224,16 @@ impl Lifecycle {
             clock,
             policy,
             limits,
+            self_renew: SelfRenew::default(),
             ids: Mutex::new(uuid::ContextV7::new()),
         }
+    }
+
+    /// Sets how self-renewal retries are judged.
+    #[must_use]
+    pub fn with_self_renew(mut self, self_renew: SelfRenew) -> Self {
+        self.self_renew = self_renew;
+        self
     }
 
     /// Creates a token; the secret is returned here and never again.
@@ -465,7 +497,7 @@ impl Lifecycle {
         renewal: Renewal,
         actor: Actor,
     ) -> Result<(TokenRecord, Secret), Error> {
-        self.renew_as(renewal, actor, OnReplaced::Refuse).await
+        self.renew_as(renewal, actor, Renewer::Admin).await
     }
 
     /// [`Lifecycle::renew`], with `on_replaced` deciding what a token that
@@ -474,7 +506,7 @@ impl Lifecycle {
         &self,
         renewal: Renewal,
         actor: Actor,
-        on_replaced: OnReplaced,
+        renewer: Renewer,
     ) -> Result<(TokenRecord, Secret), Error> {
         let now = self.clock.now();
         let explicit = renewal
@@ -488,11 +520,11 @@ impl Lifecycle {
             .ok_or(Error::NotFound)?
             .record;
         if let Some(by) = old.replaced_by {
-            return match on_replaced {
-                OnReplaced::Refuse => Err(Error::FailedPrecondition(format!(
+            return match renewer {
+                Renewer::Admin => Err(Error::FailedPrecondition(format!(
                     "the token was already replaced by {by} and cannot be renewed again"
                 ))),
-                OnReplaced::RevokeChain => Err(self.revoke_chain(txn, &old, actor, now).await?),
+                Renewer::Holder => self.replayed(txn, old, now).await,
             };
         }
         if old.is_revoked() {
@@ -524,6 +556,7 @@ impl Lifecycle {
             now,
         )?;
         record.replaces = Some(old.id);
+        record.self_renewed = renewer == Renewer::Holder;
         let retirement = if renewal.grace_period.is_zero() {
             Retirement::RevokeNow
         } else {
@@ -538,13 +571,11 @@ impl Lifecycle {
         else {
             // Renewed (or revoked) by someone else since it was read: as it
             // now stands, under the owner's lock.
-            if on_replaced == OnReplaced::RevokeChain
+            if renewer == Renewer::Holder
                 && let Some(now_stored) = txn.get_token(old.id).await?
                 && now_stored.record.replaced_by.is_some()
             {
-                return Err(self
-                    .revoke_chain(txn, &now_stored.record, actor, now)
-                    .await?);
+                return self.replayed(txn, now_stored.record, now).await;
             }
             return Err(Error::FailedPrecondition(
                 "the token changed while it was being renewed; try again".into(),

@@ -28,6 +28,7 @@ pub mod tokens {
         pub replaces: Option<Uuid>,
         pub replaced_by: Option<Uuid>,
         pub idle_reset_time: Option<i64>,
+        pub self_renewed: bool,
     }
 
     /// Tokens name their owner; the owner's row may not exist (enabled).

@@ -912,7 +912,8 @@ impl Txn {
         first_stored(rows)
     }
 
-    /// Clears a revocation and restarts the idle clock, provided the token
+    /// Clears a revocation, restarts the idle clock and cuts the token from
+    /// the self-renewals before it, provided the token
     /// was not replaced by a renewal and has not expired at `now`. Returns
     /// the token if it changed; `None` if it is absent or no longer qualifies
     /// (the caller reads it again).
@@ -924,6 +925,9 @@ impl Txn {
             .col_expr(tokens::Column::RevokeTime, Expr::value(Option::<i64>::None))
             .col_expr(tokens::Column::RevokeReason, Expr::value(String::new()))
             .col_expr(tokens::Column::IdleResetTime, Expr::value(now.as_micros()))
+            // A restored token starts a renewal chain of its own: secrets
+            // that came before it are no longer part of it.
+            .col_expr(tokens::Column::SelfRenewed, Expr::value(false))
             .col_expr(tokens::Column::UpdateTime, Expr::value(now.as_micros()))
             .filter(tokens::Column::Id.eq(id))
             .filter(tokens::Column::ReplacedBy.is_null())
@@ -960,6 +964,53 @@ impl Txn {
         let rows = update
             .filter(tokens::Column::Id.eq(id))
             .filter(tokens::Column::RevokeTime.is_null())
+            .filter(tokens::Column::ReplacedBy.is_null())
+            .exec_with_returning(&self.txn)
+            .await?;
+        first_stored(rows)
+    }
+
+    /// Points `id`'s renewal link from `from` to `to` (a retried renewal
+    /// replacing an unused replacement). Returns the token if this call
+    /// changed it; `None` if it is absent or no longer replaced by `from`.
+    ///
+    /// # Errors
+    /// On a database fault or a corrupt row.
+    pub async fn relink_token(
+        &self,
+        id: Uuid,
+        from: Uuid,
+        to: Uuid,
+        now: Timestamp,
+    ) -> Result<Option<StoredToken>> {
+        let rows = tokens::Entity::update_many()
+            .col_expr(tokens::Column::ReplacedBy, Expr::value(to))
+            .col_expr(tokens::Column::UpdateTime, Expr::value(now.as_micros()))
+            .filter(tokens::Column::Id.eq(id))
+            .filter(tokens::Column::ReplacedBy.eq(from))
+            .exec_with_returning(&self.txn)
+            .await?;
+        first_stored(rows)
+    }
+
+    /// Revokes the token provided it was never used (no recorded use) and
+    /// is neither revoked nor replaced. Returns it if this call revoked it.
+    ///
+    /// # Errors
+    /// On a database fault or a corrupt row.
+    pub async fn revoke_unused_token(
+        &self,
+        id: Uuid,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<Option<StoredToken>> {
+        let rows = tokens::Entity::update_many()
+            .col_expr(tokens::Column::RevokeTime, Expr::value(now.as_micros()))
+            .col_expr(tokens::Column::RevokeReason, Expr::value(reason.to_owned()))
+            .col_expr(tokens::Column::UpdateTime, Expr::value(now.as_micros()))
+            .filter(tokens::Column::Id.eq(id))
+            .filter(tokens::Column::RevokeTime.is_null())
+            .filter(tokens::Column::LastUsedTime.is_null())
             .filter(tokens::Column::ReplacedBy.is_null())
             .exec_with_returning(&self.txn)
             .await?;
@@ -1224,6 +1275,7 @@ fn to_active_model(row: &NewRow<'_>) -> tokens::ActiveModel {
         replaces: Set(r.replaces),
         replaced_by: Set(r.replaced_by),
         idle_reset_time: Set(r.idle_reset_time.map(Timestamp::as_micros)),
+        self_renewed: Set(r.self_renewed),
     }
 }
 
@@ -1255,6 +1307,7 @@ fn to_record(m: tokens::Model) -> Result<TokenRecord> {
         replaces: m.replaces,
         replaced_by: m.replaced_by,
         idle_reset_time: m.idle_reset_time.map(Timestamp::from_micros),
+        self_renewed: m.self_renewed,
     })
 }
 

@@ -69,6 +69,10 @@ pub struct TokenRecord {
     /// When RestoreToken last restarted the idle clock; `None`: it runs
     /// from creation.
     pub idle_reset_time: Option<Timestamp>,
+    /// Issued by `replaces` renewing itself (TokenSelf/RenewSelf): a link
+    /// reuse detection follows. False for an admin renewal, and cleared by
+    /// RestoreToken, either of which starts a new chain.
+    pub self_renewed: bool,
 }
 
 impl TokenRecord {
@@ -94,6 +98,7 @@ impl TokenRecord {
             replaces: None,
             replaced_by: None,
             idle_reset_time: None,
+            self_renewed: false,
         }
     }
 

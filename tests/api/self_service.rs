@@ -18,8 +18,13 @@ on_both_databases!(
     renew_self_needs_the_self_renew_scope_and_a_bounded_grace,
     replaying_a_token_in_its_grace_period_revokes_the_whole_chain,
     replaying_a_revoked_old_token_revokes_the_whole_chain,
-    two_renewals_racing_with_one_token_are_a_reuse,
+    two_renewals_racing_with_one_token_leave_one_live_secret,
     revoke_self_revokes_the_presenting_token,
+    an_admin_renewal_starts_a_new_chain,
+    a_restore_starts_a_new_chain,
+    a_retried_renewal_whose_answer_was_lost_gets_a_fresh_replacement,
+    a_retry_after_the_replacement_was_used_is_a_reuse,
+    chains_renewed_before_the_upgrade_keep_their_reuse_detection,
 );
 
 const SELF_RENEW: &str = "latchkey:self-renew";
@@ -227,8 +232,9 @@ async fn replaying_a_revoked_old_token_revokes_the_whole_chain(backend: Backend)
     let chain = chain_of_three(&app).await;
     let (b, b_secret) = &chain[1];
     // B was revoked by its renewal (no grace): it verifies as REVOKED, and
-    // still it must not be presented for renewal.
+    // still it must not be presented for renewal once C is in use.
     assert_eq!(app.verify(b_secret, &[]).await.verdict(), Verdict::Revoked);
+    assert_eq!(app.verify(&chain[2].1, &[]).await.verdict(), Verdict::Valid);
 
     assert_code(renew(&app, b_secret, 0).await, Code::Unauthenticated);
     assert_chain_revoked(&app, &chain, &b.id).await;
@@ -241,18 +247,26 @@ async fn replaying_a_revoked_old_token_revokes_the_whole_chain(backend: Backend)
     assert_eq!(app.event_kinds(&other.id).await, [EventKind::Created]);
 }
 
-async fn two_renewals_racing_with_one_token_are_a_reuse(backend: Backend) {
+async fn two_renewals_racing_with_one_token_leave_one_live_secret(backend: Backend) {
     let app = spawn_app(backend).await;
     let (token, secret) = device_token(&app).await;
+    // The second is a retry of the first, whose replacement nobody used
+    // yet: it supersedes it.
     let (first, second) = tokio::join!(renew(&app, &secret, 60), renew(&app, &secret, 60));
-    let (renewed, reused) = match (first, second) {
-        (Ok(r), Err(e)) | (Err(e), Ok(r)) => (r, e),
-        other => panic!("one renewal should win and the other be a reuse: {other:?}"),
+    let (first, second) = (first.unwrap(), second.unwrap());
+    let verdicts = [
+        app.verify(&first.1, &[]).await.verdict(),
+        app.verify(&second.1, &[]).await.verdict(),
+    ];
+    let mut sorted = verdicts;
+    sorted.sort_by_key(|v| *v as i32);
+    assert_eq!(sorted, [Verdict::Valid, Verdict::Revoked], "{verdicts:?}");
+    let live = if verdicts[0] == Verdict::Valid {
+        &first.0
+    } else {
+        &second.0
     };
-    assert_eq!(reused.code(), Code::Unauthenticated, "{reused:?}");
-    for id in [&token.id, &renewed.0.id] {
-        assert_eq!(app.get(id).await.unwrap().status(), TokenStatus::Revoked);
-    }
+    assert_eq!(app.get(&token.id).await.unwrap().replaced_by, live.id);
 }
 
 async fn revoke_self_revokes_the_presenting_token(backend: Backend) {
@@ -315,4 +329,176 @@ async fn renewals_with_a_grace_period_count_against_the_active_cap() {
         .count();
     assert_eq!(live, 2, "first (in grace) and third");
     assert_eq!(app.verify(&third, &[]).await.verdict(), Verdict::Valid);
+}
+
+async fn an_admin_renewal_starts_a_new_chain(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (old, old_secret) = device_token(&app).await;
+    // The usual answer to a leak: an admin renews the token, with a grace
+    // period for the device to pick up the new secret.
+    let (new, new_secret) = app.renew_with_grace(&old.id, 60).await;
+    // The attacker holding the old secret presents it, again and again,
+    // during the grace period and after: refused, and nothing changes.
+    for _ in 0..2 {
+        assert_code(renew(&app, &old_secret, 0).await, Code::Unauthenticated);
+    }
+    app.clock.advance(Duration::from_secs(61));
+    assert_code(renew(&app, &old_secret, 0).await, Code::Unauthenticated);
+    assert_eq!(app.verify(&new_secret, &[]).await.verdict(), Verdict::Valid);
+    assert_eq!(app.event_kinds(&new.id).await, [EventKind::Created]);
+    assert!(!app.event_kinds(&old.id).await.contains(&EventKind::Revoked));
+    // The new token renews itself as any other, starting its own chain.
+    let (_, newest) = renew(&app, &new_secret, 0).await.unwrap();
+    assert_eq!(app.verify(&newest, &[]).await.verdict(), Verdict::Valid);
+}
+
+async fn a_restore_starts_a_new_chain(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (old, old_secret) = device_token(&app).await;
+    let (new, new_secret) = renew(&app, &old_secret, 0).await.unwrap();
+    assert_eq!(app.verify(&new_secret, &[]).await.verdict(), Verdict::Valid);
+    // The old secret comes back: a reuse, and the chain is revoked.
+    assert_code(renew(&app, &old_secret, 0).await, Code::Unauthenticated);
+    assert_eq!(
+        app.verify(&new_secret, &[]).await.verdict(),
+        Verdict::Revoked
+    );
+    // An admin who has looked into it restores the device's token; the
+    // old secret coming back again changes nothing any more.
+    app.restore(&new.id).await.unwrap();
+    for _ in 0..2 {
+        assert_code(renew(&app, &old_secret, 0).await, Code::Unauthenticated);
+        assert_eq!(app.verify(&new_secret, &[]).await.verdict(), Verdict::Valid);
+    }
+    let revocations = app
+        .event_kinds(&new.id)
+        .await
+        .into_iter()
+        .filter(|k| *k == EventKind::Revoked)
+        .count();
+    assert_eq!(revocations, 1);
+    assert_eq!(
+        app.get(&old.id).await.unwrap().status(),
+        TokenStatus::Revoked
+    );
+}
+
+async fn a_retried_renewal_whose_answer_was_lost_gets_a_fresh_replacement(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (old, old_secret) = device_token(&app).await;
+    // The answer to this renewal is lost on its way to the device.
+    let (lost, lost_secret) = renew(&app, &old_secret, 0).await.unwrap();
+    app.clock.advance(Duration::from_secs(20));
+    // The device tries again with the secret it still has.
+    let (fresh, fresh_secret) = renew(&app, &old_secret, 0).await.unwrap();
+    assert_ne!(fresh.id, lost.id);
+    assert_eq!(fresh.replaces, old.id);
+    assert_eq!(fresh.expire_time, lost.expire_time);
+    assert_eq!(
+        app.verify(&fresh_secret, &[]).await.verdict(),
+        Verdict::Valid
+    );
+    assert_eq!(
+        app.verify(&lost_secret, &[]).await.verdict(),
+        Verdict::Revoked
+    );
+    assert_eq!(
+        app.verify(&old_secret, &[]).await.verdict(),
+        Verdict::Revoked
+    );
+    assert_eq!(app.get(&old.id).await.unwrap().replaced_by, fresh.id);
+    let superseded = app.get(&lost.id).await.unwrap();
+    assert!(
+        superseded.revoke_reason.contains("retried"),
+        "{superseded:?}"
+    );
+    let renewed = app
+        .events(&old.id, "")
+        .await
+        .into_iter()
+        .filter(|e| e.kind() == EventKind::Renewed)
+        .count();
+    assert_eq!(renewed, 2);
+
+    // The fresh secret is in use now: the old one coming back is a reuse.
+    assert_code(renew(&app, &old_secret, 0).await, Code::Unauthenticated);
+    assert_eq!(
+        app.verify(&fresh_secret, &[]).await.verdict(),
+        Verdict::Revoked
+    );
+
+    // And past the retry window a lost answer cannot be asked again.
+    let (_, secret) = device_token(&app).await;
+    let (_, unused) = renew(&app, &secret, 0).await.unwrap();
+    app.clock.advance(Duration::from_secs(31));
+    assert_code(renew(&app, &secret, 0).await, Code::Unauthenticated);
+    assert_eq!(app.verify(&unused, &[]).await.verdict(), Verdict::Revoked);
+}
+
+async fn a_retry_after_the_replacement_was_used_is_a_reuse(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (old, old_secret) = device_token(&app).await;
+    let (new, new_secret) = renew(&app, &old_secret, 0).await.unwrap();
+    // Used through any API: here a TokenSelf lookup, seen by this replica
+    // before any last-used write.
+    lookup(&app, &new_secret).await.unwrap();
+    assert_code(renew(&app, &old_secret, 0).await, Code::Unauthenticated);
+    for id in [&old.id, &new.id] {
+        assert_eq!(app.get(id).await.unwrap().status(), TokenStatus::Revoked);
+    }
+
+    // Used on another replica: only its written last use tells, and it is
+    // enough.
+    let (_, old_secret) = device_token(&app).await;
+    let (new, new_secret) = renew(&app, &old_secret, 0).await.unwrap();
+    let other = spawn_app_on(std::sync::Arc::clone(&app.db), app.settings.clone()).await;
+    other.clock.set(latchkey::clock::Clock::now(&*app.clock));
+    assert_eq!(
+        other.verify(&new_secret, &[]).await.verdict(),
+        Verdict::Valid
+    );
+    other.wait_for_last_used(&new.id, None).await;
+    assert_code(renew(&app, &old_secret, 0).await, Code::Unauthenticated);
+    assert_eq!(
+        app.get(&new.id).await.unwrap().status(),
+        TokenStatus::Revoked
+    );
+}
+
+async fn chains_renewed_before_the_upgrade_keep_their_reuse_detection(backend: Backend) {
+    use migrations::{Migrator, MigratorTrait as _};
+
+    let app = spawn_app(backend).await;
+    let (_, device_secret) = device_token(&app).await;
+    let (renewed, renewed_secret) = renew(&app, &device_secret, 0).await.unwrap();
+    let (admin_old, admin_old_secret) = device_token(&app).await;
+    let (admin_new, admin_new_secret) = app.renew_with_grace(&admin_old.id, 0).await;
+    let (db, settings) = app.stop().await;
+    // Back to the schema before renewal links were marked, then up again:
+    // the links are read back from the audit trail.
+    let conn = sea_orm::Database::connect(&db.url).await.unwrap();
+    Migrator::down(&conn, Some(1)).await.unwrap();
+    conn.close().await.unwrap();
+
+    let app = spawn_app_on(db, settings).await;
+    app.clock.advance(Duration::from_secs(60));
+    assert_eq!(
+        app.verify(&renewed_secret, &[]).await.verdict(),
+        Verdict::Valid
+    );
+    assert_code(renew(&app, &device_secret, 0).await, Code::Unauthenticated);
+    assert_eq!(
+        app.get(&renewed.id).await.unwrap().status(),
+        TokenStatus::Revoked
+    );
+    // The admin's renewal is no self-renewal: its old secret changes nothing.
+    assert_code(
+        renew(&app, &admin_old_secret, 0).await,
+        Code::Unauthenticated,
+    );
+    assert_eq!(
+        app.verify(&admin_new_secret, &[]).await.verdict(),
+        Verdict::Valid
+    );
+    assert_eq!(app.event_kinds(&admin_new.id).await, [EventKind::Created]);
 }
