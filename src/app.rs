@@ -11,11 +11,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use tokio::net::TcpListener;
-use tokio_stream::StreamExt as _;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tonic::transport::Server;
+use tonic::service::Routes;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use zeroize::Zeroizing;
@@ -27,15 +25,15 @@ use crate::clock::{Clock, SystemClock};
 #[cfg(test)]
 use crate::config::Sensitive;
 use crate::config::{ServerSettings, Settings, TokenReviewSettings};
-use crate::connections::{Admitted, ConnectionLimit};
 use crate::grpc::pb::token_admin_server::TokenAdminServer;
 use crate::grpc::pb::token_self_server::TokenSelfServer;
 use crate::grpc::{
-    self, AdminService, ExtAuthzService, SelfService, TokenVerifyServer, VerifyService,
+    self, AdminService, ExtAuthzService, GrpcService, SelfService, TokenVerifyServer, VerifyService,
 };
 use crate::lifecycle::Lifecycle;
 use crate::lookups::LookupLimit;
-use crate::metrics::{CallTimer, Metrics};
+use crate::metrics::Metrics;
+use crate::serve::{self, Listener, Protocol, Stop};
 use crate::store::Store;
 use crate::tasks::change_feed::ChangeFeed;
 use crate::tasks::last_used::{LastUsed, LastUsedFlusher};
@@ -278,6 +276,7 @@ impl Application {
 
         let tasks = TaskTracker::new();
         let stop_tasks = CancellationToken::new();
+        let stop_serving = CancellationToken::new();
         let failed = CancellationToken::new();
         let flusher = LastUsedFlusher {
             store: store.clone(),
@@ -372,7 +371,21 @@ impl Application {
                 }
             };
             tracing::info!(addr = %metrics_addr, "metrics on /metrics");
-            crate::metrics::serve(metrics_listener, metrics, refresh, stop)
+            let listener = Listener {
+                tcp: metrics_listener,
+                protocol: Protocol::Http1,
+                tls: None,
+            };
+            let stop = Stop {
+                signal: stop,
+                drain: drain_timeout,
+            };
+            serve::serve(
+                listener,
+                crate::metrics::service(metrics, refresh),
+                limits,
+                stop,
+            )
         });
         if let Some((listener, addr)) = http {
             let api = Arc::new(crate::web::WebApi::new(
@@ -381,7 +394,17 @@ impl Application {
                 token_review,
             ));
             tracing::info!(%addr, "HTTP on /oauth2/introspect and /apis/authentication.k8s.io/v1/tokenreviews");
-            tasks.spawn(crate::web::serve(listener, api, limits, stop_tasks.clone()));
+            let listener = Listener {
+                tcp: listener,
+                protocol: Protocol::Http1,
+                tls: None,
+            };
+            let stop = Stop {
+                signal: stop_serving.clone(),
+                drain: drain_timeout,
+            };
+            let service = crate::web::service(api, limits.request_timeout);
+            tasks.spawn(serve::serve(listener, service, limits, stop));
         }
         let ext_authz = AuthorizationServer::new(ExtAuthzService::new(
             Arc::clone(&verifier),
@@ -392,9 +415,11 @@ impl Application {
         let verify = TokenVerifyServer::new(VerifyService::new(verifier, Arc::clone(&metrics)))
             .max_decoding_message_size(grpc::MAX_MESSAGE_BYTES);
 
-        let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
-        let stop_serving = {
-            let failed = failed.clone();
+        // On the stop signal (or a critical task's failure): health
+        // NOT_SERVING, then the gRPC and HTTP listeners stop accepting and
+        // drain.
+        let stop_watcher = tokio::spawn({
+            let (failed, stop_serving) = (failed.clone(), stop_serving.clone());
             async move {
                 tokio::select! {
                     () = shutdown => tracing::info!("stop signal received; draining"),
@@ -403,69 +428,32 @@ impl Application {
                 draining.cancel();
                 let _ = health_follower.await;
                 set_health(&health, ServingStatus::NotServing).await;
-                let _ = draining_tx.send(());
+                stop_serving.cancel();
             }
-        };
-        let router = Server::builder()
-            .max_concurrent_streams(limits.max_concurrent_streams)
-            .timeout(limits.request_timeout)
-            .http2_max_header_list_size(limits.max_header_bytes)
-            .http2_keepalive_interval(Some(limits.keepalive_interval))
-            .http2_keepalive_timeout(Some(limits.keepalive_timeout))
-            .layer(CallTimer {
-                metrics: Arc::clone(&metrics),
-            })
-            .add_service(health_service)
+        });
+        let routes = Routes::new(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(admin)
             .add_service(self_service)
             .add_service(verify)
             .add_service(ext_authz);
-        let connections = ConnectionLimit::new(limits.max_connections);
+        let grpc = GrpcService::new(routes, Arc::clone(&metrics), limits.request_timeout);
+        if let Some(tls) = &tls {
+            tasks.spawn(tls.clone().watch(stop_tasks.clone()));
+        }
         tracing::info!(addr = %local_addr, tls = tls.is_some(), "latchkey listening");
-        let serve: std::pin::Pin<
-            Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>,
-        > = match tls {
-            None => {
-                let incoming = TcpListenerStream::new(listener).filter_map(move |conn| {
-                    let conn = match conn {
-                        Ok(conn) => conn,
-                        Err(e) => return Some(Err(e)),
-                    };
-                    let admitted = connections.admit(conn)?;
-                    Some(admitted.inner().set_nodelay(true).map(|()| admitted))
-                });
-                Box::pin(router.serve_with_incoming_shutdown(incoming, stop_serving))
-            }
-            Some(tls) => {
-                tasks.spawn(tls.clone().watch(stop_tasks.clone()));
-                let (handshaken, incoming) = tokio::sync::mpsc::channel(64);
-                tasks.spawn(accept_tls(
-                    listener,
-                    tls,
-                    connections,
-                    handshaken,
-                    stop_tasks.clone(),
-                ));
-                let incoming = tokio_stream::wrappers::ReceiverStream::new(incoming)
-                    .map(Ok::<_, std::io::Error>);
-                Box::pin(router.serve_with_incoming_shutdown(incoming, stop_serving))
-            }
+        let listener = Listener {
+            tcp: listener,
+            protocol: Protocol::Http2,
+            tls,
         };
-        let drain_deadline = async move {
-            if draining_rx.await.is_err() {
-                std::future::pending::<()>().await;
-            }
-            tokio::time::sleep(drain_timeout).await;
+        let stop = Stop {
+            signal: stop_serving.clone(),
+            drain: drain_timeout,
         };
-        let served = tokio::select! {
-            result = serve => result.context("serving gRPC"),
-            () = drain_deadline => {
-                tracing::warn!(?drain_timeout, "calls still in flight at the drain deadline; closing them");
-                Ok(())
-            }
-        };
+        serve::serve(listener, grpc, limits, stop).await;
+        let _ = stop_watcher.await;
 
         stop_tasks.cancel();
         tasks.close();
@@ -480,7 +468,7 @@ impl Application {
         if failed.is_cancelled() {
             bail!("a critical background task stopped early");
         }
-        served
+        Ok(())
     }
 }
 
@@ -501,35 +489,6 @@ fn spawn_critical(
             failed.cancel();
         }
     });
-}
-
-/// Accepts connections and completes their TLS handshakes concurrently (a
-/// slow client holds up no one), handing finished ones to the server.
-async fn accept_tls(
-    listener: TcpListener,
-    tls: ReloadingTls,
-    connections: ConnectionLimit,
-    handshaken: tokio::sync::mpsc::Sender<
-        Admitted<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>,
-    >,
-    stop: CancellationToken,
-) {
-    loop {
-        // The place is taken before the handshake: handshakes in progress
-        // count as connections.
-        let admitted = tokio::select! {
-            () = stop.cancelled() => return,
-            () = handshaken.closed() => return,
-            admitted = connections.accept(&listener) => admitted,
-        };
-        let (tls, handshaken) = (tls.clone(), handshaken.clone());
-        tokio::spawn(async move {
-            let (stream, place) = admitted.into_parts();
-            if let Some(stream) = tls.accept(stream).await {
-                let _ = handshaken.send(Admitted::new(stream, place)).await;
-            }
-        });
-    }
 }
 
 /// The services that answer from the cache and the database.

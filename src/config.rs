@@ -192,13 +192,35 @@ impl TlsSettings {
     }
 }
 
-/// What one client may take of the gRPC server, so that no client can
-/// starve the others.
+/// What one client may take of a port (gRPC, HTTP and metrics alike), so
+/// that no client can starve the others.
 #[derive(Clone, Copy, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerSettings {
-    /// Open connections; one more is closed as soon as it is accepted.
+    /// Open connections per port; one more is closed as soon as it is
+    /// accepted.
     pub max_connections: usize,
+    /// Open connections per port from one peer address, so that one host
+    /// cannot take a port. Behind a mesh every connection comes from the
+    /// local proxy, which pools a few.
+    pub max_connections_per_ip: usize,
+    /// A new connection must finish its TLS handshake and send its opening
+    /// (the HTTP/2 preface, or a first HTTP/1.1 request) within it, or it is
+    /// closed.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// A connection with no call open this long is told to go away (HTTP/2
+    /// GOAWAY); its client reconnects when it next needs to.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// A connection this old (give or take a tenth) is told to go away, so
+    /// that long-lived clients spread over replicas started since.
+    #[serde(with = "humantime_serde")]
+    pub max_connection_age: Duration,
+    /// How long calls still open on a connection told to go away (for its
+    /// age or idleness) may take before it is closed.
+    #[serde(with = "humantime_serde")]
+    pub max_connection_age_grace: Duration,
     /// Calls a client may have open at once on one connection (HTTP/2
     /// streams). The limit is announced to the client, whose further calls
     /// wait for a free stream instead of failing; a stream opened past it
@@ -223,6 +245,11 @@ impl Default for ServerSettings {
     fn default() -> Self {
         ServerSettings {
             max_connections: 10_000,
+            max_connections_per_ip: 1_000,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
+            max_connection_age: Duration::from_secs(3600),
+            max_connection_age_grace: Duration::from_secs(30),
             max_concurrent_streams: 256,
             request_timeout: Duration::from_secs(10),
             max_header_bytes: 16 * 1024,
@@ -439,6 +466,25 @@ impl Settings {
         }
         if self.tls.client_ca_file.is_some() && self.tls.cert_file.is_none() {
             bail!("tls.client_ca_file needs tls.cert_file and tls.key_file");
+        }
+        let server = &self.server;
+        if server.max_connections == 0 || server.max_connections_per_ip == 0 {
+            bail!("server.max_connections and server.max_connections_per_ip must be at least 1");
+        }
+        for (name, d) in [
+            ("server.handshake_timeout", server.handshake_timeout),
+            ("server.idle_timeout", server.idle_timeout),
+            ("server.max_connection_age", server.max_connection_age),
+            ("server.request_timeout", server.request_timeout),
+            ("server.keepalive_interval", server.keepalive_interval),
+            ("server.keepalive_timeout", server.keepalive_timeout),
+        ] {
+            if d.is_zero() || d > MAX_DURATION {
+                bail!("{name} must be positive and at most 10000 years");
+            }
+        }
+        if server.max_connection_age_grace > MAX_DURATION {
+            bail!("server.max_connection_age_grace must be at most 10000 years");
         }
         if self.changes.poll_interval.is_zero() {
             bail!("changes.poll_interval must be positive");

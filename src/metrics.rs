@@ -6,14 +6,12 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use prometheus::{
     Encoder as _, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     Opts, Registry, TextEncoder,
 };
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 use crate::verifier::Verdict;
 
@@ -223,26 +221,31 @@ impl Metrics {
         }
     }
 
-    /// The histogram of calls to `path`.
-    pub fn call_histogram(&self, path: &str) -> Histogram {
-        if let Some(h) = self
-            .call_handles
+    /// The histogram of calls to `path`, if a call to it was timed before.
+    pub fn seen_call_histogram(&self, path: &str) -> Option<Histogram> {
+        self.call_handles
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(path)
-        {
-            return h.clone();
+            .cloned()
+    }
+
+    /// The histogram of calls to `path`; `known` says the server has such a
+    /// method (it did not answer `UNIMPLEMENTED`).
+    pub fn call_histogram(&self, path: &str, known: bool) -> Histogram {
+        if !known {
+            return self.calls.with_label_values(&["other"]);
         }
-        // Only the server's own services get a series of their own, and
-        // only so many: whatever paths clients send, the series stay few.
+        if let Some(h) = self.seen_call_histogram(path) {
+            return h;
+        }
+        // Only methods the server has get a series of their own, and only
+        // so many: whatever paths clients send, the series stay few.
         let mut handles = self
             .call_handles
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let ours = ["/latchkey.", "/grpc.", "/envoy."]
-            .iter()
-            .any(|p| path.starts_with(p));
-        if !ours || handles.len() >= MAX_CALL_SERIES {
+        if handles.len() >= MAX_CALL_SERIES {
             return self.calls.with_label_values(&["other"]);
         }
         let handle = self.calls.with_label_values(&[path]);
@@ -259,104 +262,50 @@ impl Metrics {
     }
 }
 
-/// Serves `/metrics` on `listener` until `shutdown`; `refresh` runs before
-/// each scrape (to read gauges such as the cache's size).
-pub async fn serve(
-    listener: TcpListener,
+/// An answer of the metrics listener.
+type Scrape = hyper::Response<http_body_util::Full<hyper::body::Bytes>>;
+
+/// The metrics listener's service: `/metrics` in Prometheus' text format,
+/// `refresh` run before each scrape (to read gauges such as the cache's
+/// size); anything else is 404.
+pub fn service(
     metrics: Arc<Metrics>,
     refresh: impl Fn() + Send + Sync + 'static,
-    shutdown: CancellationToken,
-) {
+) -> impl hyper::service::Service<
+    hyper::Request<hyper::body::Incoming>,
+    Response = Scrape,
+    Error = std::convert::Infallible,
+    Future = std::future::Ready<Result<Scrape, std::convert::Infallible>>,
+> + Clone
++ Send
++ Sync
++ 'static {
     use http_body_util::Full;
     use hyper::body::Bytes;
     use hyper::{Response, StatusCode};
 
     let refresh = Arc::new(refresh);
-    loop {
-        let (stream, _) = tokio::select! {
-            () = shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accepting a metrics connection");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
+    hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+        let (status, content_type, body) = if request.uri().path() == "/metrics" {
+            refresh();
+            (
+                StatusCode::OK,
+                prometheus::TEXT_FORMAT,
+                Bytes::from(metrics.render()),
+            )
+        } else {
+            (
+                StatusCode::NOT_FOUND,
+                "text/plain; charset=utf-8",
+                Bytes::from_static(b"not found; try /metrics\n"),
+            )
         };
-        let (metrics, refresh) = (Arc::clone(&metrics), Arc::clone(&refresh));
-        let service = hyper::service::service_fn(move |request: hyper::Request<_>| {
-            let answer = if request.uri().path() == "/metrics" {
-                refresh();
-                Response::builder()
-                    .header("content-type", prometheus::TEXT_FORMAT)
-                    .body(Full::new(Bytes::from(metrics.render())))
-            } else {
-                Response::builder()
-                    .status(StatusCode::NOT_FOUND)
-                    .body(Full::new(Bytes::from_static(b"not found; try /metrics\n")))
-            };
-            std::future::ready(answer)
-        });
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let connection = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-            tokio::select! {
-                () = shutdown.cancelled() => {}
-                _ = connection => {}
-            }
-        });
-    }
-}
-
-/// Times gRPC calls by path: a tower layer around the whole server.
-#[derive(Clone)]
-pub struct CallTimer {
-    pub metrics: Arc<Metrics>,
-}
-
-impl<S> tower_layer::Layer<S> for CallTimer {
-    type Service = TimedService<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        TimedService {
-            inner,
-            metrics: Arc::clone(&self.metrics),
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct TimedService<S> {
-    inner: S,
-    metrics: Arc<Metrics>,
-}
-
-impl<S, B> tower_service::Service<hyper::Request<B>> for TimedService<S>
-where
-    S: tower_service::Service<hyper::Request<B>>,
-    S::Future: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future =
-        std::pin::Pin<Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send>>;
-
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: hyper::Request<B>) -> Self::Future {
-        let started = Instant::now();
-        let timer = self.metrics.call_histogram(request.uri().path());
-        let future = self.inner.call(request);
-        Box::pin(async move {
-            let answer = future.await;
-            timer.observe(started.elapsed().as_secs_f64());
-            answer
-        })
-    }
+        let mut answer = Response::new(Full::new(body));
+        *answer.status_mut() = status;
+        answer.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static(content_type),
+        );
+        std::future::ready(Ok(answer))
+    })
 }

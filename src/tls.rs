@@ -22,9 +22,6 @@ use tokio_util::sync::CancellationToken;
 /// How often the files are checked for changes.
 const WATCH_EVERY: Duration = Duration::from_secs(2);
 
-/// How long a client may take to finish its handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Where the server's TLS material lives.
 #[derive(Clone, Debug)]
 pub struct TlsFiles {
@@ -150,17 +147,14 @@ impl ReloadingTls {
         }
     }
 
-    /// Completes the handshake on `stream`; `None` if it fails or times out.
+    /// Completes the handshake on `stream`; `None` if it fails. The caller
+    /// bounds how long it may take (`server.handshake_timeout`).
     pub async fn accept(&self, stream: TcpStream) -> Option<TlsStream<TcpStream>> {
         let peer = stream.peer_addr().ok();
-        match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.acceptor().accept(stream)).await {
-            Ok(Ok(tls)) => Some(tls),
-            Ok(Err(e)) => {
+        match self.acceptor().accept(stream).await {
+            Ok(tls) => Some(tls),
+            Err(e) => {
                 tracing::debug!(?peer, error = %e, "TLS handshake failed");
-                None
-            }
-            Err(_) => {
-                tracing::debug!(?peer, "TLS handshake timed out");
                 None
             }
         }

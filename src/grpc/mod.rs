@@ -5,6 +5,7 @@ mod admin;
 mod convert;
 mod ext_authz;
 mod self_service;
+mod transport;
 mod verify;
 
 pub use admin::AdminService;
@@ -12,6 +13,7 @@ pub use ext_authz::{
     ExtAuthzService, OWNER_HEADER, REQUIRED_SCOPES, SCOPES_HEADER, TOKEN_ID_HEADER,
 };
 pub use self_service::SelfService;
+pub use transport::GrpcService;
 pub use verify::{
     TokenVerifyServer, VerifyReply, VerifyService, decode_rendered, render as render_token,
 };

@@ -8,8 +8,8 @@
 //! - `POST /apis/authentication.k8s.io/v1/tokenreviews`: Kubernetes webhook
 //!   token authentication ([`token_review`]).
 //!
-//! HTTP/1.1, with the gRPC server's connection limit, request timeout and
-//! header-size limit; bodies are capped at 64 KiB.
+//! HTTP/1.1, served by [`crate::serve`] with every port's connection limits
+//! and timeouts; bodies are capped at 64 KiB.
 
 mod introspect;
 mod token_review;
@@ -22,13 +22,8 @@ use hyper::body::Bytes;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
-use crate::config::{ServerSettings, TokenReviewSettings};
-use crate::connections::ConnectionLimit;
+use crate::config::TokenReviewSettings;
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::token::INTROSPECT_SCOPE;
@@ -120,60 +115,35 @@ enum Endpoint {
     TokenReview,
 }
 
-/// Serves `api` on `listener` until `stop`, then lets requests in progress
-/// finish.
-pub async fn serve(
-    listener: TcpListener,
+/// The HTTP listener's service: `api`, each request answered within
+/// `timeout` (or 503).
+pub fn service(
     api: Arc<WebApi>,
-    limits: ServerSettings,
-    stop: CancellationToken,
-) {
-    let connections = ConnectionLimit::new(limits.max_connections);
-    let tasks = TaskTracker::new();
-    let timeout = limits.request_timeout;
-    let max_buf = usize::try_from(limits.max_header_bytes)
-        .unwrap_or(usize::MAX)
-        .max(8192);
-    loop {
-        let admitted = tokio::select! {
-            () = stop.cancelled() => break,
-            admitted = connections.accept(&listener) => admitted,
-        };
-        let (api, stop) = (Arc::clone(&api), stop.clone());
-        tasks.spawn(async move {
-            let service = hyper::service::service_fn(move |request| {
-                let api = Arc::clone(&api);
-                async move {
-                    let answer = tokio::time::timeout(timeout, api.handle(request))
-                        .await
-                        .unwrap_or_else(|_| {
-                            error(
-                                StatusCode::SERVICE_UNAVAILABLE,
-                                "temporarily_unavailable",
-                                "the request took too long",
-                            )
-                        });
-                    Ok::<_, Infallible>(answer)
-                }
-            });
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(timeout)
-                .max_buf_size(max_buf);
-            let connection = builder.serve_connection(TokioIo::new(admitted), service);
-            tokio::pin!(connection);
-            tokio::select! {
-                _ = connection.as_mut() => {}
-                () = stop.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
-                }
-            }
-        });
-    }
-    tasks.close();
-    tasks.wait().await;
+    timeout: std::time::Duration,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Answer,
+    Error = Infallible,
+    Future = impl std::future::Future<Output = Result<Answer, Infallible>> + Send + 'static,
+> + Clone
++ Send
++ Sync
++ 'static {
+    hyper::service::service_fn(move |request| {
+        let api = Arc::clone(&api);
+        async move {
+            let answer = tokio::time::timeout(timeout, api.handle(request))
+                .await
+                .unwrap_or_else(|_| {
+                    error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "temporarily_unavailable",
+                        "the request took too long",
+                    )
+                });
+            Ok::<_, Infallible>(answer)
+        }
+    })
 }
 
 /// A JSON answer that no cache may keep (it describes a credential).

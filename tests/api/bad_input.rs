@@ -365,19 +365,13 @@ async fn messages_over_64_kib_are_refused_and_write_nothing(backend: Backend) {
         ..valid()
     };
     let status = app.create(huge).await.unwrap_err();
-    assert!(
-        matches!(status.code(), Code::ResourceExhausted | Code::OutOfRange),
-        "{status:?}"
-    );
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     let (_, secret) = app.create_token("u", &[]).await;
     let big_verify = app
         .try_verify(&secret, &[&"s".repeat(70 * 1024)])
         .await
         .unwrap_err();
-    assert!(matches!(
-        big_verify.code(),
-        Code::ResourceExhausted | Code::OutOfRange
-    ));
+    assert_eq!(big_verify.code(), Code::ResourceExhausted, "{big_verify:?}");
     assert_eq!(app.list_all().await.len(), 1);
 }
 

@@ -161,3 +161,49 @@ async fn mtls_refuses_a_client_without_a_certificate_from_the_client_ca() {
     .unwrap();
     assert!(verify_over(channel).await.is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_connection_that_stalls_its_handshake_is_closed_at_the_handshake_timeout() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("CA");
+    let (cert, key) = ca.issue("localhost");
+    let cert_file = write(dir.path(), "server.pem", &cert);
+    let key_file = write(dir.path(), "server.key", &key);
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.tls.cert_file = Some(cert_file.clone());
+        s.tls.key_file = Some(key_file.clone());
+        s.server.handshake_timeout = Duration::from_millis(500);
+    })
+    .await;
+    // One sends nothing; one starts a TLS record and never finishes it.
+    let mut silent = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let mut stalled = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    stalled
+        .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+        .await
+        .unwrap();
+    let started = Instant::now();
+    for stream in [&mut silent, &mut stalled] {
+        let mut buffer = [0u8; 64];
+        let closed = tokio::time::timeout(Duration::from_secs(5), async {
+            while let Ok(n) = stream.read(&mut buffer).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "a stalled handshake held its connection");
+    }
+    assert!(started.elapsed() >= Duration::from_millis(450));
+    let trust = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&ca.pem))
+        .domain_name("localhost");
+    assert!(
+        verify_over(connect(&app, trust).await.unwrap())
+            .await
+            .is_ok()
+    );
+}
