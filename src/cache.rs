@@ -3,6 +3,10 @@
 //! Keyed by token digest, it holds an immutable snapshot per known token and a
 //! short-lived marker for digests the database does not know, so a stream of
 //! unknown tokens costs one lookup each per `negative_ttl`, not one per request.
+//! A known token's answer asks to be read again in the last fifth of its life
+//! ([`Lookup::Live`]'s `refresh`), and once lapsed is still recognised
+//! ([`Lookup::Lapsed`]) until its bucket is next written or expires, so that
+//! Verify reads tokens in use ahead of unknown digests.
 //!
 //! # Buckets
 //!
@@ -72,6 +76,19 @@ impl<V> Clone for Cached<V> {
     }
 }
 
+/// What the cache has for a digest, as of a given time.
+#[derive(Debug)]
+pub enum Lookup<V> {
+    /// A live answer; for a known token, `refresh` says it is in the last
+    /// fifth of its lifetime, time to read it again before it lapses.
+    Live { value: Cached<V>, refresh: bool },
+    /// A known token whose answer has lapsed (kept a while longer, so that
+    /// reading it again can go ahead of lookups of digests never seen).
+    Lapsed(Arc<V>),
+    /// Nothing, or an answer from before [`VerifyCache::invalidate_all`].
+    Absent,
+}
+
 /// Sizes and lifetimes of cache entries.
 #[derive(Clone, Copy, Debug)]
 pub struct CacheConfig {
@@ -129,9 +146,11 @@ impl<V: Send + Sync + 'static> VerifyCache<V> {
                 .weigher(|_, bucket: &Bucket<V>| {
                     u32::try_from(lock(bucket).len()).unwrap_or(u32::MAX).max(1)
                 })
-                // A bucket outlives none of its slots: each was written no
-                // later than the bucket, with at most the longer lifetime.
-                .time_to_live(config.ttl.max(config.negative_ttl))
+                // A bucket outlives each of its slots by up to one more
+                // lifetime (each was written no later than the bucket, with at
+                // most the longer lifetime), so that a lapsed known token is
+                // still recognised.
+                .time_to_live(2 * config.ttl.max(config.negative_ttl))
                 .build_with_hasher(BuildHasherDefault::default())
         });
         VerifyCache {
@@ -156,13 +175,44 @@ impl<V: Send + Sync + 'static> VerifyCache<V> {
     }
 
     fn get_at(&self, digest: &Digest, now_ms: u64) -> Option<Cached<V>> {
-        let bucket = self.buckets.as_ref()?.get(&self.bucket_of(digest))?;
+        match self.lookup_at(digest, now_ms) {
+            Lookup::Live { value, .. } => Some(value),
+            Lookup::Lapsed(_) | Lookup::Absent => None,
+        }
+    }
+
+    /// What the cache has for `digest` as of `now`.
+    pub fn lookup_as_of(&self, digest: &Digest, now: Instant) -> Lookup<V> {
+        self.lookup_at(digest, millis(now.saturating_duration_since(self.started)))
+    }
+
+    fn lookup_at(&self, digest: &Digest, now_ms: u64) -> Lookup<V> {
+        let Some(bucket) = self
+            .buckets
+            .as_ref()
+            .and_then(|b| b.get(&self.bucket_of(digest)))
+        else {
+            return Lookup::Absent;
+        };
         let slots = lock(&bucket);
-        let slot = slots.iter().find(|slot| slot.digest == *digest)?;
-        self.is_live(slot, now_ms).then(|| match &slot.known {
-            Some(v) => Cached::Known(Arc::clone(v)),
-            None => Cached::Unknown,
-        })
+        let Some(slot) = slots.iter().find(|slot| slot.digest == *digest) else {
+            return Lookup::Absent;
+        };
+        if slot.generation != self.generation.load(Ordering::Acquire) {
+            return Lookup::Absent;
+        }
+        match &slot.known {
+            Some(v) if now_ms >= slot.expires => Lookup::Lapsed(Arc::clone(v)),
+            Some(v) => Lookup::Live {
+                value: Cached::Known(Arc::clone(v)),
+                refresh: slot.expires - now_ms <= self.ttl_ms / 5,
+            },
+            None if now_ms >= slot.expires => Lookup::Absent,
+            None => Lookup::Live {
+                value: Cached::Unknown,
+                refresh: false,
+            },
+        }
     }
 
     /// Call before reading the database for `digest`.
@@ -330,6 +380,31 @@ mod tests {
         let t = c.begin_fill(&digest(1));
         assert!(c.complete_fill(t, digest(1), known("active")));
         assert!(is_known_as(c.get(&digest(1)), "active"));
+    }
+
+    #[test]
+    fn a_known_answer_asks_for_a_refresh_in_its_last_fifth_and_is_recognised_once_lapsed() {
+        let c = cache();
+        let t = c.begin_fill(&digest(1));
+        c.complete_fill(t, digest(1), known("active"));
+        let t = c.begin_fill(&digest(2));
+        c.complete_fill(t, digest(2), Cached::Unknown);
+        let start = c.now_ms();
+        let at = |secs: u64| start + secs * 1_000;
+        let live = |l: Lookup<&str>| match l {
+            Lookup::Live { refresh, .. } => Some(refresh),
+            _ => None,
+        };
+        // ttl 60 s: the last fifth starts at 48 s.
+        assert_eq!(live(c.lookup_at(&digest(1), at(47))), Some(false));
+        assert_eq!(live(c.lookup_at(&digest(1), at(49))), Some(true));
+        assert!(matches!(c.lookup_at(&digest(1), at(61)), Lookup::Lapsed(v) if *v == "active"));
+        // "Unknown" is never refreshed, and is simply gone once lapsed.
+        assert_eq!(live(c.lookup_at(&digest(2), at(4))), Some(false));
+        assert!(matches!(c.lookup_at(&digest(2), at(6)), Lookup::Absent));
+        // Nothing from before a full invalidation counts.
+        c.invalidate_all();
+        assert!(matches!(c.lookup_at(&digest(1), at(61)), Lookup::Absent));
     }
 
     #[test]

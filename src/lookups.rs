@@ -13,7 +13,11 @@
 //! `max_pending / max_per_second`, and a flood, however many calls it keeps
 //! in flight, gets lookups at the bounded rate and refusals for the rest
 //! only past `max_pending`. Hits are not counted: tokens in the cache keep
-//! verifying through a flood.
+//! verifying through a flood. Nor are lookups of tokens the cache knows: the
+//! one call that reads a token in use again in the last fifth of its cached
+//! answer's life, or just after it lapsed, goes ahead of both bounds (there
+//! is at most one such lookup per cached token at a time, and a flood of
+//! random tokens has none), so a known token is never refused for a flood.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use uuid::Uuid;
 
-use crate::cache::{CacheConfig, Cached, VerifyCache};
+use crate::cache::{CacheConfig, Cached, Lookup, VerifyCache};
 use crate::changes::Freshness;
 use crate::clock::Clock;
 use crate::error::Error;
@@ -66,6 +66,9 @@ pub struct Snapshot {
     bytes: Box<[u8]>,
     scopes_len: u32,
     pub owner_disabled: bool,
+    /// Taken by the one call that reads the token again as its answer
+    /// lapses (see [`Verifier::verify`]).
+    refreshing: std::sync::atomic::AtomicBool,
 }
 
 impl Snapshot {
@@ -80,7 +83,21 @@ impl Snapshot {
             bytes: bytes.into_boxed_slice(),
             scopes_len: u32::try_from(scopes_len).expect("scopes are bounded far below 4 GiB"),
             owner_disabled,
+            refreshing: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Whether this call is the one to read the token again (no other is).
+    fn claim_refresh(&self) -> bool {
+        !self
+            .refreshing
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+    }
+
+    /// Lets another call read it again (this one failed to).
+    fn release_refresh(&self) {
+        self.refreshing
+            .store(false, std::sync::atomic::Ordering::Release);
     }
 
     /// The token as the API shows it, without its status (which depends on
@@ -223,19 +240,44 @@ impl Verifier {
         // Once the change log has gone unread too long, the cache may hold
         // what another replica has since changed: ask the database.
         let now = Instant::now();
-        let hit = if self.freshness.is_fresh(now) {
-            self.cache.get_as_of(&digest, now)
+        let found = if self.freshness.is_fresh(now) {
+            self.cache.lookup_as_of(&digest, now)
         } else {
-            None
+            Lookup::Absent
         };
-        let cached = match hit {
-            Some(hit) => {
+        // Boxed: the database read's state machine is large, and the hit
+        // path should not carry (or move) it.
+        let cached = match found {
+            Lookup::Live {
+                value: Cached::Known(snapshot),
+                refresh: true,
+            } if snapshot.claim_refresh() => {
+                // One call reads a token in use again before its answer
+                // lapses, ahead of every lookup the bounds hold back; if the
+                // database cannot answer, the cached answer stands.
                 self.metrics.cache_hits.inc();
-                hit
+                match Box::pin(self.fill(token, digest)).await {
+                    Ok(fresh) => fresh,
+                    Err(_) => {
+                        snapshot.release_refresh();
+                        Cached::Known(snapshot)
+                    }
+                }
             }
-            // Boxed: the database read's state machine is large, and the hit
-            // path should not carry (or move) it.
-            None => {
+            Lookup::Live { value, .. } => {
+                self.metrics.cache_hits.inc();
+                value
+            }
+            Lookup::Lapsed(snapshot) if snapshot.claim_refresh() => {
+                // A token this cache knew goes ahead of unknown digests too.
+                self.metrics.cache_misses.inc();
+                let fresh = Box::pin(self.fill(token, digest)).await;
+                if fresh.is_err() {
+                    snapshot.release_refresh();
+                }
+                fresh?
+            }
+            Lookup::Lapsed(_) | Lookup::Absent => {
                 self.metrics.cache_misses.inc();
                 let _admitted = self.lookups.admit().await.map_err(|_| {
                     self.metrics.lookups_refused.inc();

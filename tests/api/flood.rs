@@ -164,3 +164,90 @@ async fn lookups_past_max_per_second_wait_their_turn(backend: Backend) {
     let samples = scrape(&app).await;
     assert_eq!(value(&samples, "latchkey_lookups_refused_total"), 25.0);
 }
+
+/// A flood of unknown tokens at four times `lookups.max_per_second`, more
+/// than `max_pending` of them waiting: tokens the cache knows are read again
+/// ahead of it, as their answers near their end (a token in steady use) and
+/// once they have lapsed (one used every few seconds), and never refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_unknown_tokens_never_refuses_a_known_token_whose_answer_lapses() {
+    let seconds: u64 = std::env::var("LATCHKEY_TEST_FLOOD_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.lookups.max_pending = 16;
+        s.lookups.max_per_second = 50;
+        s.cache.ttl = Duration::from_secs(3);
+    })
+    .await;
+    let (_, steady) = app.create_token("alice", &["read"]).await;
+    let (_, sparse) = app.create_token("bob", &["read"]).await;
+    // Both in use before the flood starts.
+    for secret in [&steady, &sparse] {
+        assert_eq!(
+            app.verify(secret, &["read"]).await.verdict(),
+            Verdict::Valid
+        );
+    }
+
+    let stop = tokio_util::sync::CancellationToken::new();
+    let flood = tokio::spawn({
+        let (app_client, stop) = (app.verifier.clone(), stop.clone());
+        async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(5));
+            let (mut sent, mut refused) = (0u64, 0u64);
+            let mut calls = tokio::task::JoinSet::new();
+            while !stop.is_cancelled() {
+                tick.tick().await;
+                let mut client = app_client.clone();
+                calls.spawn(async move {
+                    client
+                        .verify(VerifyRequest {
+                            token: unknown_token(),
+                            required_scopes: vec![],
+                        })
+                        .await
+                        .is_err()
+                });
+                sent += 1;
+                while let Some(done) = calls.try_join_next() {
+                    refused += u64::from(done.unwrap());
+                }
+            }
+            while let Some(done) = calls.join_next().await {
+                refused += u64::from(done.unwrap());
+            }
+            (sent, refused)
+        }
+    });
+
+    let started = std::time::Instant::now();
+    let (mut calls, mut unavailable) = (0, 0);
+    let mut sparse_at = started;
+    while started.elapsed() < Duration::from_secs(seconds) {
+        let mut check = |result: Result<latchkey::grpc::pb::VerifyResponse, tonic::Status>| {
+            calls += 1;
+            match result {
+                Ok(reply) => assert_eq!(reply.verdict(), Verdict::Valid),
+                Err(status) => {
+                    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+                    unavailable += 1;
+                }
+            }
+        };
+        check(app.try_verify(&steady, &["read"]).await);
+        if sparse_at.elapsed() >= Duration::from_millis(3_500) {
+            sparse_at = std::time::Instant::now();
+            check(app.try_verify(&sparse, &["read"]).await);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop.cancel();
+    let (sent, refused) = flood.await.unwrap();
+    eprintln!(
+        "{seconds} s: known tokens {calls} calls, {unavailable} UNAVAILABLE; flood {sent} calls, {refused} refused"
+    );
+    assert!(refused > sent / 2, "the flood was not past the bounds");
+    assert_eq!(unavailable, 0, "a known token was refused during the flood");
+}
