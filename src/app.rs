@@ -38,7 +38,7 @@ use crate::store::Store;
 use crate::tasks::change_feed::ChangeFeed;
 use crate::tasks::last_used::{LastUsed, LastUsedFlusher};
 use crate::tasks::rekey::Rekeys;
-use crate::tls::ReloadingTls;
+use crate::tls::{Flavor, ReloadingTls};
 use crate::token::{KeyRing, Secret, TokenKey};
 use crate::verifier::{MissHook, Verifier};
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;
@@ -85,6 +85,7 @@ pub struct Application {
     remove_authorization: bool,
     limits: ServerSettings,
     tls: Option<ReloadingTls>,
+    http_tls: Option<ReloadingTls>,
 }
 
 impl Application {
@@ -104,9 +105,16 @@ impl Application {
         let tls = settings
             .tls
             .files()
-            .map(ReloadingTls::new)
+            .map(|files| ReloadingTls::new(files, Flavor::Grpc))
             .transpose()
             .context("loading TLS (LATCHKEY_TLS__*)")?;
+        let http_tls = settings
+            .tls
+            .files()
+            .filter(|_| settings.http_addr.is_some())
+            .map(|files| ReloadingTls::new(files, Flavor::Http))
+            .transpose()
+            .context("loading TLS for the HTTP listener (LATCHKEY_TLS__*)")?;
         let store = open_store(&settings).await?;
         let keys = resolve_hmac_keys(&settings, &store).await?;
         let key = keys.primary().clone();
@@ -222,6 +230,7 @@ impl Application {
             remove_authorization: settings.ext_authz.remove_authorization,
             limits: settings.server,
             tls,
+            http_tls,
         })
     }
 
@@ -272,6 +281,7 @@ impl Application {
             remove_authorization,
             limits,
             tls,
+            http_tls,
         } = self;
 
         let tasks = TaskTracker::new();
@@ -394,10 +404,13 @@ impl Application {
                 token_review,
             ));
             tracing::info!(%addr, "HTTP on /oauth2/introspect and /apis/authentication.k8s.io/v1/tokenreviews");
+            if let Some(tls) = &http_tls {
+                tasks.spawn(tls.clone().watch(stop_tasks.clone()));
+            }
             let listener = Listener {
                 tcp: listener,
                 protocol: Protocol::Http1,
-                tls: None,
+                tls: http_tls,
             };
             let stop = Stop {
                 signal: stop_serving.clone(),

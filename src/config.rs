@@ -280,6 +280,10 @@ pub struct TokenReviewSettings {
     /// scope can name a Kubernetes system group (`system:masters`); like
     /// the API server's `--oidc-groups-prefix`.
     pub group_prefix: String,
+    /// Put before the token's owner to make its username, so that no owner
+    /// can name a Kubernetes user (`system:kube-controller-manager`); like
+    /// the API server's `--oidc-username-prefix`.
+    pub username_prefix: String,
 }
 
 impl Default for TokenReviewSettings {
@@ -287,6 +291,7 @@ impl Default for TokenReviewSettings {
         TokenReviewSettings {
             required_scope: "kubernetes:authenticate".to_owned(),
             group_prefix: "latchkey:".to_owned(),
+            username_prefix: "latchkey:".to_owned(),
         }
     }
 }
@@ -449,6 +454,17 @@ impl Settings {
         {
             bail!("token_review.required_scope: {why}");
         }
+        for (name, prefix) in [
+            ("token_review.group_prefix", &self.token_review.group_prefix),
+            (
+                "token_review.username_prefix",
+                &self.token_review.username_prefix,
+            ),
+        ] {
+            if prefix.chars().any(char::is_control) {
+                bail!("{name} must not contain control characters");
+            }
+        }
         if self.database_max_connections == 0 {
             bail!("LATCHKEY_DATABASE_MAX_CONNECTIONS must be at least 1");
         }
@@ -542,6 +558,7 @@ mod tests {
         assert!(s.http_addr.is_none(), "no HTTP listener unless asked");
         assert_eq!(s.token_review.required_scope, "kubernetes:authenticate");
         assert_eq!(s.token_review.group_prefix, "latchkey:");
+        assert_eq!(s.token_review.username_prefix, "latchkey:");
         assert_eq!(s.policy.max_self_renew_grace, Duration::from_secs(3600));
         assert_eq!(s.self_renew.retry_window, Duration::from_secs(30));
     }

@@ -1,5 +1,6 @@
-//! TLS for the gRPC server (rustls): a certificate and key, optionally a
-//! client CA that every client must present a certificate from (mTLS). The
+//! TLS for the gRPC and HTTP listeners (rustls): a certificate and key,
+//! optionally a client CA that every gRPC client must present a certificate
+//! from (mTLS), and that an HTTP client may. The
 //! files are watched: when one changes, the configuration is built again
 //! and new connections use it, with no restart (connections already open
 //! keep theirs). A change that does not load (a half-written file, a key
@@ -21,6 +22,18 @@ use tokio_util::sync::CancellationToken;
 
 /// How often the files are checked for changes.
 const WATCH_EVERY: Duration = Duration::from_secs(2);
+
+/// What a listener's TLS asks of clients and speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavor {
+    /// gRPC: HTTP/2 by ALPN; with a client CA, every client must present a
+    /// certificate from it.
+    Grpc,
+    /// The HTTP listener: HTTP/1.1 by ALPN; with a client CA, a client may
+    /// present a certificate from it (it then authenticates TokenReview
+    /// calls, as kube-apiserver's webhook client can), but need not.
+    Http,
+}
 
 /// Where the server's TLS material lives.
 #[derive(Clone, Debug)]
@@ -49,7 +62,7 @@ impl TlsFiles {
     ///
     /// # Errors
     /// If a file cannot be read or parsed, or the key does not fit.
-    pub fn load(&self) -> anyhow::Result<Arc<ServerConfig>> {
+    pub fn load(&self, flavor: Flavor) -> anyhow::Result<Arc<ServerConfig>> {
         let certs = CertificateDer::pem_file_iter(&self.cert)
             .and_then(Iterator::collect::<Result<Vec<_>, _>>)
             .with_context(|| format!("reading the certificate {}", self.cert.display()))?;
@@ -74,9 +87,13 @@ impl TlsFiles {
                         .with_context(|| format!("the client CA {} is not usable", ca.display()))?;
                 }
                 let verifier =
-                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                        .build()
-                        .context("building the client certificate verifier")?;
+                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+                let verifier = match flavor {
+                    Flavor::Grpc => verifier,
+                    Flavor::Http => verifier.allow_unauthenticated(),
+                }
+                .build()
+                .context("building the client certificate verifier")?;
                 builder.with_client_cert_verifier(verifier)
             }
             None => builder.with_no_client_auth(),
@@ -84,7 +101,10 @@ impl TlsFiles {
         let mut config = builder
             .with_single_cert(certs, key)
             .context("the certificate and the private key do not fit together")?;
-        config.alpn_protocols = vec![b"h2".to_vec()];
+        config.alpn_protocols = vec![match flavor {
+            Flavor::Grpc => b"h2".to_vec(),
+            Flavor::Http => b"http/1.1".to_vec(),
+        }];
         Ok(Arc::new(config))
     }
 }
@@ -93,16 +113,18 @@ impl TlsFiles {
 #[derive(Clone)]
 pub struct ReloadingTls {
     files: TlsFiles,
+    flavor: Flavor,
     current: Arc<RwLock<Arc<ServerConfig>>>,
 }
 
 impl ReloadingTls {
     /// # Errors
     /// If the files do not load now.
-    pub fn new(files: TlsFiles) -> anyhow::Result<Self> {
-        let config = files.load()?;
+    pub fn new(files: TlsFiles, flavor: Flavor) -> anyhow::Result<Self> {
+        let config = files.load(flavor)?;
         Ok(ReloadingTls {
             files,
+            flavor,
             current: Arc::new(RwLock::new(config)),
         })
     }
@@ -128,7 +150,7 @@ impl ReloadingTls {
             if now == seen {
                 continue;
             }
-            match self.files.load() {
+            match self.files.load(self.flavor) {
                 Ok(config) => {
                     *self
                         .current

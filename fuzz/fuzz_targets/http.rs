@@ -1,7 +1,8 @@
 //! The HTTP listener's parsers (introspection forms, TokenReview JSON) on a
 //! real server (SQLite), fed arbitrary bodies under each endpoint and
-//! content type by a caller allowed to introspect: no panic, no hang, and
-//! every answer a client's or a verdict, never a server fault (5xx).
+//! content type by a caller allowed to introspect and review: no panic, no
+//! hang, and every answer a client's or a verdict, never a server fault
+//! (5xx).
 #![no_main]
 
 use std::net::SocketAddr;
@@ -19,7 +20,7 @@ const ADMIN_TOKEN: &str = "fuzz-admin-credential-0123456789abcdef";
 struct Server {
     runtime: tokio::runtime::Runtime,
     http: SocketAddr,
-    /// A token with scope latchkey:introspect.
+    /// A token with scopes latchkey:introspect and latchkey:tokenreview.
     caller: String,
     _dir: tempfile::TempDir,
 }
@@ -46,7 +47,11 @@ static SERVER: LazyLock<Server> = LazyLock::new(|| {
         let mut request = Request::new(pb::CreateTokenRequest {
             owner: "gateway".into(),
             name: "fuzz".into(),
-            scopes: vec!["latchkey:introspect".into(), "kubernetes:authenticate".into()],
+            scopes: vec![
+                "latchkey:introspect".into(),
+                "latchkey:tokenreview".into(),
+                "kubernetes:authenticate".into(),
+            ],
             ..Default::default()
         });
         request.metadata_mut().insert(

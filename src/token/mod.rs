@@ -24,6 +24,9 @@ pub const ADMIN_SCOPE: &str = "latchkey:admin";
 pub const SELF_RENEW_SCOPE: &str = "latchkey:self-renew";
 /// The scope that lets a token call RFC 7662 introspection.
 pub const INTROSPECT_SCOPE: &str = "latchkey:introspect";
+/// The scope that lets a caller (kube-apiserver's webhook client) post
+/// TokenReviews.
+pub const TOKEN_REVIEW_SCOPE: &str = "latchkey:tokenreview";
 
 /// Field limits, from the API contract.
 pub mod limits {

@@ -12,8 +12,7 @@ use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Response, StatusCode};
 use zeroize::Zeroizing;
 
-use super::{Answer, WebApi, error, json, undecided};
-use crate::auth::bearer_credential;
+use super::{Answer, Refusal, WebApi, error, json, undecided};
 use crate::grpc::pb;
 use crate::metrics::Api;
 use crate::token::INTROSPECT_SCOPE;
@@ -76,41 +75,28 @@ impl WebApi {
     /// `None` if the caller's bearer token may introspect; else the 401 or
     /// 403 answer (RFC 6750 3.1).
     async fn authenticate_caller(&self, headers: &HeaderMap) -> Option<Answer> {
-        let Some(credential) = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(bearer_credential)
-        else {
-            return Some(challenge(
+        let refusal = self.caller(headers, &self.introspect_scope).await.err()?;
+        Some(match refusal {
+            Refusal::NoCredential => challenge(
                 StatusCode::UNAUTHORIZED,
                 "Bearer realm=\"latchkey\"",
                 "invalid_client",
                 &format!("a bearer token with scope {INTROSPECT_SCOPE} is required"),
-            ));
-        };
-        let checked = match self
-            .verifier
-            .verify(credential, &self.introspect_scope)
-            .await
-        {
-            Ok(checked) => checked,
-            Err(e) => return Some(undecided(e)),
-        };
-        match checked.verdict {
-            Verdict::Valid => None,
-            Verdict::InsufficientScope => Some(challenge(
+            ),
+            Refusal::MissingScope => challenge(
                 StatusCode::FORBIDDEN,
                 "Bearer realm=\"latchkey\", error=\"insufficient_scope\", scope=\"latchkey:introspect\"",
                 "insufficient_scope",
                 &format!("the caller's token lacks scope {INTROSPECT_SCOPE}"),
-            )),
-            verdict => Some(challenge(
+            ),
+            Refusal::Invalid(verdict) => challenge(
                 StatusCode::UNAUTHORIZED,
                 "Bearer realm=\"latchkey\", error=\"invalid_token\"",
                 "invalid_token",
                 &format!("the caller's token: {}", verdict.reason()),
-            )),
-        }
+            ),
+            Refusal::Undecided(answer) => answer,
+        })
     }
 }
 

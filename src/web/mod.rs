@@ -20,14 +20,15 @@ use std::sync::Arc;
 use http_body_util::{BodyExt as _, Full, LengthLimitError, Limited};
 use hyper::body::Bytes;
 use hyper::body::Incoming;
-use hyper::header::{self, HeaderValue};
+use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
+use crate::auth::bearer_credential;
 use crate::config::TokenReviewSettings;
 use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::token::INTROSPECT_SCOPE;
-use crate::verifier::Verifier;
+use crate::token::{INTROSPECT_SCOPE, TOKEN_REVIEW_SCOPE};
+use crate::verifier::{Verdict, Verifier};
 
 pub use token_review::TOKEN_REVIEW_PATH;
 
@@ -43,9 +44,12 @@ pub struct WebApi {
     verifier: Arc<Verifier>,
     metrics: Arc<Metrics>,
     introspect_scope: [String; 1],
+    /// The scope a TokenReview caller's bearer token needs.
+    reviewer_scope: [String; 1],
     /// The scope a token needs to authenticate to Kubernetes (none: empty).
     review_scopes: Vec<String>,
     group_prefix: String,
+    username_prefix: String,
 }
 
 impl WebApi {
@@ -58,11 +62,33 @@ impl WebApi {
             verifier,
             metrics,
             introspect_scope: [INTROSPECT_SCOPE.to_owned()],
+            reviewer_scope: [TOKEN_REVIEW_SCOPE.to_owned()],
             review_scopes: Some(review.required_scope)
                 .filter(|s| !s.is_empty())
                 .into_iter()
                 .collect(),
             group_prefix: review.group_prefix,
+            username_prefix: review.username_prefix,
+        }
+    }
+
+    /// Whether the caller's bearer token (`authorization: Bearer …`) is
+    /// valid and holds `scope`.
+    async fn caller(&self, headers: &HeaderMap, scope: &[String; 1]) -> Result<(), Refusal> {
+        let credential = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(bearer_credential)
+            .ok_or(Refusal::NoCredential)?;
+        let checked = self
+            .verifier
+            .verify(credential, scope)
+            .await
+            .map_err(|e| Refusal::Undecided(undecided(e)))?;
+        match checked.verdict {
+            Verdict::Valid => Ok(()),
+            Verdict::InsufficientScope => Err(Refusal::MissingScope),
+            verdict => Err(Refusal::Invalid(verdict)),
         }
     }
 
@@ -104,9 +130,21 @@ impl WebApi {
         };
         match endpoint {
             Endpoint::Introspect => self.introspect(&parts.headers, &body).await,
-            Endpoint::TokenReview => self.token_review(&body).await,
+            Endpoint::TokenReview => self.token_review(&parts, &body).await,
         }
     }
+}
+
+/// Why a caller was not let in.
+enum Refusal {
+    /// No bearer credential.
+    NoCredential,
+    /// A token that is not valid.
+    Invalid(Verdict),
+    /// A valid token without the scope the endpoint needs.
+    MissingScope,
+    /// The credential could not be checked (the database unreachable).
+    Undecided(Answer),
 }
 
 #[derive(Clone, Copy)]

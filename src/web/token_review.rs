@@ -2,12 +2,19 @@
 //! `--authentication-token-webhook-config-file`, posts a `TokenReview` with
 //! the bearer token a client presented, and latchkey answers who it is.
 //!
+//! The caller must authenticate as kube-apiserver's webhook client does:
+//! with a bearer token holding `latchkey:tokenreview`, or (with TLS and
+//! `tls.client_ca_file`) a client certificate from the configured CA.
+//! Others get a Kubernetes `Status`, 401 or 403, and no review.
+//!
 //! A valid token holding `token_review.required_scope` authenticates as
-//! user `owner`, uid the token's id, groups its scopes each prefixed with
-//! `token_review.group_prefix`, and extra its metadata (one value per key).
-//! Any other token is `authenticated: false` with an `error` saying why,
-//! which the API server logs. `status.audiences` is left empty: a latchkey
-//! token is good for the API server's own audiences and no other.
+//! user `token_review.username_prefix` + owner (so that no owner can name a
+//! Kubernetes user), uid the token's id, groups its scopes each prefixed
+//! with `token_review.group_prefix`, and extra its metadata (one value per
+//! key). Any other token is exactly `authenticated: false`: like RFC 7662
+//! introspection, the answer says nothing more about a token the cluster
+//! will not take. `status.audiences` is left empty: a latchkey token is good
+//! for the API server's own audiences and no other.
 //! Both `authentication.k8s.io/v1` and `v1beta1` are answered, in the
 //! version asked (the API server's `--authentication-token-webhook-version`
 //! picks one, v1beta1 by default).
@@ -17,9 +24,10 @@ use std::collections::BTreeMap;
 use hyper::StatusCode;
 use serde::Deserialize;
 
-use super::{Answer, WebApi, json, undecided};
+use super::{Answer, Refusal, WebApi, json, undecided};
 use crate::grpc::pb;
 use crate::metrics::Api;
+use crate::serve::PeerCertificates;
 use crate::verifier::Verdict;
 
 pub const TOKEN_REVIEW_PATH: &str = "/apis/authentication.k8s.io/v1/tokenreviews";
@@ -52,7 +60,30 @@ impl Drop for Spec {
 }
 
 impl WebApi {
-    pub(super) async fn token_review(&self, body: &[u8]) -> Answer {
+    pub(super) async fn token_review(
+        &self,
+        request: &hyper::http::request::Parts,
+        body: &[u8],
+    ) -> Answer {
+        // A certificate the TLS handshake verified against the client CA.
+        if request.extensions.get::<PeerCertificates>().is_none()
+            && let Err(refusal) = self.caller(&request.headers, &self.reviewer_scope).await
+        {
+            return match refusal {
+                Refusal::MissingScope => status(
+                    StatusCode::FORBIDDEN,
+                    "Forbidden",
+                    "the caller's token lacks scope latchkey:tokenreview",
+                ),
+                Refusal::NoCredential | Refusal::Invalid(_) => status(
+                    StatusCode::UNAUTHORIZED,
+                    "Unauthorized",
+                    "authenticate with a bearer token holding scope latchkey:tokenreview, or a \
+                     client certificate from the configured CA",
+                ),
+                Refusal::Undecided(answer) => answer,
+            };
+        }
         let review: TokenReview = match serde_json::from_slice(body) {
             Ok(review) => review,
             // The position only: serde's message may quote the body, token
@@ -75,7 +106,7 @@ impl WebApi {
             return bad_request("kind must be TokenReview");
         }
         let status = if review.spec.token.is_empty() {
-            refused("no token was given")
+            not_authenticated()
         } else {
             match self.review(&review.spec.token).await {
                 Ok(status) => status,
@@ -106,11 +137,7 @@ impl WebApi {
                 let token = crate::grpc::decode_rendered(&known.snapshot).map_err(undecided)?;
                 Ok(self.authenticated(&token))
             }
-            (Verdict::InsufficientScope, _) => Ok(refused(&format!(
-                "the token lacks scope {}",
-                checked.missing_scopes.join(" ")
-            ))),
-            (verdict, _) => Ok(refused(verdict.reason())),
+            _ => Ok(not_authenticated()),
         }
     }
 
@@ -128,7 +155,7 @@ impl WebApi {
         serde_json::json!({
             "authenticated": true,
             "user": {
-                "username": token.owner,
+                "username": format!("{}{}", self.username_prefix, token.owner),
                 "uid": token.id,
                 "groups": groups,
                 "extra": extra,
@@ -137,21 +164,27 @@ impl WebApi {
     }
 }
 
-fn refused(why: &str) -> serde_json::Value {
-    serde_json::json!({ "authenticated": false, "error": why })
+/// The review of any token the cluster will not take, whatever the reason.
+fn not_authenticated() -> serde_json::Value {
+    serde_json::json!({ "authenticated": false })
 }
 
 /// A Kubernetes `Status` for a request that is not a TokenReview.
 fn bad_request(message: &str) -> Answer {
+    status(StatusCode::BAD_REQUEST, "BadRequest", message)
+}
+
+/// A Kubernetes `Status` failure.
+fn status(code: StatusCode, reason: &str, message: &str) -> Answer {
     json(
-        StatusCode::BAD_REQUEST,
+        code,
         &serde_json::json!({
             "apiVersion": "v1",
             "kind": "Status",
             "status": "Failure",
             "message": message,
-            "reason": "BadRequest",
-            "code": 400,
+            "reason": reason,
+            "code": code.as_u16(),
         }),
     )
 }

@@ -758,6 +758,23 @@ pub async fn http_request(
 ) -> HttpAnswer {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(&http_request_bytes(method, path, headers, body))
+        .await
+        .unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    parse_http_answer(raw)
+}
+
+/// An HTTP/1.1 request as `http_request` writes it.
+pub fn http_request_bytes(
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Vec<u8> {
     let mut request = format!(
         "{method} {path} HTTP/1.1\r\nHost: latchkey.example.com\r\nContent-Length: {}\r\nConnection: close\r\n",
         body.len()
@@ -766,11 +783,13 @@ pub async fn http_request(
         request.push_str(&format!("{name}: {value}\r\n"));
     }
     request.push_str("\r\n");
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream.write_all(request.as_bytes()).await.unwrap();
-    stream.write_all(body).await.unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.unwrap();
+    let mut bytes = request.into_bytes();
+    bytes.extend_from_slice(body);
+    bytes
+}
+
+/// An HTTP/1.1 answer read to its end.
+pub fn parse_http_answer(raw: Vec<u8>) -> HttpAnswer {
     let raw = String::from_utf8(raw).unwrap();
     let (head, body) = raw.split_once("\r\n\r\n").expect("a complete answer");
     let mut lines = head.lines();

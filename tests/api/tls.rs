@@ -207,3 +207,182 @@ async fn a_tls_connection_that_stalls_its_handshake_is_closed_at_the_handshake_t
             .is_ok()
     );
 }
+
+/// An HTTPS request to `addr` trusting `ca`, with a client certificate if
+/// given; `None` if the TLS handshake is refused.
+async fn https_request(
+    addr: std::net::SocketAddr,
+    ca: &str,
+    client: Option<(&str, &str)>,
+    request: Vec<u8>,
+) -> Option<HttpAnswer> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca.as_bytes()).unwrap())
+        .unwrap();
+    let builder = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots);
+    let mut config = match client {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(
+                vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()],
+                PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+            )
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut tls = connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .ok()?;
+    tls.write_all(&request).await.ok()?;
+    let mut raw = Vec::new();
+    tls.read_to_end(&mut raw).await.ok()?;
+    (!raw.is_empty()).then(|| parse_http_answer(raw))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_listener_speaks_tls_and_takes_a_client_certificate_for_token_review() {
+    let dir = tempfile::tempdir().unwrap();
+    let server_ca = Ca::new("server CA");
+    let client_ca = Ca::new("client CA");
+    let (cert, key) = server_ca.issue("localhost");
+    let cert_file = write(dir.path(), "server.pem", &cert);
+    let key_file = write(dir.path(), "server.key", &key);
+    let ca_file = write(dir.path(), "clients.pem", &client_ca.pem);
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.tls.cert_file = Some(cert_file.clone());
+        s.tls.key_file = Some(key_file.clone());
+        s.tls.client_ca_file = Some(ca_file.clone());
+        s.http_addr = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let http = app.http_addr.unwrap();
+    // Tokens made over the gRPC port, with a client certificate.
+    let (client_cert, client_key) = client_ca.issue("kube-apiserver");
+    let grpc = connect(
+        &app,
+        ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&server_ca.pem))
+            .domain_name("localhost")
+            .identity(Identity::from_pem(&client_cert, &client_key)),
+    )
+    .await
+    .unwrap();
+    let admin = pb::token_admin_client::TokenAdminClient::new(grpc);
+    let create = |owner: &str, scope: &str| {
+        let request = with_bearer(
+            pb::CreateTokenRequest {
+                owner: owner.into(),
+                name: "t".into(),
+                scopes: vec![scope.into()],
+                ..Default::default()
+            },
+            ADMIN_TOKEN,
+        );
+        let mut admin = admin.clone();
+        async move {
+            admin
+                .create_token(request)
+                .await
+                .unwrap()
+                .into_inner()
+                .secret
+        }
+    };
+    let secret = create("alice", "kubernetes:authenticate").await;
+    let introspector = create("gateway", "latchkey:introspect").await;
+    let review = serde_json::json!({
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenReview",
+        "spec": { "token": secret },
+    })
+    .to_string();
+    let post_review = |authorization: Option<&str>| {
+        let mut headers = vec![("Content-Type", "application/json")];
+        headers.extend(authorization.map(|a| ("Authorization", a)));
+        http_request_bytes(
+            "POST",
+            "/apis/authentication.k8s.io/v1/tokenreviews",
+            &headers,
+            review.as_bytes(),
+        )
+    };
+
+    // kube-apiserver with a client certificate from the CA: reviewed.
+    let answer = https_request(
+        http,
+        &server_ca.pem,
+        Some((&client_cert, &client_key)),
+        post_review(None),
+    )
+    .await
+    .expect("handshake");
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(
+        answer.json()["status"]["user"]["username"],
+        "latchkey:alice"
+    );
+    // No certificate and no bearer token: 401. A certificate from another
+    // CA: no handshake.
+    let answer = https_request(http, &server_ca.pem, None, post_review(None))
+        .await
+        .expect("handshake without a certificate");
+    assert_eq!(answer.status, 401);
+    let (stranger_cert, stranger_key) = Ca::new("stranger").issue("client");
+    assert!(
+        https_request(
+            http,
+            &server_ca.pem,
+            Some((&stranger_cert, &stranger_key)),
+            post_review(None)
+        )
+        .await
+        .is_none()
+    );
+    // Introspection needs no certificate, its bearer token as before.
+    let form = format!("token={secret}");
+    let bearer = format!("Bearer {introspector}");
+    let introspect = http_request_bytes(
+        "POST",
+        "/oauth2/introspect",
+        &[
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("Authorization", &bearer),
+        ],
+        form.as_bytes(),
+    );
+    let answer = https_request(http, &server_ca.pem, None, introspect)
+        .await
+        .expect("handshake");
+    assert_eq!(answer.json()["active"], true);
+    // Plaintext is not spoken.
+    let plain = tokio::time::timeout(
+        Duration::from_secs(5),
+        http_request_raw(http, post_review(None)),
+    )
+    .await
+    .expect("answered or closed");
+    assert!(plain.is_none_or(|a| a.status != 200));
+}
+
+/// Writes `request` over plain TCP; `None` if nothing HTTP comes back.
+async fn http_request_raw(addr: std::net::SocketAddr, request: Vec<u8>) -> Option<HttpAnswer> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
+    tcp.write_all(&request).await.ok()?;
+    let mut raw = Vec::new();
+    let _ = tcp.read_to_end(&mut raw).await;
+    raw.starts_with(b"HTTP/").then(|| parse_http_answer(raw))
+}

@@ -12,9 +12,11 @@ use crate::on_both_databases;
 
 on_both_databases!(
     a_valid_token_authenticates_as_its_owner_with_groups_and_extra,
-    a_token_that_is_not_valid_is_not_authenticated_and_says_why,
-    the_required_scope_and_group_prefix_are_configurable,
+    a_token_that_is_not_valid_is_not_authenticated_and_nothing_more,
+    the_required_scope_and_prefixes_are_configurable,
     a_request_that_is_not_a_token_review_is_a_bad_request,
+    only_an_authenticated_caller_gets_a_review,
+    no_owner_can_name_a_kubernetes_user,
 );
 
 const KUBE_SCOPE: &str = "kubernetes:authenticate";
@@ -41,19 +43,41 @@ fn review(api_version: &str, token: &str) -> String {
     .to_string()
 }
 
+/// A token for kube-apiserver's webhook client (its kubeconfig's
+/// `users[].user.token`).
+async fn reviewer(app: &TestApp) -> String {
+    app.create_token("kube-apiserver", &["latchkey:tokenreview"])
+        .await
+        .1
+}
+
 async fn post_review(app: &TestApp, path: &str, body: &str) -> HttpAnswer {
+    let caller = format!("Bearer {}", reviewer(app).await);
+    post_review_as(app, path, body, Some(&caller)).await
+}
+
+async fn post_review_as(
+    app: &TestApp,
+    path: &str,
+    body: &str,
+    authorization: Option<&str>,
+) -> HttpAnswer {
+    let mut headers = vec![
+        ("Accept", "application/json, */*"),
+        ("Content-Type", "application/json"),
+        (
+            "User-Agent",
+            "kube-apiserver/v1.31.0 (linux/amd64) kubernetes/9c8e5a5",
+        ),
+    ];
+    if let Some(value) = authorization {
+        headers.push(("Authorization", value));
+    }
     http_request(
         app.http_addr.unwrap(),
         "POST",
         path,
-        &[
-            ("Accept", "application/json, */*"),
-            ("Content-Type", "application/json"),
-            (
-                "User-Agent",
-                "kube-apiserver/v1.31.0 (linux/amd64) kubernetes/9c8e5a5",
-            ),
-        ],
+        &headers,
         body.as_bytes(),
     )
     .await
@@ -94,7 +118,7 @@ async fn a_valid_token_authenticates_as_its_owner_with_groups_and_extra(backend:
         serde_json::json!({
             "authenticated": true,
             "user": {
-                "username": "jane@example.com",
+                "username": "latchkey:jane@example.com",
                 "uid": token.id,
                 "groups": ["latchkey:kubernetes:authenticate", "latchkey:developers"],
                 "extra": { "team": ["infra"] },
@@ -114,7 +138,7 @@ async fn a_valid_token_authenticates_as_its_owner_with_groups_and_extra(backend:
     assert_eq!(json["status"]["authenticated"], true);
 }
 
-async fn a_token_that_is_not_valid_is_not_authenticated_and_says_why(backend: Backend) {
+async fn a_token_that_is_not_valid_is_not_authenticated_and_nothing_more(backend: Backend) {
     let app = spawn(backend).await;
     let (revoked, revoked_secret) = app.create_token("alice", &[KUBE_SCOPE]).await;
     app.revoke(&revoked.id, "leaked").await.unwrap();
@@ -131,45 +155,40 @@ async fn a_token_that_is_not_valid_is_not_authenticated_and_says_why(backend: Ba
     let (_, api_only) = app.create_token("carol", &["repo:read"]).await;
     app.clock.advance(Duration::from_secs(61));
 
-    for (what, token, error) in [
-        (
-            "revoked",
-            revoked_secret.as_str(),
-            "the token has been revoked",
-        ),
-        ("expired", expiring.secret.as_str(), "the token has expired"),
-        ("malformed", "lk_notatoken", "the token is not valid"),
+    // Whatever the reason, the same answer: as introspection's
+    // `{"active": false}`, it tells the caller nothing more.
+    for (what, token) in [
+        ("revoked", revoked_secret.as_str()),
+        ("expired", expiring.secret.as_str()),
+        ("malformed", "lk_notatoken"),
         (
             "a service account token",
             "eyJhbGciOiJSUzI1NiIsImtpZCI6IiJ9.e30.c2ln",
-            "the token is not valid",
         ),
-        (
-            "insufficient scope",
-            api_only.as_str(),
-            "the token lacks scope kubernetes:authenticate",
-        ),
-        ("empty", "", "no token was given"),
+        ("insufficient scope", api_only.as_str()),
+        ("empty", ""),
     ] {
         let status = status_of(&app, token).await;
         assert_eq!(
             status,
-            serde_json::json!({ "authenticated": false, "error": error }),
+            serde_json::json!({ "authenticated": false }),
             "{what}"
         );
     }
 }
 
-async fn the_required_scope_and_group_prefix_are_configurable(backend: Backend) {
+async fn the_required_scope_and_prefixes_are_configurable(backend: Backend) {
     let app = spawn_app_with(backend, |s| {
         s.http_addr = Some("127.0.0.1:0".parse().unwrap());
         s.token_review.required_scope = String::new();
         s.token_review.group_prefix = "oidc:".into();
+        s.token_review.username_prefix = "lk-".into();
     })
     .await;
     let (token, secret) = app.create_token("svc-deployer", &["deploy"]).await;
     let status = status_of(&app, &secret).await;
     assert_eq!(status["authenticated"], true);
+    assert_eq!(status["user"]["username"], "lk-svc-deployer");
     assert_eq!(status["user"]["uid"], token.id.as_str());
     assert_eq!(status["user"]["groups"], serde_json::json!(["oidc:deploy"]));
     assert_eq!(status["user"]["extra"], serde_json::json!({}));
@@ -196,4 +215,75 @@ async fn a_request_that_is_not_a_token_review_is_a_bad_request(backend: Backend)
         );
         assert!(!answer.body.contains(&secret), "an error echoed the token");
     }
+}
+
+async fn only_an_authenticated_caller_gets_a_review(backend: Backend) {
+    let app = spawn(backend).await;
+    let (_, secret) = app.create_token("alice", &[KUBE_SCOPE]).await;
+    let (_, wrong_scope) = app.create_token("ops", &["latchkey:introspect"]).await;
+    let (_, wildcard) = app.create_token("ops", &["latchkey:*"]).await;
+    let (revoked, revoked_caller) = app
+        .create_token("kube-apiserver", &["latchkey:tokenreview"])
+        .await;
+    app.revoke(&revoked.id, "rotated").await.unwrap();
+    let path = "/apis/authentication.k8s.io/v1/tokenreviews";
+    let body = review("authentication.k8s.io/v1", &secret);
+    let bearer = |t: &str| format!("Bearer {t}");
+    for (what, authorization, code) in [
+        ("no credential", None, 401),
+        ("a malformed one", Some("Bearer lk_nope".to_owned()), 401),
+        ("a revoked caller", Some(bearer(&revoked_caller)), 401),
+        ("basic auth", Some("Basic a3ViZTpwYXNz".to_owned()), 401),
+        ("another latchkey scope", Some(bearer(&wrong_scope)), 403),
+        ("a wildcard", Some(bearer(&wildcard)), 403),
+        // The token under review is no credential for the review itself.
+        ("the reviewed token", Some(bearer(&secret)), 403),
+    ] {
+        let answer = post_review_as(&app, path, &body, authorization.as_deref()).await;
+        assert_eq!(answer.status, code, "{what}: {answer:?}");
+        let json = answer.json();
+        assert_eq!(
+            (&json["kind"], &json["code"]),
+            (&"Status".into(), &code.into()),
+            "{what}"
+        );
+        assert!(
+            json.get("status").is_none_or(|s| s == "Failure"),
+            "{what}: no review"
+        );
+        assert!(!answer.body.contains(&secret));
+    }
+    // The metric counts no review for them.
+    let scrape = http_request(app.metrics_addr, "GET", "/metrics", &[], b"").await;
+    assert!(
+        !scrape
+            .body
+            .lines()
+            .any(|l| l.contains("api=\"tokenreview\"") && !l.ends_with(" 0")),
+        "{}",
+        scrape.body
+    );
+    assert_eq!(status_of(&app, &secret).await["authenticated"], true);
+}
+
+async fn no_owner_can_name_a_kubernetes_user(backend: Backend) {
+    let app = spawn(backend).await;
+    let (_, secret) = app
+        .create_token(
+            "system:kube-controller-manager",
+            &[KUBE_SCOPE, "system:masters"],
+        )
+        .await;
+    let status = status_of(&app, &secret).await;
+    assert_eq!(
+        status["user"]["username"],
+        "latchkey:system:kube-controller-manager"
+    );
+    assert_eq!(
+        status["user"]["groups"],
+        serde_json::json!([
+            "latchkey:kubernetes:authenticate",
+            "latchkey:system:masters"
+        ])
+    );
 }
