@@ -205,7 +205,6 @@ impl Application {
                 .then(|| settings.database_url.clone()),
             retention: settings.changes.retention,
             freshness,
-            can_serve: tokio::sync::watch::Sender::new(true),
             metrics: Arc::clone(&metrics),
         };
         Ok(Application {
@@ -304,7 +303,10 @@ impl Application {
             &stop_tasks,
             &failed,
         );
-        let mut can_serve = change_feed.can_serve.subscribe();
+        let (freshness, poll_interval) = (
+            Arc::clone(&change_feed.freshness),
+            change_feed.poll_interval,
+        );
         spawn_critical(
             &tasks,
             "the change feed",
@@ -315,27 +317,42 @@ impl Application {
 
         let (health, health_service) = tonic_health::server::health_reporter();
         set_health(&health, ServingStatus::Serving).await;
-        // NOT_SERVING while nothing can be answered (the database is down
-        // and the cache is past its staleness bound), until draining.
+        // NOT_SERVING while the cache is not trusted (the change log has gone
+        // unread past changes.max_staleness: Verify then asks the database
+        // for every token), on the same clock Verify judges by; until
+        // draining.
         let draining = CancellationToken::new();
         let health_follower = tokio::spawn({
             let (health, draining) = (health.clone(), draining.clone());
             async move {
+                let mut serving = true;
                 loop {
+                    let fresh = freshness.is_fresh(std::time::Instant::now());
+                    if fresh != serving {
+                        serving = fresh;
+                        let status = if fresh {
+                            ServingStatus::Serving
+                        } else {
+                            ServingStatus::NotServing
+                        };
+                        // The API services only: the server itself ("")
+                        // stays SERVING, so a liveness probe does not
+                        // restart a replica that waits for its database.
+                        for service in API_SERVICES {
+                            health.set_service_status(service, status).await;
+                        }
+                    }
+                    // Fresh: until the bound passes (the log may be read
+                    // again meanwhile); stale: until the next read may have
+                    // come.
+                    let wake = if fresh {
+                        tokio::time::Instant::from_std(freshness.stale_at())
+                    } else {
+                        tokio::time::Instant::now() + poll_interval
+                    };
                     tokio::select! {
                         () = draining.cancelled() => return,
-                        changed = can_serve.changed() => if changed.is_err() { return },
-                    }
-                    let status = if *can_serve.borrow_and_update() {
-                        ServingStatus::Serving
-                    } else {
-                        ServingStatus::NotServing
-                    };
-                    // The API services only: the server itself ("") stays
-                    // SERVING, so a liveness probe does not restart a
-                    // replica that waits for its database.
-                    for service in API_SERVICES {
-                        health.set_service_status(service, status).await;
+                        () = tokio::time::sleep_until(wake) => {}
                     }
                 }
             }
@@ -526,9 +543,13 @@ async fn set_health(health: &HealthReporter, status: ServingStatus) {
 /// If the database cannot be reached or migrated, or is behind with
 /// `auto_migrate` off.
 pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
-    let store = Store::connect(&settings.database_url, settings.database_max_connections)
-        .await
-        .context("connecting to the database (LATCHKEY_DATABASE_URL)")?;
+    let store = Store::connect_bounded(
+        &settings.database_url,
+        settings.database_max_connections,
+        settings.database_timeout,
+    )
+    .await
+    .context("connecting to the database (LATCHKEY_DATABASE_URL)")?;
     if settings.auto_migrate {
         store
             .migrate()

@@ -129,6 +129,18 @@ impl Freshness {
         self.synced_ms.fetch_max(self.ms(at), Ordering::Release);
     }
 
+    /// When cached answers stop being trusted, unless the log is read
+    /// again before.
+    pub fn stale_at(&self) -> Instant {
+        self.base
+            + Duration::from_millis(
+                self.synced_ms
+                    .load(Ordering::Acquire)
+                    .saturating_add(self.max_staleness_ms)
+                    .saturating_add(1),
+            )
+    }
+
     /// Whether cached answers may still be served at `now`.
     pub fn is_fresh(&self, now: Instant) -> bool {
         self.ms(now)
@@ -213,6 +225,8 @@ mod tests {
         let start = Instant::now();
         assert!(f.is_fresh(start + Duration::from_secs(59)));
         assert!(!f.is_fresh(start + Duration::from_secs(61)));
+        assert!(!f.is_fresh(f.stale_at()));
+        assert!(f.is_fresh(f.stale_at() - Duration::from_millis(2)));
         f.synced(start + Duration::from_secs(61));
         assert!(f.is_fresh(start + Duration::from_secs(100)));
         // An older read does not move it back.

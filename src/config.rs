@@ -30,6 +30,11 @@ pub struct Settings {
     /// Most connections this process keeps open to PostgreSQL; cache misses,
     /// admin calls and the last-used flusher share them. (SQLite uses one.)
     pub database_max_connections: u32,
+    /// The longest wait on the database: to connect, for a pooled
+    /// connection, for each statement's answer (PostgreSQL's
+    /// `statement_timeout` too). Past it, the call is UNAVAILABLE.
+    #[serde(with = "humantime_serde")]
+    pub database_timeout: Duration,
     /// 32+ bytes, hex or base64. Required with PostgreSQL.
     pub hmac_key: Option<Sensitive>,
     /// Several keys, comma-separated, the primary first: new tokens are
@@ -70,6 +75,7 @@ impl Default for Settings {
             listen_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
             database_url: "sqlite://latchkey.db?mode=rwc".to_owned(),
             database_max_connections: 10,
+            database_timeout: crate::store::DEFAULT_TIMEOUT,
             hmac_key: None,
             hmac_keys: None,
             hmac_keys_file: None,
@@ -468,6 +474,9 @@ impl Settings {
         if self.database_max_connections == 0 {
             bail!("LATCHKEY_DATABASE_MAX_CONNECTIONS must be at least 1");
         }
+        if self.database_timeout.is_zero() || self.database_timeout > Duration::from_secs(3600) {
+            bail!("LATCHKEY_DATABASE_TIMEOUT must be positive and at most an hour");
+        }
         if self.cache.ttl.is_zero() || self.cache.negative_ttl.is_zero() {
             bail!("cache.ttl and cache.negative_ttl must be positive");
         }
@@ -546,6 +555,7 @@ mod tests {
         assert_eq!(s.listen_addr.to_string(), "127.0.0.1:50051");
         assert_eq!(s.database_url, "sqlite://latchkey.db?mode=rwc");
         assert_eq!(s.database_max_connections, 10);
+        assert_eq!(s.database_timeout, Duration::from_secs(5));
         assert_eq!(s.token_prefix, "lk");
         assert_eq!(s.metrics_addr.to_string(), "127.0.0.1:9090");
         assert_eq!(s.log_format, LogFormat::Text);

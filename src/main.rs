@@ -73,9 +73,13 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Migrate => {
-            let store = Store::connect(&settings.database_url, settings.database_max_connections)
-                .await
-                .context("connecting to the database (LATCHKEY_DATABASE_URL)")?;
+            let store = Store::connect_bounded(
+                &settings.database_url,
+                settings.database_max_connections,
+                settings.database_timeout,
+            )
+            .await
+            .context("connecting to the database (LATCHKEY_DATABASE_URL)")?;
             store.migrate().await.context("applying migrations")?;
             tracing::info!("migrations applied");
             Ok(())

@@ -113,7 +113,8 @@ pub struct Lanes {
     /// than the lanes, since each batch puts back at most the one it took.
     held: std::sync::Mutex<Vec<Held>>,
     count: u32,
-    /// How long a lookup may wait for its answer (the pool's acquire timeout).
+    /// How long a lookup may wait for its answer, and a batch for its
+    /// statement's (`database_timeout`).
     wait: Duration,
 }
 
@@ -224,7 +225,12 @@ impl Lanes {
             Err(digests) => Lookup::Many(digests),
         };
         let mut replies: Vec<Option<_>> = replies.into_iter().map(Some).collect();
-        match self.query(&lookup).await {
+        // A connection whose database stopped answering must not hold this
+        // lane (and the lookups queued behind it) past the bound.
+        let answered = tokio::time::timeout(self.wait, self.query(&lookup))
+            .await
+            .unwrap_or_else(|_| Err(super::bounded::timed_out(self.wait)));
+        match answered {
             Ok(rows) => {
                 for row in rows {
                     let at = match lookup {

@@ -7,6 +7,7 @@
 //! half-written. Rows are converted to domain types here; entities never leave
 //! the module.
 
+mod bounded;
 mod entity;
 mod lanes;
 
@@ -29,6 +30,7 @@ use crate::changes::{Change, Logged};
 use crate::clock::Timestamp;
 use crate::owner::OwnerRecord;
 use crate::token::{Digest, Status, TokenRecord};
+use bounded::Bounded;
 use entity::{meta, owners, token_changes, token_events, tokens};
 use lanes::Lanes;
 
@@ -145,7 +147,7 @@ pub enum Retirement {
 /// The database, behind a connection pool.
 #[derive(Clone, Debug)]
 pub struct Store {
-    db: DatabaseConnection,
+    db: Bounded<DatabaseConnection>,
     /// PostgreSQL only: connections kept for [`Store::find_by_digest`].
     lanes: Option<Arc<Lanes>>,
     /// [`Store::find_by_digest`]'s statement, built once: a cache miss
@@ -155,8 +157,9 @@ pub struct Store {
     origin: i64,
 }
 
-/// How long a caller waits for a database connection.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the database may take to answer, by default: to connect, to
+/// give a connection from the pool, to answer a statement.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Column alias for the owner's disable time in [`Store::find_by_digest`].
 const OWNER_DISABLE_TIME: &str = "owner_disable_time";
@@ -198,6 +201,20 @@ impl Store {
     /// # Errors
     /// If the URL is malformed or the database cannot be reached.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
+        Self::connect_bounded(url, max_connections, DEFAULT_TIMEOUT).await
+    }
+
+    /// [`Store::connect`], waiting at most `timeout` for the database each
+    /// time: to connect, for a pooled connection, for a statement's answer
+    /// (see [`bounded`]).
+    ///
+    /// # Errors
+    /// If the URL is malformed or the database cannot be reached.
+    pub async fn connect_bounded(
+        url: &str,
+        max_connections: u32,
+        timeout: Duration,
+    ) -> Result<Self> {
         if let Some(file) = sqlite_file(url) {
             create_private(&file)?;
         }
@@ -206,8 +223,8 @@ impl Store {
             options.max_connections(max_connections);
         }
         options
-            .connect_timeout(Duration::from_secs(5))
-            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_timeout(timeout)
+            .acquire_timeout(timeout)
             // Pinging every connection before each use would double the
             // round trips of a cache miss; only one idle for a while (which
             // may have been cut meanwhile) is checked first.
@@ -215,9 +232,13 @@ impl Store {
             // Statements are traced by the service itself; sqlx's own log
             // lines would only repeat them.
             .sqlx_logging(false)
-            .map_sqlx_sqlite_opts(|o| {
+            .map_sqlx_sqlite_opts(move |o| {
                 o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
-                    .busy_timeout(Duration::from_secs(5))
+                    .busy_timeout(timeout)
+            })
+            // The server gives up on a statement when the client does.
+            .map_sqlx_postgres_opts(move |o| {
+                o.options([("statement_timeout", format!("{}ms", timeout.as_millis()))])
             });
         let db = sea_orm::Database::connect(options).await?;
         // With a single connection there is none to spare for lookups.
@@ -232,7 +253,7 @@ impl Store {
                     db.get_postgres_connection_pool().clone(),
                     statements,
                     (max_connections / 2) as usize,
-                    ACQUIRE_TIMEOUT,
+                    timeout,
                 ))
             });
         // Random keys, drawn from the OS per process and varied per instance.
@@ -244,7 +265,7 @@ impl Store {
             lanes,
             find_by_digest_sql,
             origin: i64::from_ne_bytes(origin.to_ne_bytes()),
-            db,
+            db: Bounded { inner: db, timeout },
         })
     }
 
@@ -259,14 +280,19 @@ impl Store {
     /// If a migration fails; nothing of that migration is kept on PostgreSQL.
     pub async fn migrate(&self) -> Result<()> {
         if self.is_postgres() {
-            let txn = self.db.begin().await?;
+            let txn = self.db.inner.begin().await?;
+            // Migrations (an index on a large table, the wait for another
+            // replica's migration) may take longer than a statement is
+            // allowed at other times.
+            txn.execute_unprepared("SET LOCAL statement_timeout = 0")
+                .await?;
             // An arbitrary constant: "latchkey" in ASCII.
             txn.execute_unprepared("SELECT pg_advisory_xact_lock(7809615462931736953)")
                 .await?;
             Migrator::up(&txn, None).await?;
             txn.commit().await?;
         } else {
-            Migrator::up(&self.db, None).await?;
+            Migrator::up(&self.db.inner, None).await?;
         }
         Ok(())
     }
@@ -287,7 +313,7 @@ impl Store {
         if let Some(lanes) = &self.lanes {
             lanes.release().await;
         }
-        self.db.close().await?;
+        self.db.inner.clone().close().await?;
         Ok(())
     }
 
@@ -297,8 +323,12 @@ impl Store {
     /// # Errors
     /// If no connection can be had.
     pub async fn begin(&self) -> Result<Txn> {
+        let timeout = self.db.timeout;
         Ok(Txn {
-            txn: self.db.begin().await?,
+            txn: Bounded {
+                inner: bounded::bounded(timeout, self.db.inner.begin()).await?,
+                timeout,
+            },
             origin: self.origin,
         })
     }
@@ -475,14 +505,19 @@ impl Store {
     /// # Errors
     /// If the connection or the LISTEN fails.
     pub async fn change_listener(&self, url: &str) -> Result<ChangeListener> {
-        let mut listener = sea_orm::sqlx::postgres::PgListener::connect(url)
+        let connect = async {
+            let mut listener = sea_orm::sqlx::postgres::PgListener::connect(url)
+                .await
+                .map_err(listener_lost)?;
+            listener
+                .listen(CHANGES_CHANNEL)
+                .await
+                .map_err(listener_lost)?;
+            Ok(ChangeListener { listener })
+        };
+        tokio::time::timeout(self.db.timeout, connect)
             .await
-            .map_err(listener_lost)?;
-        listener
-            .listen(CHANGES_CHANNEL)
-            .await
-            .map_err(listener_lost)?;
-        Ok(ChangeListener { listener })
+            .unwrap_or_else(|_| Err(StoreError::Unavailable(bounded::timed_out(self.db.timeout))))
     }
 
     /// Stores each token `(id, stored, primary)` under the primary key's
@@ -496,7 +531,7 @@ impl Store {
         moves: &[(Uuid, Digest, Digest)],
         key_id: &str,
     ) -> Result<u64> {
-        let txn = self.db.begin().await?;
+        let txn = self.begin().await?;
         let mut moved = 0;
         for (id, stored, primary) in moves {
             moved += tokens::Entity::update_many()
@@ -507,7 +542,7 @@ impl Store {
                 .col_expr(tokens::Column::KeyId, Expr::value(key_id))
                 .filter(tokens::Column::Id.eq(*id))
                 .filter(tokens::Column::Digest.eq(stored.as_bytes().to_vec()))
-                .exec(&txn)
+                .exec(&txn.txn)
                 .await?
                 .rows_affected;
         }
@@ -705,15 +740,17 @@ fn listener_lost(e: sea_orm::sqlx::Error) -> StoreError {
 /// and its audit event commit together. Dropped without [`Txn::commit`], it
 /// rolls back.
 pub struct Txn {
-    txn: DatabaseTransaction,
+    txn: Bounded<DatabaseTransaction>,
     origin: i64,
 }
 
 impl Txn {
     /// # Errors
-    /// If the commit fails; then nothing of the transaction is kept.
+    /// If the commit fails (or gets no answer in time); then nothing of the
+    /// transaction is kept, as far as this process knows.
     pub async fn commit(self) -> Result<()> {
-        self.txn.commit().await?;
+        let timeout = self.txn.timeout;
+        bounded::bounded(timeout, self.txn.inner.commit()).await?;
         Ok(())
     }
 

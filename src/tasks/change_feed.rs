@@ -38,12 +38,8 @@ pub struct ChangeFeed {
     /// PostgreSQL's URL, to listen for notifications; `None`: poll only.
     pub listen_url: Option<String>,
     pub retention: Duration,
-    /// Marked after every complete read.
+    /// Marked after every complete read; readiness follows it.
     pub freshness: Arc<Freshness>,
-    /// Whether this replica can answer anything: false once the log has gone
-    /// unread past the staleness bound (so the cache is not trusted) while the
-    /// database cannot be reached.
-    pub can_serve: tokio::sync::watch::Sender<bool>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -57,11 +53,13 @@ impl ChangeFeed {
             return Ok(());
         };
         let wake = Arc::new(Notify::new());
+        let relisten = Arc::new(Notify::new());
         if let Some(url) = self.listen_url.clone() {
             tokio::spawn(listen(
                 self.store.clone(),
                 url,
                 Arc::clone(&wake),
+                Arc::clone(&relisten),
                 shutdown.clone(),
             ));
         }
@@ -80,8 +78,6 @@ impl ChangeFeed {
             match self.read(&mut follower).await {
                 Ok(()) => {
                     self.freshness.synced(started);
-                    self.can_serve
-                        .send_if_modified(|serving| !std::mem::replace(serving, true));
                     if last_read.elapsed() > self.retention {
                         tracing::warn!(
                             "the change log could not be read for longer than it is kept; \
@@ -97,10 +93,9 @@ impl ChangeFeed {
                 }
                 Err(e) => {
                     self.metrics.change_log_read_errors.inc();
-                    if !self.freshness.is_fresh(Instant::now()) {
-                        self.can_serve
-                            .send_if_modified(|serving| std::mem::replace(serving, false));
-                    }
+                    // The listening connection may be as stuck as the one
+                    // that failed: notifications on it would never come.
+                    relisten.notify_one();
                     if !failing {
                         tracing::warn!(
                             error = format!("{e:#}"),
@@ -167,8 +162,15 @@ impl ChangeFeed {
 }
 
 /// Wakes the reader on every notification, and when the listening
-/// connection was lost; connects again with backoff.
-async fn listen(store: Store, url: String, wake: Arc<Notify>, shutdown: CancellationToken) {
+/// connection was lost; connects again with backoff, and when `relisten`
+/// says a read of the log failed.
+async fn listen(
+    store: Store,
+    url: String,
+    wake: Arc<Notify>,
+    relisten: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
     let mut backoff = Duration::from_millis(100);
     while !shutdown.is_cancelled() {
         let connected = tokio::select! {
@@ -198,6 +200,11 @@ async fn listen(store: Store, url: String, wake: Arc<Notify>, shutdown: Cancella
         loop {
             let waited = tokio::select! {
                 () = shutdown.cancelled() => return,
+                () = relisten.notified() => {
+                    tracing::debug!("a read of the change log failed; listening on a new connection");
+                    wake.notify_one();
+                    break;
+                }
                 waited = listener.wait() => waited,
             };
             match waited {

@@ -20,6 +20,7 @@ mod listing;
 mod metrics;
 mod outage;
 mod owners;
+mod partition;
 mod persistence;
 mod renewal;
 mod replicas;
