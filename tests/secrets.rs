@@ -144,7 +144,9 @@ async fn no_rpc_logs_a_secret_or_the_admin_credential(backend: Backend) {
         .into_inner()
         .secret;
     // Both secrets still verify, for introspection and TokenReview below.
-    let (_, gateway_secret) = app.create_token("gateway", &["latchkey:introspect"]).await;
+    let (_, gateway_secret) = app
+        .create_token("gateway", &["latchkey:introspect", "latchkey:tokenreview"])
+        .await;
     let http = app.http_addr.unwrap();
     let bearer = format!("Bearer {gateway_secret}");
     for s in [&device_secret, &device_renewed, &near(&device_secret)] {
@@ -168,7 +170,10 @@ async fn no_rpc_logs_a_secret_or_the_admin_credential(backend: Backend) {
             http,
             "POST",
             "/apis/authentication.k8s.io/v1/tokenreviews",
-            &[("Content-Type", "application/json")],
+            &[
+                ("Content-Type", "application/json"),
+                ("Authorization", &bearer),
+            ],
             review.as_bytes(),
         )
         .await;
