@@ -99,6 +99,17 @@ enum Command {
         #[arg(long, default_value = "lk")]
         prefix: String,
     },
+    /// Opens STREAMS calls to each gRPC PATH, each announcing a 4 MiB
+    /// request message and sending its first 64 KiB, and holds them until
+    /// standard input closes; prints how the server answered them.
+    Unfinished {
+        #[arg(long)]
+        addr: String,
+        #[arg(long, default_value_t = 512)]
+        streams: usize,
+        #[arg(long = "path", required = true)]
+        paths: Vec<String>,
+    },
 }
 
 fn humantime_duration(s: &str) -> Result<Duration, String> {
@@ -141,6 +152,11 @@ async fn main() -> anyhow::Result<()> {
             concurrency,
             prefix,
         } => flood(&addr, connections.max(1), concurrency.max(1), &prefix).await,
+        Command::Unfinished {
+            addr,
+            streams,
+            paths,
+        } => unfinished(&addr, streams, &paths).await,
     }
 }
 
@@ -425,5 +441,70 @@ async fn flood(
     if failed > 0 {
         bail!("{failed} flood calls neither UNKNOWN nor UNAVAILABLE");
     }
+    Ok(())
+}
+
+async fn unfinished(addr: &str, streams: usize, paths: &[String]) -> anyhow::Result<()> {
+    let addr: std::net::SocketAddr = addr.trim_start_matches("http://").parse()?;
+    let mut answers = tokio::task::JoinSet::new();
+    let mut held = Vec::new();
+    for path in paths {
+        // 128 calls per connection, under the server's stream limit.
+        let mut left = streams;
+        while left > 0 {
+            let here = left.min(128);
+            left -= here;
+            let tcp = tokio::net::TcpStream::connect(addr).await?;
+            let (client, connection) = h2::client::handshake(tcp).await?;
+            tokio::spawn(connection);
+            for _ in 0..here {
+                let mut client = client.clone().ready().await?;
+                let request = http::Request::post(format!("http://{addr}{path}"))
+                    .header("content-type", "application/grpc")
+                    .header("te", "trailers")
+                    .body(())?;
+                let (response, mut stream) = client.send_request(request, false)?;
+                let mut start = vec![0u8];
+                start.extend_from_slice(&(4u32 << 20).to_be_bytes());
+                start.resize(5 + 64 * 1024, b'x');
+                let _ = stream.send_data(start.into(), false);
+                held.push(stream);
+                answers.spawn(async move {
+                    let Ok(response) = response.await else {
+                        return "reset".to_owned();
+                    };
+                    if let Some(status) = response.headers().get("grpc-status") {
+                        return format!("grpc-status {}", status.to_str().unwrap_or("?"));
+                    }
+                    let mut body = response.into_body();
+                    while let Some(chunk) = body.data().await {
+                        if chunk.is_err() {
+                            return "reset".to_owned();
+                        }
+                    }
+                    match body.trailers().await {
+                        Ok(Some(t)) => format!(
+                            "grpc-status {}",
+                            t.get("grpc-status")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("?")
+                        ),
+                        _ => "no trailers".to_owned(),
+                    }
+                });
+            }
+        }
+    }
+    let mut counts = std::collections::BTreeMap::<String, usize>::new();
+    while let Some(answer) = answers.join_next().await {
+        *counts.entry(answer?).or_default() += 1;
+    }
+    println!("{}", serde_json::to_string(&counts)?);
+    // Held open (whatever the server made of them) until told to stop.
+    let mut line = String::new();
+    let _ = BufReader::new(tokio::io::stdin())
+        .read_line(&mut line)
+        .await;
+    drop(held);
     Ok(())
 }
