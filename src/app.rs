@@ -543,13 +543,7 @@ async fn set_health(health: &HealthReporter, status: ServingStatus) {
 /// If the database cannot be reached or migrated, or is behind with
 /// `auto_migrate` off.
 pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
-    let store = Store::connect_bounded(
-        &settings.database_url,
-        settings.database_max_connections,
-        settings.database_timeout,
-    )
-    .await
-    .context("connecting to the database (LATCHKEY_DATABASE_URL)")?;
+    let store = connect_store(settings).await?;
     if settings.auto_migrate {
         store
             .migrate()
@@ -568,6 +562,21 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
         }
     }
     Ok(store)
+}
+
+/// Connects to the configured database, as configured (pool size, bound on
+/// every wait).
+///
+/// # Errors
+/// If the URL is malformed or the database cannot be reached.
+pub async fn connect_store(settings: &Settings) -> anyhow::Result<Store> {
+    Store::connect_bounded(
+        &settings.database_url,
+        settings.database_max_connections,
+        settings.database_timeout,
+    )
+    .await
+    .context("connecting to the database (LATCHKEY_DATABASE_URL)")
 }
 
 /// The token lifecycle with no server around it, for tools that write tokens

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use latchkey::{Application, Settings, store::Store, telemetry};
+use latchkey::{Application, Settings, telemetry};
 
 mod allocator;
 
@@ -73,13 +73,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Migrate => {
-            let store = Store::connect_bounded(
-                &settings.database_url,
-                settings.database_max_connections,
-                settings.database_timeout,
-            )
-            .await
-            .context("connecting to the database (LATCHKEY_DATABASE_URL)")?;
+            let store = latchkey::app::connect_store(&settings).await?;
             store.migrate().await.context("applying migrations")?;
             tracing::info!("migrations applied");
             Ok(())

@@ -95,21 +95,45 @@ pub struct Stop {
 /// A boxed error, as hyper takes from services and bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// What [`serve`] serves: one HTTP service, shared by every connection.
+pub trait HttpService<B>:
+    hyper::service::Service<
+        Request<Incoming>,
+        Response = Response<B>,
+        Error: Into<BoxError>,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S, B> HttpService<B> for S where
+    S: hyper::service::Service<
+            Request<Incoming>,
+            Response = Response<B>,
+            Error: Into<BoxError>,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// The body of an answer [`serve`] writes.
+pub trait ResponseBody: Body<Data: Send, Error: Into<BoxError>> + Unpin + Send + 'static {}
+
+impl<B> ResponseBody for B where B: Body<Data: Send, Error: Into<BoxError>> + Unpin + Send + 'static {}
+
 /// Serves `service` on `listener` with `limits` until `stop`; then closes
 /// the listening socket, tells every connection to go away and returns
 /// when they have all closed (at most `stop.drain` later).
 pub async fn serve<S, B>(listener: Listener, service: S, limits: ServerSettings, stop: Stop)
 where
-    S: hyper::service::Service<Request<Incoming>, Response = Response<B>>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Error: Into<BoxError>,
-    S::Future: Send + 'static,
-    B: Body + Unpin + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    S: HttpService<B>,
+    B: ResponseBody,
 {
     let Listener { tcp, protocol, tls } = listener;
     let places = Places::new(limits.max_connections, limits.max_connections_per_ip);
@@ -183,16 +207,8 @@ impl Connection {
         service: S,
         stop: Stop,
     ) where
-        S: hyper::service::Service<Request<Incoming>, Response = Response<B>>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Error: Into<BoxError>,
-        S::Future: Send + 'static,
-        B: Body + Unpin + Send + 'static,
-        B::Data: Send,
-        B::Error: Into<BoxError>,
+        S: HttpService<B>,
+        B: ResponseBody,
     {
         let handshake_deadline = Instant::now() + self.limits.handshake_timeout;
         let (stream, certificates) = match tls {

@@ -542,21 +542,7 @@ impl Lifecycle {
             Some(t) => t,
             None => self.inherited_expiry(&old, now),
         };
-        let (mut record, secret, digest) = self.mint(
-            NewToken {
-                owner: old.owner.clone(),
-                name: old.name.clone(),
-                description: old.description.clone(),
-                scopes: old.scopes.clone(),
-                metadata: old.metadata.clone(),
-                expiry: Expiry::Never,
-                idle_timeout: old.idle_timeout,
-            },
-            expire_time,
-            now,
-        )?;
-        record.replaces = Some(old.id);
-        record.self_renewed = renewer == Renewer::Holder;
+        let (record, secret, digest) = self.mint_replacement(&old, expire_time, now, renewer)?;
         let retirement = if renewal.grace_period.is_zero() {
             Retirement::RevokeNow
         } else {
@@ -816,6 +802,34 @@ impl Lifecycle {
             ..TokenRecord::new(self.new_id(now), new.owner, now)
         };
         let digest = self.key.digest(secret.expose());
+        Ok((record, secret, digest))
+    }
+
+    /// A new token in place of `old`: its owner, name, description, scopes,
+    /// metadata and idle timeout, expiring at `expire_time`, linked to it as
+    /// `renewer`'s renewal.
+    fn mint_replacement(
+        &self,
+        old: &TokenRecord,
+        expire_time: Option<Timestamp>,
+        now: Timestamp,
+        renewer: Renewer,
+    ) -> Result<(TokenRecord, Secret, Digest), Error> {
+        let (mut record, secret, digest) = self.mint(
+            NewToken {
+                owner: old.owner.clone(),
+                name: old.name.clone(),
+                description: old.description.clone(),
+                scopes: old.scopes.clone(),
+                metadata: old.metadata.clone(),
+                expiry: Expiry::Never,
+                idle_timeout: old.idle_timeout,
+            },
+            expire_time,
+            now,
+        )?;
+        record.replaces = Some(old.id);
+        record.self_renewed = renewer == Renewer::Holder;
         Ok((record, secret, digest))
     }
 

@@ -35,7 +35,7 @@ use crate::error::Error;
 use crate::store::{StoredToken, Txn};
 use crate::token::{SELF_RENEW_SCOPE, Secret, TokenRecord};
 
-use super::{Expiry, Gain, Lifecycle, NewToken, Renewal, Renewer};
+use super::{Gain, Lifecycle, Renewal, Renewer};
 
 /// The revoke reason of a token the holder revoked without giving one.
 pub const SELF_REVOKE_REASON: &str = "revoked by its holder";
@@ -162,21 +162,9 @@ impl Lifecycle {
                 .await?);
         };
         let old = &unused.record;
-        let (mut record, secret, digest) = self.mint(
-            NewToken {
-                owner: old.owner.clone(),
-                name: old.name.clone(),
-                description: old.description.clone(),
-                scopes: old.scopes.clone(),
-                metadata: old.metadata.clone(),
-                expiry: Expiry::Never,
-                idle_timeout: old.idle_timeout,
-            },
-            old.expire_time,
-            now,
-        )?;
-        record.replaces = Some(presented.id);
-        record.self_renewed = true;
+        // The unused replacement's lifetime, on a copy of the presented token.
+        let (record, secret, digest) =
+            self.mint_replacement(presented, old.expire_time, now, Renewer::Holder)?;
         let Some(relinked) = txn
             .relink_token(presented.id, old.id, record.id, now)
             .await?

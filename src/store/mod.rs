@@ -938,12 +938,7 @@ impl Txn {
         reason: &str,
         now: Timestamp,
     ) -> Result<Option<StoredToken>> {
-        let rows = tokens::Entity::update_many()
-            .col_expr(tokens::Column::RevokeTime, Expr::value(now.as_micros()))
-            .col_expr(tokens::Column::RevokeReason, Expr::value(reason.to_owned()))
-            .col_expr(tokens::Column::UpdateTime, Expr::value(now.as_micros()))
-            .filter(tokens::Column::Id.eq(id))
-            .filter(tokens::Column::RevokeTime.is_null())
+        let rows = revocation(id, reason, now)
             .exec_with_returning(&self.txn)
             .await?;
         first_stored(rows)
@@ -1041,12 +1036,7 @@ impl Txn {
         reason: &str,
         now: Timestamp,
     ) -> Result<Option<StoredToken>> {
-        let rows = tokens::Entity::update_many()
-            .col_expr(tokens::Column::RevokeTime, Expr::value(now.as_micros()))
-            .col_expr(tokens::Column::RevokeReason, Expr::value(reason.to_owned()))
-            .col_expr(tokens::Column::UpdateTime, Expr::value(now.as_micros()))
-            .filter(tokens::Column::Id.eq(id))
-            .filter(tokens::Column::RevokeTime.is_null())
+        let rows = revocation(id, reason, now)
             .filter(tokens::Column::LastUsedTime.is_null())
             .filter(tokens::Column::ReplacedBy.is_null())
             .exec_with_returning(&self.txn)
@@ -1346,6 +1336,16 @@ fn to_record(m: tokens::Model) -> Result<TokenRecord> {
         idle_reset_time: m.idle_reset_time.map(Timestamp::from_micros),
         self_renewed: m.self_renewed,
     })
+}
+
+/// Revokes token `id` with `reason` at `now`, unless it is revoked already.
+fn revocation(id: Uuid, reason: &str, now: Timestamp) -> sea_orm::UpdateMany<tokens::Entity> {
+    tokens::Entity::update_many()
+        .col_expr(tokens::Column::RevokeTime, Expr::value(now.as_micros()))
+        .col_expr(tokens::Column::RevokeReason, Expr::value(reason.to_owned()))
+        .col_expr(tokens::Column::UpdateTime, Expr::value(now.as_micros()))
+        .filter(tokens::Column::Id.eq(id))
+        .filter(tokens::Column::RevokeTime.is_null())
 }
 
 /// The file of a `sqlite:` URL, or `None` for an in-memory database.

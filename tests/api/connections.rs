@@ -445,27 +445,11 @@ async fn calls_to_methods_that_do_not_exist_share_one_metric_series() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn running_out_of_descriptors_pauses_accepting_instead_of_spinning() {
     use std::io::{BufRead as _, BufReader};
-    use std::process::{Command, Stdio};
 
     let db = TestDb::new(Backend::Sqlite).await;
     // A server allowed 64 descriptors, of which the database, listeners and
     // runtime take some twenty.
-    let mut child = Command::new("sh")
-        .args([
-            "-c",
-            "ulimit -n 64 && exec \"$0\"",
-            env!("CARGO_BIN_EXE_latchkey"),
-        ])
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("LATCHKEY_LISTEN_ADDR", "127.0.0.1:0")
-        .env("LATCHKEY_METRICS_ADDR", "127.0.0.1:0")
-        .env("LATCHKEY_DATABASE_URL", &db.url)
-        .env("LATCHKEY_HMAC_KEY", HMAC_KEY)
-        .env("LATCHKEY_ADMIN_TOKEN", ADMIN_TOKEN)
-        .env("LATCHKEY_LOG_FORMAT", "json")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
+    let mut child = server_command(&db, &["prlimit", "--nofile=64", "--"])
         .spawn()
         .expect("start the latchkey binary");
     let mut stderr = BufReader::new(child.stderr.take().unwrap());

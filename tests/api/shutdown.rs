@@ -2,7 +2,7 @@
 //! future in-process and on a real SIGTERM to the binary.
 
 use std::io::{BufRead as _, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -67,18 +67,9 @@ async fn sigterm_drains_and_flushes_last_use(backend: Backend) {
     let issued = run_cli(&db, &["admin-token", "issue"]).await;
     assert!(issued.status.success(), "{issued:?}");
     let admin_secret = String::from_utf8(issued.stdout).unwrap().trim().to_owned();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_latchkey"))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("LATCHKEY_LISTEN_ADDR", "127.0.0.1:0")
-        .env("LATCHKEY_METRICS_ADDR", "127.0.0.1:0")
-        .env("LATCHKEY_DATABASE_URL", &db.url)
-        .env("LATCHKEY_HMAC_KEY", HMAC_KEY)
-        .env("LATCHKEY_LOG_FORMAT", "json")
+    let mut child = server_command(&db, &[])
         .env("LATCHKEY_LAST_USED__FLUSH_INTERVAL", "1h")
         .env("RUST_LOG", "debug")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
         .spawn()
         .expect("start the latchkey binary");
 

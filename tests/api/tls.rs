@@ -46,6 +46,39 @@ fn write(dir: &Path, name: &str, pem: &str) -> std::path::PathBuf {
     path
 }
 
+/// A server with TLS whose clients present certificates from `client_ca`.
+struct Mtls {
+    app: TestApp,
+    server_ca: Ca,
+    client_ca: Ca,
+    _files: tempfile::TempDir,
+}
+
+impl Mtls {
+    async fn spawn(change: impl FnOnce(&mut latchkey::Settings)) -> Mtls {
+        let files = tempfile::tempdir().unwrap();
+        let server_ca = Ca::new("server CA");
+        let client_ca = Ca::new("client CA");
+        let (cert, key) = server_ca.issue("localhost");
+        let cert_file = write(files.path(), "server.pem", &cert);
+        let key_file = write(files.path(), "server.key", &key);
+        let ca_file = write(files.path(), "clients.pem", &client_ca.pem);
+        let app = spawn_app_with(Backend::Sqlite, |s| {
+            s.tls.cert_file = Some(cert_file);
+            s.tls.key_file = Some(key_file);
+            s.tls.client_ca_file = Some(ca_file);
+            change(s);
+        })
+        .await;
+        Mtls {
+            app,
+            server_ca,
+            client_ca,
+            _files: files,
+        }
+    }
+}
+
 async fn connect(app: &TestApp, tls: ClientTlsConfig) -> Result<Channel, tonic::transport::Error> {
     Channel::from_shared(format!("https://localhost:{}", app.addr.port()))
         .unwrap()
@@ -118,19 +151,12 @@ async fn tls_serves_and_a_new_certificate_is_picked_up_without_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mtls_refuses_a_client_without_a_certificate_from_the_client_ca() {
-    let dir = tempfile::tempdir().unwrap();
-    let server_ca = Ca::new("server CA");
-    let client_ca = Ca::new("client CA");
-    let (cert, key) = server_ca.issue("localhost");
-    let cert_file = write(dir.path(), "server.pem", &cert);
-    let key_file = write(dir.path(), "server.key", &key);
-    let ca_file = write(dir.path(), "clients.pem", &client_ca.pem);
-    let app = spawn_app_with(Backend::Sqlite, |s| {
-        s.tls.cert_file = Some(cert_file.clone());
-        s.tls.key_file = Some(key_file.clone());
-        s.tls.client_ca_file = Some(ca_file.clone());
-    })
-    .await;
+    let Mtls {
+        app,
+        server_ca,
+        client_ca,
+        _files,
+    } = Mtls::spawn(|_| {}).await;
     let server_trust = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(&server_ca.pem))
         .domain_name("localhost");
@@ -254,20 +280,12 @@ async fn https_request(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_http_listener_speaks_tls_and_takes_a_client_certificate_for_token_review() {
-    let dir = tempfile::tempdir().unwrap();
-    let server_ca = Ca::new("server CA");
-    let client_ca = Ca::new("client CA");
-    let (cert, key) = server_ca.issue("localhost");
-    let cert_file = write(dir.path(), "server.pem", &cert);
-    let key_file = write(dir.path(), "server.key", &key);
-    let ca_file = write(dir.path(), "clients.pem", &client_ca.pem);
-    let app = spawn_app_with(Backend::Sqlite, |s| {
-        s.tls.cert_file = Some(cert_file.clone());
-        s.tls.key_file = Some(key_file.clone());
-        s.tls.client_ca_file = Some(ca_file.clone());
-        s.http_addr = Some("127.0.0.1:0".parse().unwrap());
-    })
-    .await;
+    let Mtls {
+        app,
+        server_ca,
+        client_ca,
+        _files,
+    } = Mtls::spawn(|s| s.http_addr = Some("127.0.0.1:0".parse().unwrap())).await;
     let http = app.http_addr.unwrap();
     // Tokens made over the gRPC port, with a client certificate.
     let (client_cert, client_key) = client_ca.issue("kube-apiserver");
