@@ -351,3 +351,25 @@ async fn a_failed_admin_token_issue_prints_no_secret_and_writes_nothing(backend:
     let app = spawn_app_on(Arc::clone(&db), test_settings(&db)).await;
     assert!(app.list_all().await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_that_fails_issues_nothing_and_logs_no_secret() {
+    let db = Arc::new(TestDb::new(Backend::Sqlite).await);
+    // Prometheus' default port, taken.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut settings = test_settings(&db);
+    settings.admin_token = None;
+    settings.metrics_addr = busy.local_addr().unwrap();
+    let failed = try_spawn_app_on(Arc::clone(&db), settings.clone()).await;
+    assert!(failed.is_err(), "started on a busy port");
+    settings.metrics_addr = "127.0.0.1:0".parse().unwrap();
+    let app = spawn_app_on(db, settings).await;
+    let issued = run_cli(&app.db, &["admin-token", "issue"]).await;
+    let secret = String::from_utf8(issued.stdout).unwrap().trim().to_owned();
+    let tokens = list_with(&app, with_bearer(pb::ListTokensRequest::default(), &secret))
+        .await
+        .unwrap()
+        .tokens;
+    assert_eq!(tokens.len(), 1, "only the token issued by hand");
+    assert!(!captured_logs().contains(&secret));
+}
