@@ -24,6 +24,7 @@ pub const CONFIG_ENV: &str = "LATCHKEY_CONFIG";
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
     /// gRPC address; port 0 picks a free port (the bound address is logged).
+    #[serde(deserialize_with = "address")]
     pub listen_addr: SocketAddr,
     /// `sqlite://…` (embedded) or `postgres://…`.
     pub database_url: String,
@@ -48,9 +49,11 @@ pub struct Settings {
     pub admin_token: Option<Sensitive>,
     pub token_prefix: String,
     /// Prometheus `/metrics` address (reserved for metrics).
+    #[serde(deserialize_with = "address")]
     pub metrics_addr: SocketAddr,
     /// HTTP address for RFC 7662 introspection and Kubernetes TokenReview;
     /// unset: no HTTP listener.
+    #[serde(deserialize_with = "optional_address")]
     pub http_addr: Option<SocketAddr>,
     pub log_format: LogFormat,
     /// Apply migrations at start.
@@ -399,7 +402,9 @@ impl Settings {
     ) -> anyhow::Result<Self> {
         let env: HashMap<String, String> = env
             .into_iter()
-            .filter(|(k, _)| k.starts_with("LATCHKEY_") && k != CONFIG_ENV)
+            .filter(|(k, v)| {
+                k.starts_with("LATCHKEY_") && k != CONFIG_ENV && !is_service_link(k, v)
+            })
             .collect();
         let mut builder = config::Config::builder();
         if let Some(path) = file {
@@ -409,6 +414,7 @@ impl Settings {
                     .required(true),
             );
         }
+        let names: Vec<String> = env.keys().cloned().collect();
         let settings: Settings = builder
             .add_source(
                 config::Environment::with_prefix("LATCHKEY")
@@ -419,6 +425,7 @@ impl Settings {
             .build()
             .context("reading configuration")?
             .try_deserialize()
+            .map_err(|e| anyhow::anyhow!(explain(&e.to_string(), &names)))
             .context("reading configuration")?;
         settings.validate()?;
         Ok(settings)
@@ -470,6 +477,15 @@ impl Settings {
             if prefix.chars().any(char::is_control) {
                 bail!("{name} must not contain control characters");
             }
+        }
+        if !["sqlite:", "postgres://", "postgresql://"]
+            .iter()
+            .any(|scheme| self.database_url.starts_with(scheme))
+        {
+            bail!(
+                "LATCHKEY_DATABASE_URL must name a SQLite file (sqlite://latchkey.db) or a \
+                 PostgreSQL database (postgres://user@host:5432/name); latchkey supports no other"
+            );
         }
         if self.database_max_connections == 0 {
             bail!("LATCHKEY_DATABASE_MAX_CONNECTIONS must be at least 1");
@@ -534,6 +550,121 @@ impl Settings {
         }
         Ok(())
     }
+}
+
+/// An address setting: an IP address and port, or a host name and port that
+/// resolves (the first address it resolves to).
+fn address<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(d)?;
+    resolve(&text).map_err(serde::de::Error::custom)
+}
+
+fn optional_address<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<SocketAddr>, D::Error> {
+    match Option::<String>::deserialize(d)? {
+        Some(text) => resolve(&text).map(Some).map_err(serde::de::Error::custom),
+        None => Ok(None),
+    }
+}
+
+fn resolve(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    std::net::ToSocketAddrs::to_socket_addrs(text)
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| {
+            format!(
+                "{text:?} is not an address and port: write an IP address and a port, such as \
+                 127.0.0.1:50051 (this machine only) or 0.0.0.0:50051 (every interface), or a \
+                 host name that resolves and a port"
+            )
+        })
+}
+
+/// The configuration crate's error, with the `LATCHKEY_*` variable it is
+/// about named, and for a misplaced single underscore the name it meant
+/// (`LATCHKEY_CACHE_CAPACITY` for `LATCHKEY_CACHE__CAPACITY`).
+fn explain(error: &str, names: &[String]) -> String {
+    let quoted = |after: &str| -> Option<String> {
+        let rest = error.split_once(after)?.1;
+        let rest = rest.strip_prefix('`')?;
+        Some(rest.split_once('`')?.0.to_owned())
+    };
+    if let Some(field) = quoted("unknown field ") {
+        let upper = field.to_ascii_uppercase();
+        let Some(name) = names
+            .iter()
+            .find(|n| **n == format!("LATCHKEY_{upper}") || n.ends_with(&format!("__{upper}")))
+        else {
+            return error.to_owned();
+        };
+        let expected: Vec<&str> = error
+            .split_once("expected one of ")
+            .map(|(_, list)| list.split('`').skip(1).step_by(2).collect())
+            .unwrap_or_default();
+        let meant = field
+            .char_indices()
+            .filter(|(_, c)| *c == '_')
+            .find_map(|(i, _)| {
+                expected.contains(&&field[..i]).then(|| {
+                    format!(
+                        "{}__{}",
+                        &name[..name.len() - field.len() + i],
+                        &upper[i + 1..]
+                    )
+                })
+            });
+        return match meant {
+            Some(meant) => format!(
+                "{name} is not a setting; nested settings join their parts with a double \
+                 underscore: did you mean {meant}? ({error})"
+            ),
+            None => format!("{name} is not a setting ({error})"),
+        };
+    }
+    if let Some(key) = quoted("for key ") {
+        let name = format!("LATCHKEY_{}", key.to_ascii_uppercase().replace('.', "__"));
+        return format!("{name}: {error}");
+    }
+    error.to_owned()
+}
+
+/// Whether `name=value` is one of the variables Kubernetes puts into every
+/// pod for each Service of its namespace ("service links"): a Service named
+/// `latchkey`, as a Helm release of that name makes, gives
+/// `LATCHKEY_SERVICE_HOST`, `LATCHKEY_SERVICE_PORT[_<NAME>]`,
+/// `LATCHKEY_PORT=tcp://…` and `LATCHKEY_PORT_<n>_<PROTO>[_PROTO|_PORT|_ADDR]`
+/// (and `latchkey-http` the same under `LATCHKEY_HTTP_`). They have this
+/// fixed shape, no setting has it, and they are not settings.
+fn is_service_link(name: &str, value: &str) -> bool {
+    const PROTOCOLS: [&str; 3] = ["TCP", "UDP", "SCTP"];
+    if name.ends_with("_SERVICE_HOST") || name.ends_with("_SERVICE_PORT") {
+        return true;
+    }
+    if let Some((_, port_name)) = name.rsplit_once("_SERVICE_PORT_") {
+        return !port_name.is_empty();
+    }
+    if name.ends_with("_PORT")
+        && PROTOCOLS
+            .iter()
+            .any(|p| value.starts_with(&format!("{}://", p.to_ascii_lowercase())))
+    {
+        return true;
+    }
+    // `…_PORT_<n>_<PROTO>` and its `_PROTO`, `_PORT`, `_ADDR`.
+    let mut parts = name.rsplit('_');
+    let mut last = parts.next().unwrap_or_default();
+    if ["PROTO", "PORT", "ADDR"].contains(&last) {
+        last = parts.next().unwrap_or_default();
+    }
+    let number = parts.next().unwrap_or_default();
+    PROTOCOLS.contains(&last)
+        && !number.is_empty()
+        && number.bytes().all(|b| b.is_ascii_digit())
+        && parts.next() == Some("PORT")
 }
 
 #[cfg(test)]
@@ -647,9 +778,104 @@ mod tests {
     }
 
     #[test]
+    fn kubernetes_service_links_are_not_settings() {
+        // What a Service named `latchkey` (ports grpc 50051, http 8080)
+        // and one named `latchkey-http` put into every pod.
+        let links = [
+            ("LATCHKEY_SERVICE_HOST", "10.96.0.12"),
+            ("LATCHKEY_SERVICE_PORT", "50051"),
+            ("LATCHKEY_SERVICE_PORT_GRPC", "50051"),
+            ("LATCHKEY_SERVICE_PORT_HTTP", "8080"),
+            ("LATCHKEY_PORT", "tcp://10.96.0.12:50051"),
+            ("LATCHKEY_PORT_50051_TCP", "tcp://10.96.0.12:50051"),
+            ("LATCHKEY_PORT_50051_TCP_PROTO", "tcp"),
+            ("LATCHKEY_PORT_50051_TCP_PORT", "50051"),
+            ("LATCHKEY_PORT_50051_TCP_ADDR", "10.96.0.12"),
+            ("LATCHKEY_PORT_8080_TCP_ADDR", "10.96.0.12"),
+            ("LATCHKEY_HTTP_SERVICE_HOST", "10.96.0.13"),
+            ("LATCHKEY_HTTP_PORT", "tcp://10.96.0.13:8080"),
+            ("LATCHKEY_HTTP_PORT_8080_TCP", "tcp://10.96.0.13:8080"),
+        ];
+        let s = Settings::load_from(None, env(&links)).unwrap();
+        assert_eq!(s.listen_addr.to_string(), "127.0.0.1:50051");
+        for (name, value) in links {
+            assert!(is_service_link(name, value), "{name}");
+        }
+        // Settings are not taken for links.
+        for (name, value) in [
+            ("LATCHKEY_METRICS_ADDR", "0.0.0.0:9090"),
+            ("LATCHKEY_SERVER__MAX_CONNECTIONS_PER_IP", "5"),
+            ("LATCHKEY_HTTP_ADDR", "0.0.0.0:8080"),
+            ("LATCHKEY_CACHE__CAPACITY", "5"),
+        ] {
+            assert!(!is_service_link(name, value), "{name}");
+        }
+    }
+
+    #[test]
     fn a_misspelt_key_is_an_error_not_a_silent_default() {
         let err = Settings::load_from(None, env(&[("LATCHKEY_CACHE__CAPACTY", "5")])).unwrap_err();
-        assert!(format!("{err:#}").contains("capacty"), "{err:#}");
+        let err = format!("{err:#}");
+        assert!(
+            err.contains("LATCHKEY_CACHE__CAPACTY is not a setting"),
+            "{err}"
+        );
+        assert!(err.contains("capacty"), "{err}");
+    }
+
+    #[test]
+    fn a_single_underscore_for_a_nested_setting_is_named_with_the_fix() {
+        let err = Settings::load_from(None, env(&[("LATCHKEY_CACHE_CAPACITY", "5")])).unwrap_err();
+        let err = format!("{err:#}");
+        assert!(
+            err.contains("LATCHKEY_CACHE_CAPACITY is not a setting")
+                && err.contains("did you mean LATCHKEY_CACHE__CAPACITY?"),
+            "{err}"
+        );
+        let err =
+            Settings::load_from(None, env(&[("LATCHKEY_SERVER_IDLE_TIMEOUT", "5s")])).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("did you mean LATCHKEY_SERVER__IDLE_TIMEOUT?"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn a_bad_value_names_its_variable() {
+        let err = Settings::load_from(None, env(&[("LATCHKEY_CACHE__TTL", "soon")])).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("LATCHKEY_CACHE__TTL"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn addresses_take_an_ip_or_a_host_name_that_resolves() {
+        let s =
+            Settings::load_from(None, env(&[("LATCHKEY_LISTEN_ADDR", "localhost:50071")])).unwrap();
+        assert!(s.listen_addr.ip().is_loopback() && s.listen_addr.port() == 50071);
+        let s = Settings::load_from(None, env(&[("LATCHKEY_HTTP_ADDR", "0.0.0.0:8080")])).unwrap();
+        assert_eq!(s.http_addr.unwrap().to_string(), "0.0.0.0:8080");
+        for bad in ["50071", "no-such-host.invalid:1", "127.0.0.1"] {
+            let err =
+                Settings::load_from(None, env(&[("LATCHKEY_METRICS_ADDR", bad)])).unwrap_err();
+            let err = format!("{err:#}");
+            assert!(
+                err.contains("LATCHKEY_METRICS_ADDR") && err.contains("0.0.0.0:50051"),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_database_latchkey_does_not_support_is_named_as_such() {
+        let err = Settings::load_from(None, env(&[("LATCHKEY_DATABASE_URL", "mysql://db/x")]))
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("LATCHKEY_DATABASE_URL must name a SQLite file"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -240,7 +240,9 @@ impl Store {
             .map_sqlx_postgres_opts(move |o| {
                 o.options([("statement_timeout", format!("{}ms", timeout.as_millis()))])
             });
-        let db = sea_orm::Database::connect(options).await?;
+        let db = sea_orm::Database::connect(options)
+            .await
+            .map_err(refused_connection)?;
         // With a single connection there is none to spare for lookups.
         let find_by_digest_sql = find_by_digest_sql(db.get_database_backend());
         let lanes = (db.get_database_backend() == DbBackend::Postgres && max_connections >= 2)
@@ -1336,6 +1338,32 @@ fn to_record(m: tokens::Model) -> Result<TokenRecord> {
         idle_reset_time: m.idle_reset_time.map(Timestamp::from_micros),
         self_renewed: m.self_renewed,
     })
+}
+
+/// A connection the database refused (no such database, wrong password),
+/// said in the database's own words and what to do, without the driver's
+/// source position; any other error as it is.
+fn refused_connection(err: DbErr) -> StoreError {
+    let refusal = match &err {
+        DbErr::Conn(RuntimeErr::SqlxError(e)) => match e.as_ref() {
+            sea_orm::sqlx::Error::Database(db) => Some((db.message().to_owned(), db.code())),
+            _ => None,
+        },
+        _ => None,
+    };
+    let Some((message, code)) = refusal else {
+        return err.into();
+    };
+    let hint = match code.as_deref() {
+        Some("3D000") => {
+            ": create it (CREATE DATABASE …) or point LATCHKEY_DATABASE_URL at one that exists"
+        }
+        Some("28P01" | "28000") => ": check the user and password in LATCHKEY_DATABASE_URL",
+        _ => "",
+    };
+    StoreError::Database(DbErr::Custom(format!(
+        "the database refused the connection: {message}{hint}"
+    )))
 }
 
 /// Revokes token `id` with `reason` at `now`, unless it is revoked already.

@@ -323,9 +323,14 @@ async fn admin_token_issue_prints_only_a_secret_that_administers(backend: Backen
     // A server without an admin credential says in its log how to get one.
     assert!(captured_logs().contains("latchkey admin-token issue"));
 
-    // Each run issues one more, however many there are.
+    // Each run issues one more, however many there are. Its log, on a pipe,
+    // is plain text: no colour codes, no PostgreSQL notices about the
+    // schema being there already.
     let again = run_cli(&db, &["admin-token", "issue"]).await;
     assert!(again.status.success());
+    let log = String::from_utf8_lossy(&again.stderr);
+    assert!(!log.contains('\u{1b}'), "ANSI codes on a pipe: {log:?}");
+    assert!(!log.contains("already exists"), "{log}");
     assert_ne!(again.stdout, stdout.as_bytes());
     let all = list_with(&app, with_bearer(pb::ListTokensRequest::default(), secret))
         .await

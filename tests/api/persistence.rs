@@ -200,3 +200,43 @@ async fn a_lost_key_file_beside_a_database_with_tokens_stops_the_start() {
     let app = spawn_app_on(db, settings).await;
     assert_eq!(app.verify(&secret, &[]).await.verdict(), Verdict::Valid);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_url_without_mode_rwc_makes_its_new_file() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    // The test database's directory, and a file no one made yet.
+    let dir = db
+        .url
+        .strip_prefix("sqlite://")
+        .and_then(|rest| rest.rsplit_once('/'))
+        .unwrap()
+        .0
+        .to_owned();
+    let mut settings = test_settings(&db);
+    settings.database_url = format!("sqlite://{dir}/new.db");
+    let app = spawn_app_on(std::sync::Arc::new(db), settings).await;
+    let (_, secret) = app.create_token("u", &[]).await;
+    assert_eq!(app.verify(&secret, &[]).await.verdict(), Verdict::Valid);
+    assert!(std::path::Path::new(&format!("{dir}/new.db")).exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_postgres_database_is_named_with_what_to_do() {
+    if !postgres_available() {
+        return;
+    }
+    let db = TestDb::new(Backend::Postgres).await;
+    let url = db.url.rsplit_once('/').unwrap().0.to_owned() + "/latchkey_no_such_database";
+    let mut settings = test_settings(&db);
+    settings.database_url = url;
+    let err = match try_spawn_app_on(std::sync::Arc::new(db), settings).await {
+        Ok(_) => panic!("started on a database that does not exist"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        err.contains("\"latchkey_no_such_database\" does not exist")
+            && err.contains("CREATE DATABASE"),
+        "{err}"
+    );
+    assert!(!err.contains(" at line "), "{err}");
+}
