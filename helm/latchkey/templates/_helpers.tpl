@@ -36,7 +36,8 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- end -}}
 
 {{- define "latchkey.image" -}}
-{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) -}}
+{{- $repository := required "image.repository is required: build the image from the repository's Dockerfile, push it to a registry the cluster can pull from (docker build -t REGISTRY/latchkey:TAG . && docker push REGISTRY/latchkey:TAG), and set image.repository (and image.tag)" .Values.image.repository -}}
+{{- printf "%s:%s" $repository (.Values.image.tag | default .Chart.AppVersion) -}}
 {{- end -}}
 
 {{/* The settings (not secrets), as LATCHKEY_* name: "value" lines. */}}
