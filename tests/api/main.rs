@@ -9,6 +9,7 @@ mod bad_input;
 mod change_log;
 mod connections;
 mod discovery;
+mod envoy;
 mod ext_authz;
 mod flood;
 mod idle;
