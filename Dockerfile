@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # Build: no system protoc needed (protos compile with protox).
-FROM rust:1.95-bookworm AS build
+FROM rust:1.95.0-bookworm AS build
 WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \

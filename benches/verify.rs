@@ -12,8 +12,8 @@ use latchkey::cache::{CacheConfig, Cached, VerifyCache};
 use latchkey::clock::SystemClock;
 use latchkey::lifecycle::{Expiry, Lifecycle, Limits, NewToken, Policy};
 use latchkey::store::Store;
-use latchkey::tasks::last_used::LastUsed;
 use latchkey::token::{Prefix, TokenKey, format};
+use latchkey::usage::LastUsed;
 use latchkey::verifier::{Verdict, Verifier};
 
 const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
@@ -69,7 +69,7 @@ fn verify_hit(c: &mut Criterion) {
         ));
         let lifecycle = Lifecycle::new(
             store,
-            verifier.clone(),
+            verifier.clone() as Arc<dyn latchkey::verifier::Invalidate>,
             key,
             Prefix::default(),
             clock,

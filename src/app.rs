@@ -13,10 +13,12 @@ use anyhow::{Context, bail};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tonic::service::Routes;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use zeroize::Zeroizing;
+
+use latchkey_core::observe::Observe;
+use latchkey_service::verifier::NoCache;
 
 use crate::auth::AdminAuth;
 use crate::cache::CacheConfig;
@@ -24,24 +26,20 @@ use crate::changes::Freshness;
 use crate::clock::{Clock, SystemClock};
 #[cfg(test)]
 use crate::config::Sensitive;
-use crate::config::{ServerSettings, Settings, TokenReviewSettings};
-use crate::grpc::pb::token_admin_server::TokenAdminServer;
-use crate::grpc::pb::token_self_server::TokenSelfServer;
-use crate::grpc::{
-    self, AdminService, ExtAuthzService, GrpcService, SelfService, TokenVerifyServer, VerifyService,
-};
+use crate::config::{ServerSettings, Settings};
+use crate::grpc::{self, AdminService, ExtAuthzService, GrpcService, SelfService, VerifyService};
 use crate::lifecycle::Lifecycle;
 use crate::lookups::LookupLimit;
 use crate::metrics::Metrics;
 use crate::serve::{self, Listener, Protocol, Stop};
 use crate::store::Store;
 use crate::tasks::change_feed::ChangeFeed;
-use crate::tasks::last_used::{LastUsed, LastUsedFlusher};
-use crate::tasks::rekey::Rekeys;
+use crate::tasks::last_used::LastUsedFlusher;
 use crate::tls::{Flavor, ReloadingTls};
 use crate::token::{KeyRing, Secret, TokenKey};
+use crate::usage::{LastUsed, Rekeys};
 use crate::verifier::{MissHook, Verifier};
-use envoy_types::ext_authz::v3::pb::AuthorizationServer;
+use crate::web::TokenReviewSettings;
 
 /// What tests and embedders may swap in.
 #[derive(Clone)]
@@ -144,7 +142,7 @@ impl Application {
             )
             .with_freshness(Arc::clone(&freshness))
             .with_rekeys(Arc::clone(&rekeys))
-            .with_metrics(Arc::clone(&metrics))
+            .with_observer(Arc::clone(&metrics) as Arc<dyn Observe>)
             .with_lookup_limit(LookupLimit::new(
                 settings.lookups.max_pending,
                 settings.lookups.max_per_second,
@@ -154,7 +152,7 @@ impl Application {
         let lifecycle = Arc::new(
             Lifecycle::new(
                 store.clone(),
-                Arc::clone(&verifier),
+                Arc::clone(&verifier) as Arc<dyn latchkey_service::verifier::Invalidate>,
                 key.clone(),
                 prefix,
                 Arc::clone(&clock),
@@ -338,7 +336,7 @@ impl Application {
                         // The API services only: the server itself ("")
                         // stays SERVING, so a liveness probe does not
                         // restart a replica that waits for its database.
-                        for service in API_SERVICES {
+                        for service in grpc::API_SERVICES {
                             health.set_service_status(service, status).await;
                         }
                     }
@@ -357,33 +355,6 @@ impl Application {
                 }
             }
         });
-        let reflection = || {
-            tonic_reflection::server::Builder::configure()
-                .register_encoded_file_descriptor_set(grpc::pb::FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(grpc::ENVOY_EXT_AUTHZ_DESCRIPTOR_SET)
-                // So clients can decode google.rpc.BadRequest error details.
-                .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
-        };
-        let reflection_v1 = reflection()
-            .build_v1()
-            .context("building the reflection service")?;
-        let reflection_v1alpha = reflection()
-            .build_v1alpha()
-            .context("building the reflection service")?;
-        let self_service = TokenSelfServer::new(SelfService::new(
-            Arc::clone(&lifecycle),
-            Arc::clone(&verifier),
-            Arc::clone(&clock),
-        ))
-        .max_decoding_message_size(grpc::MAX_MESSAGE_BYTES);
-        let admin = TokenAdminServer::new(AdminService::new(
-            lifecycle,
-            auth,
-            Arc::clone(&clock),
-            key_ids,
-        ))
-        .max_decoding_message_size(grpc::MAX_MESSAGE_BYTES);
         tasks.spawn({
             let (metrics, verifier, stop) = (
                 Arc::clone(&metrics),
@@ -417,7 +388,7 @@ impl Application {
         if let Some((listener, addr)) = http {
             let api = Arc::new(crate::web::WebApi::new(
                 Arc::clone(&verifier),
-                Arc::clone(&metrics),
+                Arc::clone(&metrics) as Arc<dyn Observe>,
                 token_review,
             ));
             tracing::info!(%addr, "HTTP on /oauth2/introspect and /apis/authentication.k8s.io/v1/tokenreviews");
@@ -436,15 +407,6 @@ impl Application {
             let service = crate::web::service(api, limits.request_timeout);
             tasks.spawn(serve::serve(listener, service, limits, stop));
         }
-        let ext_authz = AuthorizationServer::new(ExtAuthzService::new(
-            Arc::clone(&verifier),
-            Arc::clone(&metrics),
-            remove_authorization,
-        ))
-        .max_decoding_message_size(grpc::MAX_MESSAGE_BYTES);
-        let verify = TokenVerifyServer::new(VerifyService::new(verifier, Arc::clone(&metrics)))
-            .max_decoding_message_size(grpc::MAX_MESSAGE_BYTES);
-
         // On the stop signal (or a critical task's failure): health
         // NOT_SERVING, then the gRPC and HTTP listeners stop accepting and
         // drain.
@@ -461,14 +423,20 @@ impl Application {
                 stop_serving.cancel();
             }
         });
-        let routes = Routes::new(health_service)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
-            .add_service(admin)
-            .add_service(self_service)
-            .add_service(verify)
-            .add_service(ext_authz);
-        let grpc = GrpcService::new(routes, Arc::clone(&metrics), limits.request_timeout);
+        let observer = Arc::clone(&metrics) as Arc<dyn Observe>;
+        let routes = grpc::routes(grpc::Services {
+            admin: AdminService::new(lifecycle.clone(), auth, Arc::clone(&clock), key_ids),
+            token_self: SelfService::new(lifecycle, Arc::clone(&verifier), Arc::clone(&clock)),
+            verify: VerifyService::new(Arc::clone(&verifier), Arc::clone(&observer)),
+            ext_authz: ExtAuthzService::new(verifier, Arc::clone(&observer), remove_authorization),
+        })
+        .context("building the reflection service")?
+        .add_service(health_service);
+        let grpc = GrpcService::new(
+            routes,
+            Arc::clone(&metrics) as Arc<dyn Observe>,
+            limits.request_timeout,
+        );
         if let Some(tls) = &tls {
             tasks.spawn(tls.clone().watch(stop_tasks.clone()));
         }
@@ -521,17 +489,9 @@ fn spawn_critical(
     });
 }
 
-/// The services that answer from the cache and the database.
-const API_SERVICES: [&str; 4] = [
-    <TokenAdminServer<AdminService> as tonic::server::NamedService>::NAME,
-    <TokenSelfServer<SelfService> as tonic::server::NamedService>::NAME,
-    <TokenVerifyServer<VerifyService> as tonic::server::NamedService>::NAME,
-    <AuthorizationServer<ExtAuthzService> as tonic::server::NamedService>::NAME,
-];
-
 async fn set_health(health: &HealthReporter, status: ServingStatus) {
     health.set_service_status("", status).await;
-    for service in API_SERVICES {
+    for service in grpc::API_SERVICES {
         health.set_service_status(service, status).await;
     }
 }
@@ -592,22 +552,9 @@ pub async fn offline_lifecycle(store: Store, settings: &Settings) -> anyhow::Res
     let keys = resolve_hmac_keys(settings, &store).await?;
     let key = keys.primary().clone();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let verifier = Arc::new(Verifier::new(
-        prefix.clone(),
-        keys,
-        CacheConfig {
-            capacity: 0,
-            ttl: settings.cache.ttl,
-            negative_ttl: settings.cache.negative_ttl,
-        },
-        store.clone(),
-        Arc::new(LastUsed::new()),
-        Arc::clone(&clock),
-        grpc::render_token,
-    ));
     Ok(Lifecycle::new(
         store,
-        verifier,
+        Arc::new(NoCache),
         key,
         prefix,
         clock,

@@ -11,8 +11,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
-use crate::lifecycle::{Limits, Policy, SelfRenew};
 use crate::token::Prefix;
+use latchkey_api::web::TokenReviewSettings;
+use latchkey_service::lifecycle::{Limits, Policy, SelfRenew};
 
 /// The longest duration protobuf can carry (10,000 years).
 const MAX_DURATION: Duration = Duration::from_secs(315_576_000_000);
@@ -275,34 +276,6 @@ pub struct ExtAuthzSettings {
     /// Remove the `authorization` header from allowed requests, so the
     /// upstream service never sees the token.
     pub remove_authorization: bool,
-}
-
-/// Kubernetes webhook token authentication (`POST
-/// /apis/authentication.k8s.io/v1/tokenreviews` on `http_addr`).
-#[derive(Clone, Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TokenReviewSettings {
-    /// The scope a token needs to authenticate to Kubernetes, so that not
-    /// every API token is a cluster credential; empty: any valid token.
-    pub required_scope: String,
-    /// Put before each of the token's scopes to make its groups, so that no
-    /// scope can name a Kubernetes system group (`system:masters`); like
-    /// the API server's `--oidc-groups-prefix`.
-    pub group_prefix: String,
-    /// Put before the token's owner to make its username, so that no owner
-    /// can name a Kubernetes user (`system:kube-controller-manager`); like
-    /// the API server's `--oidc-username-prefix`.
-    pub username_prefix: String,
-}
-
-impl Default for TokenReviewSettings {
-    fn default() -> Self {
-        TokenReviewSettings {
-            required_scope: "kubernetes:authenticate".to_owned(),
-            group_prefix: "latchkey:".to_owned(),
-            username_prefix: "latchkey:".to_owned(),
-        }
-    }
 }
 
 /// How changes made through other replicas reach this one's cache.

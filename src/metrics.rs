@@ -13,7 +13,8 @@ use prometheus::{
     Opts, Registry, TextEncoder,
 };
 
-use crate::verifier::Verdict;
+use latchkey_core::observe::{Api, Observe};
+use latchkey_core::verdict::Verdict;
 
 /// Latency buckets for calls and queries: 25 µs to about 1.6 s.
 fn latency_buckets() -> Vec<f64> {
@@ -28,56 +29,10 @@ fn lag_buckets() -> Vec<f64> {
 /// Most methods timed under their own name; others count as `other`.
 const MAX_CALL_SERIES: usize = 64;
 
-const VERDICTS: [Verdict; 8] = [
-    Verdict::Valid,
-    Verdict::Malformed,
-    Verdict::Unknown,
-    Verdict::Revoked,
-    Verdict::Expired,
-    Verdict::OwnerDisabled,
-    Verdict::Inactive,
-    Verdict::InsufficientScope,
-];
-
-fn verdict_label(v: Verdict) -> &'static str {
-    match v {
-        Verdict::Valid => "valid",
-        Verdict::Malformed => "malformed",
-        Verdict::Unknown => "unknown",
-        Verdict::Revoked => "revoked",
-        Verdict::Expired => "expired",
-        Verdict::OwnerDisabled => "owner_disabled",
-        Verdict::Inactive => "inactive",
-        Verdict::InsufficientScope => "insufficient_scope",
-    }
-}
-
-/// Which API answered a verdict.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Api {
-    Verify = 0,
-    Check = 1,
-    Introspect = 2,
-    TokenReview = 3,
-}
-
-impl Api {
-    const ALL: [Api; 4] = [Api::Verify, Api::Check, Api::Introspect, Api::TokenReview];
-
-    fn label(self) -> &'static str {
-        match self {
-            Api::Verify => "verify",
-            Api::Check => "check",
-            Api::Introspect => "introspect",
-            Api::TokenReview => "tokenreview",
-        }
-    }
-}
-
 pub struct Metrics {
     registry: Registry,
     /// `[api][verdict]`, resolved up front.
-    verdicts: [[IntCounter; VERDICTS.len()]; Api::ALL.len()],
+    verdicts: [[IntCounter; Verdict::ALL.len()]; Api::ALL.len()],
     calls: HistogramVec,
     /// Handles of `calls` by gRPC path, resolved as paths are first seen.
     call_handles: std::sync::RwLock<HashMap<String, Histogram>>,
@@ -119,7 +74,7 @@ impl Metrics {
         )
         .expect("valid metric");
         let verdicts = Api::ALL.map(|api| {
-            VERDICTS.map(|v| verdicts_vec.with_label_values(&[api.label(), verdict_label(v)]))
+            Verdict::ALL.map(|v| verdicts_vec.with_label_values(&[api.label(), v.label()]))
         });
         let calls = HistogramVec::new(
             HistogramOpts::new(
@@ -209,7 +164,7 @@ impl Metrics {
     }
 
     pub fn verdict(&self, api: Api, verdict: Verdict) {
-        let at = VERDICTS.iter().position(|v| *v == verdict).unwrap_or(0);
+        let at = Verdict::ALL.iter().position(|v| *v == verdict).unwrap_or(0);
         self.verdicts[api as usize][at].inc();
     }
 
@@ -259,6 +214,32 @@ impl Metrics {
         // Encoding into memory cannot fail.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl Observe for Metrics {
+    fn verdict(&self, api: Api, verdict: Verdict) {
+        Metrics::verdict(self, api, verdict);
+    }
+
+    fn cache_hit(&self) {
+        self.cache_hits.inc();
+    }
+
+    fn cache_miss(&self) {
+        self.cache_misses.inc();
+    }
+
+    fn lookup(&self, took: Duration, failed: bool) {
+        Metrics::lookup(self, took, failed);
+    }
+
+    fn lookup_refused(&self) {
+        self.lookups_refused.inc();
+    }
+
+    fn call(&self, path: &str, known: bool, took: Duration) {
+        self.call_histogram(path, known).observe(took.as_secs_f64());
     }
 }
 

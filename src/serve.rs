@@ -41,7 +41,7 @@ use hyper::body::{Body, Frame, Incoming};
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use rustls::pki_types::CertificateDer;
+
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
@@ -51,6 +51,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::ServerSettings;
+use crate::peer::{PeerAddr, PeerCertificates};
 use crate::tls::ReloadingTls;
 
 /// The HTTP/2 client connection preface (RFC 9113, 3.4) is this long.
@@ -74,15 +75,6 @@ pub struct Listener {
     pub protocol: Protocol,
     pub tls: Option<ReloadingTls>,
 }
-
-/// The address of the peer a request came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PeerAddr(pub SocketAddr);
-
-/// The certificate chain a TLS client presented and the server verified
-/// (mutual TLS), the client's own first.
-#[derive(Clone, Debug)]
-pub struct PeerCertificates(pub Arc<[CertificateDer<'static>]>);
 
 /// When a listener stops: on `signal` it stops accepting and tells every
 /// connection to go away; calls still open `drain` later are cut off.
@@ -216,9 +208,11 @@ impl Connection {
             Some(tls) => {
                 match tokio::time::timeout_at(handshake_deadline, tls.accept(stream)).await {
                     Ok(Some(tls)) => {
-                        let certificates = tls.get_ref().1.peer_certificates().map(|c| {
-                            PeerCertificates(c.iter().map(|c| c.clone().into_owned()).collect())
-                        });
+                        let certificates = tls
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .map(|c| PeerCertificates(c.iter().map(|c| c.to_vec()).collect()));
                         (Stream::Tls(Box::new(tls)), certificates)
                     }
                     Ok(None) => return,

@@ -1,4 +1,4 @@
-//! Follows the change log ([`crate::changes`]) and drops what this replica's
+//! Follows the change log ([`crate::changes`], the reader's state) and drops what this replica's
 //! cache holds about each change, whichever replica made it.
 //!
 //! The log is read every poll interval, and at once when PostgreSQL notifies

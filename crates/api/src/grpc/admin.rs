@@ -1,0 +1,410 @@
+//! `latchkey.v1.TokenAdmin`: authenticates each call, converts the request,
+//! calls the lifecycle, converts the answer.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use super::answer;
+use super::convert;
+use super::pb::{self, token_admin_server::TokenAdmin};
+use crate::audit::EventFilter;
+use crate::auth::{Actor, AdminAuth};
+use crate::clock::Clock;
+use crate::error::Error;
+use crate::lifecycle::{EventQuery, Lifecycle, ListQuery, NewToken, Renewal};
+use crate::owner::{OwnerRecord, TokenCounts};
+use crate::query::{ListFilter, TokenPatch};
+
+pub struct AdminService {
+    lifecycle: Arc<Lifecycle>,
+    auth: Arc<AdminAuth>,
+    clock: Arc<dyn Clock>,
+    /// The configured HMAC keys' ids, the primary first.
+    key_ids: Vec<String>,
+}
+
+impl AdminService {
+    pub fn new(
+        lifecycle: Arc<Lifecycle>,
+        auth: Arc<AdminAuth>,
+        clock: Arc<dyn Clock>,
+        key_ids: Vec<String>,
+    ) -> Self {
+        AdminService {
+            lifecycle,
+            auth,
+            clock,
+            key_ids,
+        }
+    }
+
+    async fn authorize<T>(&self, request: &Request<T>) -> Result<Actor, Error> {
+        self.auth.authorize(super::authorization(request)).await
+    }
+
+    fn token(&self, record: &crate::token::TokenRecord) -> pb::Token {
+        convert::token(record, self.clock.now())
+    }
+}
+
+#[tonic::async_trait]
+impl TokenAdmin for AdminService {
+    async fn create_token(
+        &self,
+        request: Request<pb::CreateTokenRequest>,
+    ) -> Result<Response<pb::CreateTokenResponse>, Status> {
+        answer(async {
+            let actor = self.authorize(&request).await?;
+            let req = request.into_inner();
+            let expiry = convert::expiry(req.expiration.as_ref().map(Into::into))?
+                .unwrap_or(crate::lifecycle::Expiry::Never);
+            let idle_timeout = req
+                .idle_timeout
+                .as_ref()
+                .map(|d| convert::positive_duration("idle_timeout", d))
+                .transpose()?;
+            let (record, secret) = self
+                .lifecycle
+                .create(
+                    NewToken {
+                        owner: req.owner,
+                        name: req.name,
+                        description: req.description,
+                        scopes: req.scopes,
+                        metadata: req.metadata,
+                        expiry,
+                        idle_timeout,
+                    },
+                    actor,
+                )
+                .await?;
+            Ok(Response::new(pb::CreateTokenResponse {
+                token: Some(self.token(&record)),
+                secret: secret.expose().to_owned(),
+            }))
+        })
+        .await
+    }
+
+    async fn get_token(
+        &self,
+        request: Request<pb::GetTokenRequest>,
+    ) -> Result<Response<pb::Token>, Status> {
+        answer(async {
+            self.authorize(&request).await?;
+            let id = convert::id("id", &request.get_ref().id)?;
+            let record = self.lifecycle.get(id).await?;
+            Ok(Response::new(self.token(&record)))
+        })
+        .await
+    }
+
+    async fn list_tokens(
+        &self,
+        request: Request<pb::ListTokensRequest>,
+    ) -> Result<Response<pb::ListTokensResponse>, Status> {
+        answer(async {
+            self.authorize(&request).await?;
+            let req = request.into_inner();
+            let statuses = req
+                .statuses
+                .iter()
+                .enumerate()
+                .map(|(i, s)| convert::status_from(&format!("statuses[{i}]"), *s))
+                .collect::<Result<Vec<_>, _>>()?;
+            let page = self
+                .lifecycle
+                .list(ListQuery {
+                    filter: ListFilter {
+                        owner: (!req.owner.is_empty()).then_some(req.owner),
+                        statuses,
+                    },
+                    page_size: req.page_size,
+                    page_token: req.page_token,
+                })
+                .await?;
+            let now = self.clock.now();
+            Ok(Response::new(pb::ListTokensResponse {
+                tokens: page.items.iter().map(|t| convert::token(t, now)).collect(),
+                next_page_token: page.next_page_token,
+            }))
+        })
+        .await
+    }
+
+    async fn update_token(
+        &self,
+        request: Request<pb::UpdateTokenRequest>,
+    ) -> Result<Response<pb::Token>, Status> {
+        answer(async {
+            let actor = self.authorize(&request).await?;
+            let req = request.into_inner();
+            let token = req
+                .token
+                .ok_or_else(|| Error::invalid("token", "is required"))?;
+            let id = convert::id("token.id", &token.id)?;
+            let patch = patch_from_mask(token, req.update_mask)?;
+            let record = self.lifecycle.update(id, patch, actor).await?;
+            Ok(Response::new(self.token(&record)))
+        })
+        .await
+    }
+
+    async fn revoke_token(
+        &self,
+        request: Request<pb::RevokeTokenRequest>,
+    ) -> Result<Response<pb::Token>, Status> {
+        answer(async {
+            let actor = self.authorize(&request).await?;
+            let req = request.get_ref();
+            let id = convert::id("id", &req.id)?;
+            let record = self.lifecycle.revoke(id, &req.reason, actor).await?;
+            Ok(Response::new(self.token(&record)))
+        })
+        .await
+    }
+
+    async fn restore_token(
+        &self,
+        request: Request<pb::RestoreTokenRequest>,
+    ) -> Result<Response<pb::Token>, Status> {
+        answer(async {
+            let actor = self.authorize(&request).await?;
+            let id = convert::id("id", &request.get_ref().id)?;
+            let record = self.lifecycle.restore(id, actor).await?;
+            Ok(Response::new(self.token(&record)))
+        })
+        .await
+    }
+
+    async fn delete_token(
+        &self,
+        request: Request<pb::DeleteTokenRequest>,
+    ) -> Result<Response<()>, Status> {
+        answer(async {
+            let actor = self.authorize(&request).await?;
+            let id = convert::id("id", &request.get_ref().id)?;
+            self.lifecycle.delete(id, actor).await?;
+            Ok(Response::new(()))
+        })
+        .await
+    }
+
+    async fn renew_token(
+        &self,
+        request: Request<pb::RenewTokenRequest>,
+    ) -> Result<Response<pb::CreateTokenResponse>, Status> {
+        answer(async {
+            let actor = self.authorize(&request).await?;
+            let req = request.into_inner();
+            let id = convert::id("id", &req.id)?;
+            let grace_period = req
+                .grace_period
+                .as_ref()
+                .map(|d| convert::non_negative_duration("grace_period", d))
+                .transpose()?
+                .unwrap_or_default();
+            let expiry = convert::expiry(req.expiration.as_ref().map(Into::into))?;
+            let (record, secret) = self
+                .lifecycle
+                .renew(
+                    Renewal {
+                        id,
+                        grace_period,
+                        expiry,
+                    },
+                    actor,
+                )
+                .await?;
+            Ok(Response::new(pb::CreateTokenResponse {
+                token: Some(self.token(&record)),
+                secret: secret.expose().to_owned(),
+            }))
+        })
+        .await
+    }
+
+    async fn disable_owner(
+        &self,
+        request: Request<pb::DisableOwnerRequest>,
+    ) -> Result<Response<pb::Owner>, Status> {
+        answer(async {
+            let actor = self.authorize(&request).await?;
+            let req = request.get_ref();
+            let owner = self
+                .lifecycle
+                .disable_owner(&req.owner, &req.reason, actor)
+                .await?;
+            Ok(Response::new(owner_message(owner)))
+        })
+        .await
+    }
+
+    async fn enable_owner(
+        &self,
+        request: Request<pb::EnableOwnerRequest>,
+    ) -> Result<Response<pb::Owner>, Status> {
+        answer(async {
+            let actor = self.authorize(&request).await?;
+            let owner = self
+                .lifecycle
+                .enable_owner(&request.get_ref().owner, actor)
+                .await?;
+            Ok(Response::new(owner_message(owner)))
+        })
+        .await
+    }
+
+    async fn get_owner(
+        &self,
+        request: Request<pb::GetOwnerRequest>,
+    ) -> Result<Response<pb::Owner>, Status> {
+        answer(async {
+            self.authorize(&request).await?;
+            let owner = self.lifecycle.get_owner(&request.get_ref().owner).await?;
+            Ok(Response::new(owner_message(owner)))
+        })
+        .await
+    }
+
+    async fn list_keys(
+        &self,
+        request: Request<pb::ListKeysRequest>,
+    ) -> Result<Response<pb::ListKeysResponse>, Status> {
+        answer(async {
+            self.authorize(&request).await?;
+            let stored = self.lifecycle.tokens_by_key().await?;
+            let count = |id: &str| {
+                stored
+                    .iter()
+                    .find(|(k, _)| k == id)
+                    .map_or(0, |(_, n)| i64::try_from(*n).unwrap_or(i64::MAX))
+            };
+            let mut keys: Vec<pb::KeyUsage> = self
+                .key_ids
+                .iter()
+                .enumerate()
+                .map(|(i, id)| pb::KeyUsage {
+                    id: id.clone(),
+                    primary: i == 0,
+                    configured: true,
+                    token_count: count(id),
+                })
+                .collect();
+            keys.extend(
+                stored
+                    .iter()
+                    .filter(|(id, _)| !self.key_ids.contains(id))
+                    .map(|(id, n)| pb::KeyUsage {
+                        id: id.clone(),
+                        primary: false,
+                        configured: false,
+                        token_count: i64::try_from(*n).unwrap_or(i64::MAX),
+                    }),
+            );
+            Ok(Response::new(pb::ListKeysResponse { keys }))
+        })
+        .await
+    }
+
+    async fn delete_owner_tokens(
+        &self,
+        request: Request<pb::DeleteOwnerTokensRequest>,
+    ) -> Result<Response<pb::DeleteOwnerTokensResponse>, Status> {
+        answer(async {
+            let actor = self.authorize(&request).await?;
+            let deleted = self
+                .lifecycle
+                .delete_owner_tokens(&request.get_ref().owner, actor)
+                .await?;
+            Ok(Response::new(pb::DeleteOwnerTokensResponse {
+                deleted_count: i64::try_from(deleted).unwrap_or(i64::MAX),
+            }))
+        })
+        .await
+    }
+
+    async fn list_token_events(
+        &self,
+        request: Request<pb::ListTokenEventsRequest>,
+    ) -> Result<Response<pb::ListTokenEventsResponse>, Status> {
+        answer(async {
+            self.authorize(&request).await?;
+            let req = request.into_inner();
+            let token_id = match req.token_id.as_str() {
+                "" => None,
+                id => Some(convert::id("token_id", id)?),
+            };
+            let page = self
+                .lifecycle
+                .list_events(EventQuery {
+                    filter: EventFilter {
+                        token_id,
+                        owner: (!req.owner.is_empty()).then_some(req.owner),
+                    },
+                    page_size: req.page_size,
+                    page_token: req.page_token,
+                })
+                .await?;
+            Ok(Response::new(pb::ListTokenEventsResponse {
+                events: page.items.iter().map(convert::event).collect(),
+                next_page_token: page.next_page_token,
+            }))
+        })
+        .await
+    }
+}
+
+fn owner_message((record, counts): (OwnerRecord, TokenCounts)) -> pb::Owner {
+    convert::owner(&record, &counts)
+}
+
+/// The fields of `token` that `mask` names. With no mask (or an empty one),
+/// every updatable field that is set in `token`, as AIP-134 prescribes.
+fn patch_from_mask(
+    token: pb::Token,
+    mask: Option<prost_types::FieldMask>,
+) -> Result<TokenPatch, Error> {
+    let paths = match mask {
+        Some(m) if !m.paths.is_empty() => m.paths,
+        _ => {
+            let mut implied = Vec::new();
+            if !token.name.is_empty() {
+                implied.push("name".to_owned());
+            }
+            if !token.description.is_empty() {
+                implied.push("description".to_owned());
+            }
+            if !token.metadata.is_empty() {
+                implied.push("metadata".to_owned());
+            }
+            if implied.is_empty() {
+                return Err(Error::invalid("update_mask", "names no field to update"));
+            }
+            implied
+        }
+    };
+    let mut patch = TokenPatch::default();
+    for path in &paths {
+        match path.as_str() {
+            "name" => patch.name = Some(token.name.clone()),
+            "description" => patch.description = Some(token.description.clone()),
+            "metadata" => patch.metadata = Some(token.metadata.clone()),
+            "*" => {
+                patch.name = Some(token.name.clone());
+                patch.description = Some(token.description.clone());
+                patch.metadata = Some(token.metadata.clone());
+            }
+            other => {
+                return Err(Error::invalid(
+                    "update_mask",
+                    format!(
+                        "cannot update {other:?}; updatable fields are name, description and metadata"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(patch)
+}

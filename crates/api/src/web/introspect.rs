@@ -1,0 +1,155 @@
+//! OAuth 2.0 Token Introspection (RFC 7662): `POST /oauth2/introspect` with
+//! form field `token`, by a caller presenting a latchkey token with scope
+//! `latchkey:introspect` as its bearer credential.
+//!
+//! A valid token is answered `{"active": true, …}` with its scopes, owner
+//! (`sub`), id (`client_id`, `jti`), creation (`iat`) and expiry (`exp`);
+//! every other token, whatever the reason, exactly `{"active": false}`, as
+//! RFC 7662 2.2 requires, so the answer tells the caller nothing more about
+//! a token it may not use.
+
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Response, StatusCode};
+use zeroize::Zeroizing;
+
+use super::{Answer, Refusal, WebApi, error, json, undecided};
+use crate::observe::Api;
+use crate::token::INTROSPECT_SCOPE;
+use crate::verifier::{Snapshot, Verdict};
+
+const FORM: &str = "application/x-www-form-urlencoded";
+
+impl WebApi {
+    pub(super) async fn introspect(&self, headers: &HeaderMap, body: &[u8]) -> Answer {
+        if let Some(refused) = self.authenticate_caller(headers).await {
+            return refused;
+        }
+        let is_form = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case(FORM));
+        if !is_form {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "the body must be application/x-www-form-urlencoded",
+            );
+        }
+        let mut tokens = form_urlencoded::parse(body)
+            .filter(|(name, _)| name == "token")
+            .map(|(_, value)| Zeroizing::new(value.into_owned()));
+        let token = match (tokens.next(), tokens.next()) {
+            (Some(token), None) if !token.is_empty() => token,
+            (Some(_), Some(_)) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "the token parameter is given more than once",
+                );
+            }
+            _ => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "the token parameter is required",
+                );
+            }
+        };
+        let checked = match self.verifier.verify(&token, &[]).await {
+            Ok(checked) => checked,
+            Err(e) => return undecided(e),
+        };
+        self.observer.verdict(Api::Introspect, checked.verdict);
+        let known = match (checked.verdict, checked.token) {
+            (Verdict::Valid, Some(known)) => known,
+            _ => return json(StatusCode::OK, &serde_json::json!({ "active": false })),
+        };
+        json(StatusCode::OK, &active(&known.snapshot))
+    }
+
+    /// `None` if the caller's bearer token may introspect; else the 401 or
+    /// 403 answer (RFC 6750 3.1).
+    async fn authenticate_caller(&self, headers: &HeaderMap) -> Option<Answer> {
+        let refusal = self.caller(headers, &self.introspect_scope).await.err()?;
+        Some(match refusal {
+            Refusal::NoCredential => challenge(
+                StatusCode::UNAUTHORIZED,
+                "Bearer realm=\"latchkey\"",
+                "invalid_client",
+                &format!("a bearer token with scope {INTROSPECT_SCOPE} is required"),
+            ),
+            Refusal::MissingScope => challenge(
+                StatusCode::FORBIDDEN,
+                "Bearer realm=\"latchkey\", error=\"insufficient_scope\", scope=\"latchkey:introspect\"",
+                "insufficient_scope",
+                &format!("the caller's token lacks scope {INTROSPECT_SCOPE}"),
+            ),
+            Refusal::Invalid(verdict) => challenge(
+                StatusCode::UNAUTHORIZED,
+                "Bearer realm=\"latchkey\", error=\"invalid_token\"",
+                "invalid_token",
+                &format!("the caller's token: {}", verdict.reason()),
+            ),
+            Refusal::Undecided(answer) => answer,
+        })
+    }
+}
+
+/// The RFC 7662 2.2 answer for an active token.
+fn active(token: &Snapshot) -> serde_json::Value {
+    let mut answer = serde_json::json!({
+        "active": true,
+        "scope": token.scopes(),
+        "client_id": token.id.to_string(),
+        "sub": token.owner(),
+        "iat": token.create_time.to_unix().0,
+        "token_type": "Bearer",
+        "jti": token.id.to_string(),
+    });
+    if let Some(expire) = token.lifetime.expire_time() {
+        answer["exp"] = expire.to_unix().0.into();
+    }
+    answer
+}
+
+fn challenge(status: StatusCode, value: &'static str, code: &str, description: &str) -> Answer {
+    let mut answer: Response<_> = error(status, code, description);
+    answer
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(value));
+    answer
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Timestamp;
+    use crate::token::TokenRecord;
+
+    #[test]
+    fn an_active_answer_has_the_rfc_fields_and_no_exp_without_expiry() {
+        let id = uuid::Uuid::nil();
+        let record = TokenRecord {
+            scopes: vec!["a".into(), "b:*".into()],
+            ..TokenRecord::new(id, "alice".into(), Timestamp::from_micros(100_000_005))
+        };
+        let answer = active(&Snapshot::new(&record, false, |_, _| {}));
+        let id = id.to_string();
+        assert_eq!(
+            answer,
+            serde_json::json!({
+                "active": true, "scope": "a b:*", "client_id": id, "sub": "alice",
+                "iat": 100, "token_type": "Bearer", "jti": id,
+            })
+        );
+        let expiring = TokenRecord {
+            expire_time: Some(Timestamp::from_micros(200_000_000)),
+            ..record
+        };
+        assert_eq!(
+            active(&Snapshot::new(&expiring, false, |_, _| {}))["exp"],
+            200
+        );
+    }
+}

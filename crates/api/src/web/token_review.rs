@@ -1,0 +1,182 @@
+//! Kubernetes webhook token authentication: the API server, started with
+//! `--authentication-token-webhook-config-file`, posts a `TokenReview` with
+//! the bearer token a client presented, and latchkey answers who it is.
+//!
+//! The caller must authenticate as kube-apiserver's webhook client does:
+//! with a bearer token holding `latchkey:tokenreview`, or (with TLS and
+//! `tls.client_ca_file`) a client certificate from the configured CA.
+//! Others get a Kubernetes `Status`, 401 or 403, and no review.
+//!
+//! A valid token holding `token_review.required_scope` authenticates as
+//! user `token_review.username_prefix` + owner (so that no owner can name a
+//! Kubernetes user), uid the token's id, groups its scopes each prefixed
+//! with `token_review.group_prefix`, and extra its metadata (one value per
+//! key). Any other token is exactly `authenticated: false`: like RFC 7662
+//! introspection, the answer says nothing more about a token the cluster
+//! will not take. `status.audiences` is left empty: a latchkey token is good
+//! for the API server's own audiences and no other.
+//! Both `authentication.k8s.io/v1` and `v1beta1` are answered, in the
+//! version asked (the API server's `--authentication-token-webhook-version`
+//! picks one, v1beta1 by default).
+
+use std::collections::BTreeMap;
+
+use hyper::StatusCode;
+use serde::Deserialize;
+
+use super::{Answer, Refusal, WebApi, json, undecided};
+use crate::observe::Api;
+use crate::peer::PeerCertificates;
+use crate::verifier::{Snapshot, Verdict};
+
+pub const TOKEN_REVIEW_PATH: &str = "/apis/authentication.k8s.io/v1/tokenreviews";
+const V1BETA1_PATH: &str = "/apis/authentication.k8s.io/v1beta1/tokenreviews";
+const API_VERSIONS: [&str; 2] = ["authentication.k8s.io/v1", "authentication.k8s.io/v1beta1"];
+
+pub(super) fn is_path(path: &str) -> bool {
+    path == TOKEN_REVIEW_PATH || path == V1BETA1_PATH
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TokenReview {
+    api_version: String,
+    kind: String,
+    #[serde(default)]
+    spec: Spec,
+}
+
+#[derive(Default, Deserialize)]
+struct Spec {
+    #[serde(default)]
+    token: String,
+}
+
+impl Drop for Spec {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.token);
+    }
+}
+
+impl WebApi {
+    pub(super) async fn token_review(
+        &self,
+        request: &hyper::http::request::Parts,
+        body: &[u8],
+    ) -> Answer {
+        // A certificate the TLS handshake verified against the client CA.
+        if request.extensions.get::<PeerCertificates>().is_none()
+            && let Err(refusal) = self.caller(&request.headers, &self.reviewer_scope).await
+        {
+            return match refusal {
+                Refusal::MissingScope => status(
+                    StatusCode::FORBIDDEN,
+                    "Forbidden",
+                    "the caller's token lacks scope latchkey:tokenreview",
+                ),
+                Refusal::NoCredential | Refusal::Invalid(_) => status(
+                    StatusCode::UNAUTHORIZED,
+                    "Unauthorized",
+                    "authenticate with a bearer token holding scope latchkey:tokenreview, or a \
+                     client certificate from the configured CA",
+                ),
+                Refusal::Undecided(answer) => answer,
+            };
+        }
+        let review: TokenReview = match serde_json::from_slice(body) {
+            Ok(review) => review,
+            // The position only: serde's message may quote the body, token
+            // included.
+            Err(e) => {
+                return bad_request(&format!(
+                    "the body is not a TokenReview (JSON error at line {} column {})",
+                    e.line(),
+                    e.column()
+                ));
+            }
+        };
+        let Some(api_version) = API_VERSIONS.into_iter().find(|v| *v == review.api_version) else {
+            return bad_request(&format!(
+                "apiVersion must be one of {}",
+                API_VERSIONS.join(", ")
+            ));
+        };
+        if review.kind != "TokenReview" {
+            return bad_request("kind must be TokenReview");
+        }
+        let status = if review.spec.token.is_empty() {
+            not_authenticated()
+        } else {
+            match self.review(&review.spec.token).await {
+                Ok(status) => status,
+                Err(answer) => return answer,
+            }
+        };
+        json(
+            StatusCode::OK,
+            &serde_json::json!({
+                "apiVersion": api_version,
+                "kind": "TokenReview",
+                "status": status,
+            }),
+        )
+    }
+
+    /// The review's `status` for `token`, or the answer if latchkey could
+    /// not decide.
+    async fn review(&self, token: &str) -> Result<serde_json::Value, Answer> {
+        let checked = self
+            .verifier
+            .verify(token, &self.review_scopes)
+            .await
+            .map_err(undecided)?;
+        self.observer.verdict(Api::TokenReview, checked.verdict);
+        match (checked.verdict, checked.token) {
+            (Verdict::Valid, Some(known)) => Ok(self.authenticated(&known.snapshot)),
+            _ => Ok(not_authenticated()),
+        }
+    }
+
+    fn authenticated(&self, token: &Snapshot) -> serde_json::Value {
+        let groups: Vec<String> = token
+            .scopes()
+            .split_ascii_whitespace()
+            .map(|s| format!("{}{s}", self.group_prefix))
+            .collect();
+        let extra: BTreeMap<&str, [&str; 1]> = token.metadata().map(|(k, v)| (k, [v])).collect();
+        serde_json::json!({
+            "authenticated": true,
+            "user": {
+                "username": format!("{}{}", self.username_prefix, token.owner()),
+                "uid": token.id.to_string(),
+                "groups": groups,
+                "extra": extra,
+            },
+        })
+    }
+}
+
+/// The review of any token the cluster will not take, whatever the reason.
+fn not_authenticated() -> serde_json::Value {
+    serde_json::json!({ "authenticated": false })
+}
+
+/// A Kubernetes `Status` for a request that is not a TokenReview.
+fn bad_request(message: &str) -> Answer {
+    status(StatusCode::BAD_REQUEST, "BadRequest", message)
+}
+
+/// A Kubernetes `Status` failure.
+fn status(code: StatusCode, reason: &str, message: &str) -> Answer {
+    json(
+        code,
+        &serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Status",
+            "status": "Failure",
+            "message": message,
+            "reason": reason,
+            "code": code.as_u16(),
+        }),
+    )
+}

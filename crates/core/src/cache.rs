@@ -1,0 +1,573 @@
+//! The verification cache: what Verify answers from memory.
+//!
+//! Keyed by token digest, it holds an immutable snapshot per known token and a
+//! short-lived marker for digests the database does not know, so a stream of
+//! unknown tokens costs one lookup each per `negative_ttl`, not one per request.
+//! A known token's answer asks to be read again in the last fifth of its life
+//! ([`Lookup::Live`]'s `refresh`), and once lapsed is still recognised
+//! ([`Lookup::Lapsed`]) until its bucket is next written or expires, so that
+//! Verify reads tokens in use ahead of unknown digests.
+//!
+//! # Buckets
+//!
+//! moka keeps some 300 bytes of bookkeeping per entry (key, entry record,
+//! queue nodes), more than a cached token itself. So moka holds *buckets*:
+//! each digest belongs to one of `capacity / 8` buckets, and a bucket is a
+//! small array of slots (digest, expiry, snapshot) behind its own mutex.
+//! moka's size bound counts slots, its eviction drops whole buckets (their
+//! tokens are read again on their next use), and its bookkeeping is shared by
+//! the tokens of a bucket. Every change to a bucket runs inside moka's per-key
+//! `and_compute_with` and puts the bucket back, so changes to one bucket are
+//! serialized and moka re-weighs it. A bucket is changed in place, not copied:
+//! copies freed by the million leave the heap fragmented, and every later
+//! allocation (each request's included) pays for it in cache misses. Each
+//! slot carries its own expiry, checked on every read.
+//!
+//! # Filling without resurrecting revoked tokens
+//!
+//! A lookup that read the database *before* a revoke committed must not put
+//! its stale answer into the cache *after* the revoke invalidated the entry:
+//! the revoked token would then verify as valid until the entry expired. Every
+//! digest maps to one of [`STRIPES`] epoch counters. [`VerifyCache::invalidate`]
+//! bumps the epoch, then removes the entry. A fill notes the epoch before it
+//! reads the database ([`VerifyCache::begin_fill`]), inserts, then reads the
+//! epoch again and removes its own insert if the epoch moved
+//! ([`VerifyCache::complete_fill`]). Whatever the interleaving, either the
+//! filler sees the bump, or the bump (and the removal after it) came after the
+//! insert; and a database read that began after the bump sees the change.
+//! [`VerifyCache::invalidate_all`] moves a generation instead: slots (and
+//! fills) from an older generation are never answered from.
+//! digest.
+
+use std::hash::BuildHasherDefault;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use moka::ops::compute::Op;
+
+use crate::token::Digest;
+use crate::token::digest::DigestHasher;
+
+/// Number of epoch counters. More stripes means fewer fills abandoned because
+/// an unrelated token in the same stripe changed.
+pub const STRIPES: usize = 4096;
+
+/// Slots a bucket holds on average when the cache is full.
+pub const SLOTS_PER_BUCKET: u64 = 8;
+
+/// A cached answer.
+#[derive(Debug)]
+pub enum Cached<V> {
+    /// The database has this token; here is what Verify needs.
+    Known(Arc<V>),
+    /// The database had no token with this digest when last asked.
+    Unknown,
+}
+
+impl<V> Clone for Cached<V> {
+    fn clone(&self) -> Self {
+        match self {
+            Cached::Known(v) => Cached::Known(Arc::clone(v)),
+            Cached::Unknown => Cached::Unknown,
+        }
+    }
+}
+
+/// What the cache has for a digest, as of a given time.
+#[derive(Debug)]
+pub enum Lookup<V> {
+    /// A live answer; for a known token, `refresh` says it is in the last
+    /// fifth of its lifetime, time to read it again before it lapses.
+    Live { value: Cached<V>, refresh: bool },
+    /// A known token whose answer has lapsed (kept a while longer, so that
+    /// reading it again can go ahead of lookups of digests never seen).
+    Lapsed(Arc<V>),
+    /// Nothing, or an answer from before [`VerifyCache::invalidate_all`].
+    Absent,
+}
+
+/// Sizes and lifetimes of cache entries.
+#[derive(Clone, Copy, Debug)]
+pub struct CacheConfig {
+    /// Most entries held; the least useful are evicted past it. 0 turns the
+    /// cache off: every Verify reads the database (to measure that path).
+    pub capacity: u64,
+    /// How long a known token's snapshot is trusted. Changes made through this
+    /// process invalidate at once; this bounds how long a change made through
+    /// another replica can go unseen here.
+    pub ttl: Duration,
+    /// How long "unknown" is remembered.
+    pub negative_ttl: Duration,
+}
+
+/// Proof that a fill began at a given epoch; see the module docs.
+#[derive(Debug)]
+#[must_use = "a fill ticket does nothing unless completed"]
+pub struct FillTicket {
+    stripe: usize,
+    epoch: u64,
+    generation: u32,
+}
+
+/// One cached answer inside a bucket.
+struct Slot<V> {
+    digest: Digest,
+    /// Milliseconds after the cache's start at which the answer lapses.
+    expires: u64,
+    generation: u32,
+    /// `None`: unknown to the database.
+    known: Option<Arc<V>>,
+}
+
+type Bucket<V> = Arc<Mutex<Vec<Slot<V>>>>;
+/// Keyed by [`VerifyCache::bucket_of`], whose keys are spread already.
+type Buckets<V> = moka::sync::Cache<u64, Bucket<V>, BuildHasherDefault<DigestHasher>>;
+
+/// The moka-backed cache, with race-safe fills.
+pub struct VerifyCache<V> {
+    /// `None` when configured with capacity 0: nothing is cached.
+    buckets: Option<Buckets<V>>,
+    bucket_count: u64,
+    epochs: Box<[AtomicU64]>,
+    generation: AtomicU32,
+    started: Instant,
+    ttl_ms: u64,
+    negative_ttl_ms: u64,
+}
+
+impl<V: Send + Sync + 'static> VerifyCache<V> {
+    pub fn new(config: CacheConfig) -> Self {
+        let buckets = (config.capacity > 0).then(|| {
+            moka::sync::Cache::builder()
+                .max_capacity(config.capacity)
+                .weigher(|_, bucket: &Bucket<V>| {
+                    u32::try_from(lock(bucket).len()).unwrap_or(u32::MAX).max(1)
+                })
+                // A bucket outlives each of its slots by up to one more
+                // lifetime (each was written no later than the bucket, with at
+                // most the longer lifetime), so that a lapsed known token is
+                // still recognised.
+                .time_to_live(2 * config.ttl.max(config.negative_ttl))
+                .build_with_hasher(BuildHasherDefault::default())
+        });
+        VerifyCache {
+            buckets,
+            bucket_count: config.capacity.div_ceil(SLOTS_PER_BUCKET).max(1),
+            epochs: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
+            generation: AtomicU32::new(0),
+            started: Instant::now(),
+            ttl_ms: millis(config.ttl),
+            negative_ttl_ms: millis(config.negative_ttl),
+        }
+    }
+
+    pub fn get(&self, digest: &Digest) -> Option<Cached<V>> {
+        self.get_at(digest, self.now_ms())
+    }
+
+    /// [`VerifyCache::get`] as of `now`, for a caller that read the time
+    /// already.
+    pub fn get_as_of(&self, digest: &Digest, now: Instant) -> Option<Cached<V>> {
+        self.get_at(digest, millis(now.saturating_duration_since(self.started)))
+    }
+
+    fn get_at(&self, digest: &Digest, now_ms: u64) -> Option<Cached<V>> {
+        match self.lookup_at(digest, now_ms) {
+            Lookup::Live { value, .. } => Some(value),
+            Lookup::Lapsed(_) | Lookup::Absent => None,
+        }
+    }
+
+    /// What the cache has for `digest` as of `now`.
+    pub fn lookup_as_of(&self, digest: &Digest, now: Instant) -> Lookup<V> {
+        self.lookup_at(digest, millis(now.saturating_duration_since(self.started)))
+    }
+
+    fn lookup_at(&self, digest: &Digest, now_ms: u64) -> Lookup<V> {
+        let Some(bucket) = self
+            .buckets
+            .as_ref()
+            .and_then(|b| b.get(&self.bucket_of(digest)))
+        else {
+            return Lookup::Absent;
+        };
+        let slots = lock(&bucket);
+        let Some(slot) = slots.iter().find(|slot| slot.digest == *digest) else {
+            return Lookup::Absent;
+        };
+        if slot.generation != self.generation.load(Ordering::Acquire) {
+            return Lookup::Absent;
+        }
+        match &slot.known {
+            Some(v) if now_ms >= slot.expires => Lookup::Lapsed(Arc::clone(v)),
+            Some(v) => Lookup::Live {
+                value: Cached::Known(Arc::clone(v)),
+                refresh: slot.expires - now_ms <= self.ttl_ms / 5,
+            },
+            None if now_ms >= slot.expires => Lookup::Absent,
+            None => Lookup::Live {
+                value: Cached::Unknown,
+                refresh: false,
+            },
+        }
+    }
+
+    /// Call before reading the database for `digest`.
+    pub fn begin_fill(&self, digest: &Digest) -> FillTicket {
+        let stripe = stripe_of(digest);
+        FillTicket {
+            stripe,
+            epoch: self.epochs[stripe].load(Ordering::SeqCst),
+            generation: self.generation.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Caches what the database said, unless `digest` was invalidated since
+    /// [`Self::begin_fill`]. Returns whether the answer stayed cached.
+    pub fn complete_fill(&self, ticket: FillTicket, digest: Digest, value: Cached<V>) -> bool {
+        let Some(buckets) = &self.buckets else {
+            return false;
+        };
+        let now = self.now_ms();
+        let (known, lifetime) = match value {
+            Cached::Known(v) => (Some(v), self.ttl_ms),
+            Cached::Unknown => (None, self.negative_ttl_ms),
+        };
+        let slot = Slot {
+            digest,
+            expires: now.saturating_add(lifetime),
+            generation: ticket.generation,
+            known,
+        };
+        buckets
+            .entry(self.bucket_of(&digest))
+            .and_compute_with(|old| {
+                let bucket = old.map_or_else(
+                    || Arc::new(Mutex::new(Vec::with_capacity(SLOTS_PER_BUCKET as usize))),
+                    moka::Entry::into_value,
+                );
+                {
+                    let mut slots = lock(&bucket);
+                    slots.retain(|s| s.digest != digest && self.is_live(s, now));
+                    slots.push(slot);
+                }
+                Op::Put(bucket)
+            });
+        if self.epochs[ticket.stripe].load(Ordering::SeqCst) == ticket.epoch {
+            ticket.generation == self.generation.load(Ordering::SeqCst)
+        } else {
+            self.remove(buckets, &digest);
+            false
+        }
+    }
+
+    /// Forgets `digest`, and makes every fill of it already under way drop its
+    /// answer. Call after the change is committed.
+    pub fn invalidate(&self, digest: &Digest) {
+        self.epochs[stripe_of(digest)].fetch_add(1, Ordering::SeqCst);
+        if let Some(buckets) = &self.buckets {
+            self.remove(buckets, digest);
+        }
+    }
+
+    /// Forgets everything, and makes every fill under way drop its answer.
+    pub fn invalidate_all(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        if let Some(buckets) = &self.buckets {
+            buckets.invalidate_all();
+        }
+    }
+
+    /// Slots held (an emptied bucket counts as one), after pending
+    /// maintenance; lapsed slots count until their bucket is next written or
+    /// dropped.
+    pub fn entry_count(&self) -> u64 {
+        self.buckets.as_ref().map_or(0, |buckets| {
+            buckets.run_pending_tasks();
+            buckets.weighted_size()
+        })
+    }
+
+    fn remove(&self, buckets: &Buckets<V>, digest: &Digest) {
+        buckets
+            .entry(self.bucket_of(digest))
+            .and_compute_with(|old| {
+                let Some(bucket) = old.map(moka::Entry::into_value) else {
+                    return Op::Nop;
+                };
+                let removed = {
+                    let mut slots = lock(&bucket);
+                    let before = slots.len();
+                    slots.retain(|s| s.digest != *digest);
+                    slots.len() != before
+                };
+                // Put back, even empty, so that moka re-weighs it: moka 0.12
+                // miscounts the weight of an entry removed while its previous
+                // update awaits maintenance.
+                if removed { Op::Put(bucket) } else { Op::Nop }
+            });
+    }
+
+    fn is_live(&self, slot: &Slot<V>, now_ms: u64) -> bool {
+        now_ms < slot.expires && slot.generation == self.generation.load(Ordering::Acquire)
+    }
+
+    fn now_ms(&self) -> u64 {
+        millis(self.started.elapsed())
+    }
+
+    /// The key of `digest`'s bucket: bytes 8..16 (stripes use 0..2) scaled
+    /// onto 0..bucket_count, then multiplied by an odd constant, which keeps
+    /// buckets apart and spreads their keys' bits for moka's hash table.
+    fn bucket_of(&self, digest: &Digest) -> u64 {
+        let bits = u64::from_le_bytes(digest.0[8..16].try_into().expect("8 bytes"));
+        let index = ((u128::from(bits) * u128::from(self.bucket_count)) >> 64) as u64;
+        index.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Buckets change only by `retain` and `push`, which leave whole slots
+    // even if a panic interrupts them.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn stripe_of(digest: &Digest) -> usize {
+    // Digests are uniformly distributed, so two bytes pick a stripe fairly.
+    usize::from(u16::from_le_bytes([digest.0[0], digest.0[1]])) % STRIPES
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    impl CacheConfig {
+        fn default_for_tests() -> Self {
+            CacheConfig {
+                capacity: 1_000,
+                ttl: Duration::from_secs(60),
+                negative_ttl: Duration::from_secs(5),
+            }
+        }
+    }
+
+    fn cache() -> VerifyCache<&'static str> {
+        VerifyCache::new(CacheConfig::default_for_tests())
+    }
+
+    fn digest(n: u8) -> Digest {
+        Digest([n; 32])
+    }
+
+    fn known(v: &'static str) -> Cached<&'static str> {
+        Cached::Known(Arc::new(v))
+    }
+
+    fn is_known_as(c: Option<Cached<&'static str>>, v: &str) -> bool {
+        matches!(c, Some(Cached::Known(x)) if *x == v)
+    }
+
+    #[test]
+    fn a_fill_with_no_change_in_between_is_cached() {
+        let c = cache();
+        let t = c.begin_fill(&digest(1));
+        assert!(c.complete_fill(t, digest(1), known("active")));
+        assert!(is_known_as(c.get(&digest(1)), "active"));
+    }
+
+    #[test]
+    fn a_known_answer_asks_for_a_refresh_in_its_last_fifth_and_is_recognised_once_lapsed() {
+        let c = cache();
+        let t = c.begin_fill(&digest(1));
+        c.complete_fill(t, digest(1), known("active"));
+        let t = c.begin_fill(&digest(2));
+        c.complete_fill(t, digest(2), Cached::Unknown);
+        let start = c.now_ms();
+        let at = |secs: u64| start + secs * 1_000;
+        let live = |l: Lookup<&str>| match l {
+            Lookup::Live { refresh, .. } => Some(refresh),
+            _ => None,
+        };
+        // ttl 60 s: the last fifth starts at 48 s.
+        assert_eq!(live(c.lookup_at(&digest(1), at(47))), Some(false));
+        assert_eq!(live(c.lookup_at(&digest(1), at(49))), Some(true));
+        assert!(matches!(c.lookup_at(&digest(1), at(61)), Lookup::Lapsed(v) if *v == "active"));
+        // "Unknown" is never refreshed, and is simply gone once lapsed.
+        assert_eq!(live(c.lookup_at(&digest(2), at(4))), Some(false));
+        assert!(matches!(c.lookup_at(&digest(2), at(6)), Lookup::Absent));
+        // Nothing from before a full invalidation counts.
+        c.invalidate_all();
+        assert!(matches!(c.lookup_at(&digest(1), at(61)), Lookup::Absent));
+    }
+
+    #[test]
+    fn a_fill_that_read_before_a_revoke_does_not_cache_its_stale_answer() {
+        let c = cache();
+        // Verify misses and reads the database: the token is active.
+        let ticket = c.begin_fill(&digest(1));
+        let stale = known("active");
+        // Meanwhile RevokeToken commits and invalidates.
+        c.invalidate(&digest(1));
+        // The lookup now tries to cache what it read.
+        assert!(!c.complete_fill(ticket, digest(1), stale));
+        assert!(
+            c.get(&digest(1)).is_none(),
+            "a revoked token was cached as active"
+        );
+    }
+
+    #[test]
+    fn an_invalidation_racing_the_insert_itself_still_wins() {
+        // The filler's epoch check can pass just before the invalidation bumps
+        // the epoch; the invalidation's removal then comes after the insert.
+        let c = cache();
+        let ticket = c.begin_fill(&digest(1));
+        let epoch = ticket.epoch;
+        let stripe = ticket.stripe;
+        assert!(c.complete_fill(ticket, digest(1), known("active")));
+        assert_eq!(c.epochs[stripe].load(Ordering::SeqCst), epoch);
+        c.invalidate(&digest(1));
+        assert!(c.get(&digest(1)).is_none());
+    }
+
+    #[test]
+    fn a_fill_that_began_after_the_invalidation_is_cached() {
+        let c = cache();
+        c.invalidate(&digest(1));
+        let t = c.begin_fill(&digest(1));
+        assert!(c.complete_fill(t, digest(1), known("revoked")));
+        assert!(is_known_as(c.get(&digest(1)), "revoked"));
+    }
+
+    #[test]
+    fn concurrent_fills_that_read_before_an_invalidation_are_all_refused() {
+        // A writer publishes versions 1..=3, invalidating after each. Fillers
+        // read the current version, then wait until a newer version has been
+        // invalidated, so what they hold is stale by construction: every such
+        // fill must be refused, and the cache never ends up holding one.
+        use std::sync::atomic::AtomicUsize;
+        static VERSIONS: [&str; 4] = ["v0", "v1", "v2", "v3"];
+        const LAST: usize = VERSIONS.len() - 1;
+        for _ in 0..100 {
+            let c = Arc::new(cache());
+            let db = Arc::new(AtomicUsize::new(0));
+            let invalidated = Arc::new(AtomicUsize::new(0));
+            let fillers: Vec<_> = (0..4)
+                .map(|_| {
+                    let (c, db, invalidated) =
+                        (Arc::clone(&c), Arc::clone(&db), Arc::clone(&invalidated));
+                    std::thread::spawn(move || {
+                        let ticket = c.begin_fill(&digest(7));
+                        let read = db.load(Ordering::SeqCst);
+                        if read == LAST {
+                            c.complete_fill(ticket, digest(7), known(VERSIONS[read]));
+                            return true;
+                        }
+                        while invalidated.load(Ordering::SeqCst) <= read {
+                            std::thread::yield_now();
+                        }
+                        !c.complete_fill(ticket, digest(7), known(VERSIONS[read]))
+                    })
+                })
+                .collect();
+            for n in 1..=LAST {
+                db.store(n, Ordering::SeqCst);
+                c.invalidate(&digest(7));
+                invalidated.store(n, Ordering::SeqCst);
+            }
+            for f in fillers {
+                assert!(f.join().unwrap(), "a stale fill was kept");
+            }
+            match c.get(&digest(7)) {
+                None => {}
+                Some(Cached::Known(v)) => assert_eq!(*v, "v3"),
+                Some(Cached::Unknown) => unreachable!(),
+            }
+        }
+    }
+
+    #[test]
+    fn invalidating_everything_also_refuses_fills_under_way() {
+        let c = cache();
+        let t = c.begin_fill(&digest(3));
+        c.complete_fill(c.begin_fill(&digest(4)), digest(4), known("a"));
+        c.invalidate_all();
+        assert!(c.get(&digest(4)).is_none());
+        assert!(!c.complete_fill(t, digest(3), known("stale")));
+    }
+
+    #[test]
+    fn with_capacity_zero_nothing_is_cached() {
+        let c: VerifyCache<&'static str> = VerifyCache::new(CacheConfig {
+            capacity: 0,
+            ..CacheConfig::default_for_tests()
+        });
+        let t = c.begin_fill(&digest(1));
+        assert!(!c.complete_fill(t, digest(1), known("active")));
+        assert!(c.get(&digest(1)).is_none());
+    }
+
+    #[test]
+    fn unknown_digests_are_cached_too() {
+        let c = cache();
+        let t = c.begin_fill(&digest(2));
+        c.complete_fill(t, digest(2), Cached::Unknown);
+        assert!(matches!(c.get(&digest(2)), Some(Cached::Unknown)));
+    }
+
+    #[test]
+    fn tokens_sharing_a_bucket_are_invalidated_one_by_one() {
+        let c = cache();
+        // Digests alike in their bucket bytes share a bucket.
+        assert_eq!(c.bucket_of(&digest(1)), c.bucket_of(&digest(2)));
+        c.complete_fill(c.begin_fill(&digest(1)), digest(1), known("one"));
+        c.complete_fill(c.begin_fill(&digest(2)), digest(2), Cached::Unknown);
+        c.complete_fill(c.begin_fill(&digest(1)), digest(1), known("one again"));
+        assert!(is_known_as(c.get(&digest(1)), "one again"));
+        assert_eq!(c.entry_count(), 2, "a refill replaces its slot");
+        c.invalidate(&digest(2));
+        assert!(c.get(&digest(2)).is_none());
+        assert!(is_known_as(c.get(&digest(1)), "one again"));
+        c.invalidate(&digest(1));
+        assert!(c.get(&digest(1)).is_none());
+        assert!(c.get(&digest(2)).is_none());
+        assert_eq!(c.entry_count(), 1, "the emptied bucket");
+    }
+
+    #[test]
+    fn answers_lapse_after_their_own_lifetime() {
+        let c = cache();
+        c.complete_fill(c.begin_fill(&digest(1)), digest(1), known("active"));
+        c.complete_fill(c.begin_fill(&digest(2)), digest(2), Cached::Unknown);
+        let now = c.now_ms();
+        // "unknown" is trusted for 5 s, a token for 60 s.
+        assert!(c.get_at(&digest(2), now + 4_000).is_some());
+        assert!(c.get_at(&digest(2), now + 5_001).is_none());
+        assert!(is_known_as(c.get_at(&digest(1), now + 59_000), "active"));
+        assert!(c.get_at(&digest(1), now + 60_001).is_none());
+    }
+
+    #[test]
+    fn the_capacity_bounds_the_tokens_held() {
+        let c = cache();
+        for i in 0..10_000u32 {
+            let mut d = [0u8; 32];
+            d[..4].copy_from_slice(&i.to_le_bytes());
+            d[8..16].copy_from_slice(
+                &u64::from(i)
+                    .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                    .to_le_bytes(),
+            );
+            let d = Digest(d);
+            c.complete_fill(c.begin_fill(&d), d, known("x"));
+        }
+        let held = c.entry_count();
+        assert!(held <= 1_000, "{held} held over a capacity of 1000");
+        assert!(held > 0);
+    }
+}

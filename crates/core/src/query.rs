@@ -1,0 +1,33 @@
+//! The vocabulary of reads and changes the API asks of the store: which
+//! tokens to list, where a page starts, what an update changes.
+
+use std::collections::BTreeMap;
+
+use uuid::Uuid;
+
+use crate::clock::Timestamp;
+use crate::token::Status;
+
+/// Which tokens ListTokens wants.
+#[derive(Clone, Debug, Default)]
+pub struct ListFilter {
+    /// `None`: every owner.
+    pub owner: Option<String>,
+    /// Empty: every status.
+    pub statuses: Vec<Status>,
+}
+
+/// A position in a newest-first order: the last row of the previous page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cursor {
+    pub time: Timestamp,
+    pub id: Uuid,
+}
+
+/// The fields UpdateToken may change; `None` leaves a field as it is.
+#[derive(Clone, Debug, Default)]
+pub struct TokenPatch {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub metadata: Option<BTreeMap<String, String>>,
+}

@@ -1,0 +1,19 @@
+//! latchkey's service logic, on the core and the store: Verify (the cache,
+//! its fills and the bounds on lookups: [`verifier`]), the token lifecycle
+//! ([`lifecycle`]), who may administer ([`auth`]), and the request-path
+//! error ([`error`]). No transport: the API crate maps [`error::Error`] to
+//! gRPC and HTTP answers.
+
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod error;
+pub mod lifecycle;
+pub mod verifier;
+
+// The core's vocabulary and the store, under the names this crate's modules
+// use for them.
+pub use latchkey_core::{
+    audit, cache, changes, clock, lookups, memory, observe, owner, query, token, usage, verdict,
+};
+pub use latchkey_store as store;
