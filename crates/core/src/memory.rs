@@ -4,9 +4,8 @@
 //! also allocates, and frees, its own short-lived buffers. From one heap,
 //! the two interleave: every page ends up holding a few cold cached
 //! objects and a few free blocks, and every later call's allocations walk
-//! such pages, a cache miss for each block (with a million tokens cached,
-//! a hit cost 15% more than with a thousand, the difference all in the
-//! allocator). So whatever is allocated inside [`long_lived`] may be
+//! such pages, a cache miss for each block (docs/performance.md has the
+//! hit with a thousand and with a million tokens cached). So whatever is allocated inside [`long_lived`] may be
 //! placed apart: the server's allocator (`src/allocator.rs`, part of the
 //! binary, as the library has no unsafe code) serves it from heaps of its
 //! own, and the pages the request path allocates from stay dense with its
