@@ -200,9 +200,7 @@ async fn a_connection_with_no_call_open_is_sent_away_after_the_idle_timeout() {
 
     // A call open longer than the idle timeout keeps its connection; the
     // clock starts when the last one ends.
-    let tcp = TcpStream::connect(app.addr).await.unwrap();
-    let (mut client, connection) = h2::client::handshake(tcp).await.unwrap();
-    let mut connection = tokio::spawn(connection);
+    let (mut client, mut connection) = h2_connection(app.addr).await;
     let (response, mut stream) = open_verify(&mut client, app.addr).await;
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     assert!(!connection.is_finished(), "sent away with a call open");
@@ -229,9 +227,7 @@ async fn an_old_connection_is_sent_away_and_closed_after_its_grace_period() {
     })
     .await;
     let (_, secret) = app.create_token("alice", &[]).await;
-    let tcp = TcpStream::connect(app.addr).await.unwrap();
-    let (mut client, connection) = h2::client::handshake(tcp).await.unwrap();
-    let connection = tokio::spawn(connection);
+    let (mut client, connection) = h2_connection(app.addr).await;
     let started = Instant::now();
     // One call finishes within the grace period, another never does.
     let (finished, mut finished_stream) = open_verify(&mut client, app.addr).await;
@@ -257,6 +253,18 @@ async fn an_old_connection_is_sent_away_and_closed_after_its_grace_period() {
 }
 
 /// Opens a Verify call and sends nothing yet.
+/// An HTTP/2 connection to `addr`, driven on its own task.
+async fn h2_connection(
+    addr: SocketAddr,
+) -> (
+    h2::client::SendRequest<bytes::Bytes>,
+    tokio::task::JoinHandle<Result<(), h2::Error>>,
+) {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    (client, tokio::spawn(connection))
+}
+
 async fn open_verify(
     client: &mut h2::client::SendRequest<bytes::Bytes>,
     addr: SocketAddr,
@@ -329,9 +337,7 @@ async fn grpc_answer(response: h2::client::ResponseFuture) -> Option<(String, St
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_service_refuses_a_message_over_64_kib_at_its_length_prefix() {
     let app = spawn_app(Backend::Sqlite).await;
-    let tcp = TcpStream::connect(app.addr).await.unwrap();
-    let (mut client, connection) = h2::client::handshake(tcp).await.unwrap();
-    tokio::spawn(connection);
+    let (mut client, _connection) = h2_connection(app.addr).await;
     for path in [
         "/grpc.health.v1.Health/Check",
         "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
@@ -382,9 +388,7 @@ async fn every_service_refuses_a_message_over_64_kib_at_its_length_prefix() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_that_does_not_decode_is_invalid_argument_on_every_service() {
     let app = spawn_app(Backend::Sqlite).await;
-    let tcp = TcpStream::connect(app.addr).await.unwrap();
-    let (mut client, connection) = h2::client::handshake(tcp).await.unwrap();
-    tokio::spawn(connection);
+    let (mut client, _connection) = h2_connection(app.addr).await;
     for path in [
         "/grpc.health.v1.Health/Check",
         "/latchkey.v1.TokenVerify/Verify",
@@ -406,9 +410,7 @@ async fn a_message_that_does_not_decode_is_invalid_argument_on_every_service() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_to_methods_that_do_not_exist_share_one_metric_series() {
     let app = spawn_app(Backend::Sqlite).await;
-    let tcp = TcpStream::connect(app.addr).await.unwrap();
-    let (mut client, connection) = h2::client::handshake(tcp).await.unwrap();
-    tokio::spawn(connection);
+    let (mut client, _connection) = h2_connection(app.addr).await;
     for i in 0..70 {
         for path in [
             format!("/latchkey.v1.TokenVerify/Bogus{i}"),
