@@ -355,7 +355,7 @@ impl Application {
                 }
             }
         });
-        tasks.spawn({
+        {
             let (metrics, verifier, stop) = (
                 Arc::clone(&metrics),
                 Arc::clone(&verifier),
@@ -374,17 +374,15 @@ impl Application {
                 protocol: Protocol::Http1,
                 tls: None,
             };
-            let stop = Stop {
-                signal: stop,
-                drain: drain_timeout,
-            };
-            serve::serve(
-                listener,
-                crate::metrics::service(metrics, refresh),
-                limits,
-                stop,
-            )
-        });
+            let router = crate::metrics::router(metrics, refresh);
+            spawn_critical(
+                &tasks,
+                "the metrics listener",
+                serve_router(listener, router, limits, stop.clone(), drain_timeout),
+                &stop,
+                &failed,
+            );
+        }
         if let Some((listener, addr)) = http {
             let api = Arc::new(crate::web::WebApi::new(
                 Arc::clone(&verifier),
@@ -400,12 +398,20 @@ impl Application {
                 protocol: Protocol::Http1,
                 tls: http_tls,
             };
-            let stop = Stop {
-                signal: stop_serving.clone(),
-                drain: drain_timeout,
-            };
-            let service = crate::web::service(api, limits.request_timeout);
-            tasks.spawn(serve::serve(listener, service, limits, stop));
+            let router = crate::web::router(api, limits.request_timeout);
+            spawn_critical(
+                &tasks,
+                "the HTTP listener",
+                serve_router(
+                    listener,
+                    router,
+                    limits,
+                    stop_serving.clone(),
+                    drain_timeout,
+                ),
+                &stop_serving,
+                &failed,
+            );
         }
         // On the stop signal (or a critical task's failure): health
         // NOT_SERVING, then the gRPC and HTTP listeners stop accepting and
@@ -470,8 +476,8 @@ impl Application {
     }
 }
 
-/// Runs a background task the server cannot do without: if it ends before
-/// `stop`, the server shuts down (`failed`).
+/// Runs a task the server cannot do without: if it ends before `stop`, or
+/// panics, the server shuts down (`failed`).
 fn spawn_critical(
     tasks: &TaskTracker,
     name: &'static str,
@@ -480,13 +486,31 @@ fn spawn_critical(
     failed: &CancellationToken,
 ) {
     let (stop, failed) = (stop.clone(), failed.clone());
+    let task = tokio::spawn(task);
     tasks.spawn(async move {
         let result = task.await;
-        if !stop.is_cancelled() {
+        if !stop.is_cancelled() || matches!(&result, Err(e) if e.is_panic()) {
             tracing::error!(?result, "{name} stopped early; shutting down");
             failed.cancel();
         }
     });
+}
+
+/// Serves `router` on `listener` until `stop`, draining for at most `drain`.
+async fn serve_router(
+    listener: Listener,
+    router: axum::Router,
+    limits: ServerSettings,
+    stop: CancellationToken,
+    drain: Duration,
+) -> anyhow::Result<()> {
+    let service = hyper_util::service::TowerToHyperService::new(router);
+    let stop = Stop {
+        signal: stop,
+        drain,
+    };
+    serve::serve(listener, service, limits, stop).await;
+    Ok(())
 }
 
 async fn set_health(health: &HealthReporter, status: ServingStatus) {

@@ -243,50 +243,25 @@ impl Observe for Metrics {
     }
 }
 
-/// An answer of the metrics listener.
-type Scrape = hyper::Response<http_body_util::Full<hyper::body::Bytes>>;
-
-/// The metrics listener's service: `/metrics` in Prometheus' text format,
-/// `refresh` run before each scrape (to read gauges such as the cache's
-/// size); anything else is 404.
-pub fn service(
-    metrics: Arc<Metrics>,
-    refresh: impl Fn() + Send + Sync + 'static,
-) -> impl hyper::service::Service<
-    hyper::Request<hyper::body::Incoming>,
-    Response = Scrape,
-    Error = std::convert::Infallible,
-    Future = std::future::Ready<Result<Scrape, std::convert::Infallible>>,
-> + Clone
-+ Send
-+ Sync
-+ 'static {
-    use http_body_util::Full;
-    use hyper::body::Bytes;
-    use hyper::{Response, StatusCode};
+/// The metrics listener's routes: `GET /metrics` in Prometheus' text
+/// format, `refresh` run before each scrape (to read gauges such as the
+/// cache's size); anything else is 404.
+pub fn router(metrics: Arc<Metrics>, refresh: impl Fn() + Send + Sync + 'static) -> axum::Router {
+    use axum::http::{StatusCode, header};
 
     let refresh = Arc::new(refresh);
-    hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-        let (status, content_type, body) = if request.uri().path() == "/metrics" {
-            refresh();
-            (
-                StatusCode::OK,
-                prometheus::TEXT_FORMAT,
-                Bytes::from(metrics.render()),
-            )
-        } else {
+    let scrape = move || {
+        refresh();
+        let body = metrics.render();
+        async move { ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], body) }
+    };
+    axum::Router::new()
+        .route("/metrics", axum::routing::get(scrape))
+        .fallback(|| async {
             (
                 StatusCode::NOT_FOUND,
-                "text/plain; charset=utf-8",
-                Bytes::from_static(b"not found; try /metrics\n"),
+                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                "not found; try /metrics\n",
             )
-        };
-        let mut answer = Response::new(Full::new(body));
-        *answer.status_mut() = status;
-        answer.headers_mut().insert(
-            hyper::header::CONTENT_TYPE,
-            hyper::header::HeaderValue::from_static(content_type),
-        );
-        std::future::ready(Ok(answer))
-    })
+        })
 }

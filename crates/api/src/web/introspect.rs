@@ -12,10 +12,13 @@ use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Response, StatusCode};
 use zeroize::Zeroizing;
 
-use super::{Answer, Refusal, WebApi, error, json, undecided};
+use super::api::{Answer, Refusal, WebApi, error, json, undecided};
 use crate::observe::Api;
 use crate::token::INTROSPECT_SCOPE;
 use crate::verifier::{Snapshot, Verdict};
+
+/// RFC 7662 introspection.
+pub const INTROSPECT_PATH: &str = "/oauth2/introspect";
 
 const FORM: &str = "application/x-www-form-urlencoded";
 

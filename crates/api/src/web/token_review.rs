@@ -24,18 +24,14 @@ use std::collections::BTreeMap;
 use hyper::StatusCode;
 use serde::Deserialize;
 
-use super::{Answer, Refusal, WebApi, json, undecided};
+use super::api::{Answer, Refusal, WebApi, json, undecided};
 use crate::observe::Api;
 use crate::peer::PeerCertificates;
 use crate::verifier::{Snapshot, Verdict};
 
 pub const TOKEN_REVIEW_PATH: &str = "/apis/authentication.k8s.io/v1/tokenreviews";
-const V1BETA1_PATH: &str = "/apis/authentication.k8s.io/v1beta1/tokenreviews";
+pub(super) const V1BETA1_PATH: &str = "/apis/authentication.k8s.io/v1beta1/tokenreviews";
 const API_VERSIONS: [&str; 2] = ["authentication.k8s.io/v1", "authentication.k8s.io/v1beta1"];
-
-pub(super) fn is_path(path: &str) -> bool {
-    path == TOKEN_REVIEW_PATH || path == V1BETA1_PATH
-}
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
