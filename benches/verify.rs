@@ -10,7 +10,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use latchkey::auth::Actor;
 use latchkey::cache::{CacheConfig, Cached, VerifyCache};
 use latchkey::clock::SystemClock;
-use latchkey::lifecycle::{Expiry, Lifecycle, Limits, NewToken, Policy};
+use latchkey::lifecycle::{Expiry, Lifecycle, Limits, NewToken, Policy, SelfRenew, Settings};
 use latchkey::store::Store;
 use latchkey::token::{Prefix, TokenKey, format};
 use latchkey::usage::LastUsed;
@@ -70,11 +70,14 @@ fn verify_hit(c: &mut Criterion) {
         let lifecycle = Lifecycle::new(
             store,
             verifier.clone() as Arc<dyn latchkey::verifier::Invalidate>,
-            key,
-            Prefix::default(),
             clock,
-            Policy::default(),
-            Limits::default(),
+            Settings {
+                key,
+                prefix: Prefix::default(),
+                policy: Policy::default(),
+                limits: Limits::default(),
+                self_renew: SelfRenew::default(),
+            },
         );
         let (_, secret) = lifecycle
             .create(

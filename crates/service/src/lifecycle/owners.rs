@@ -19,6 +19,7 @@ impl Lifecycle {
     ///
     /// # Errors
     /// `InvalidArgument` for a bad owner; store faults.
+    #[tracing::instrument(skip_all, fields(owner = ?owner))]
     pub async fn get_owner(&self, owner: &str) -> Result<(OwnerRecord, TokenCounts), Error> {
         token::check_owner("owner", owner)?;
         let record = self
@@ -39,6 +40,7 @@ impl Lifecycle {
     ///
     /// # Errors
     /// `InvalidArgument` for a bad owner or reason; store faults.
+    #[tracing::instrument(skip_all, fields(owner = ?owner))]
     pub async fn disable_owner(
         &self,
         owner: &str,
@@ -55,6 +57,7 @@ impl Lifecycle {
     ///
     /// # Errors
     /// `InvalidArgument` for a bad owner; store faults.
+    #[tracing::instrument(skip_all, fields(owner = ?owner))]
     pub async fn enable_owner(
         &self,
         owner: &str,
@@ -70,6 +73,7 @@ impl Lifecycle {
     ///
     /// # Errors
     /// `InvalidArgument` for a bad owner; store faults.
+    #[tracing::instrument(skip_all, fields(owner = ?owner))]
     pub async fn delete_owner_tokens(&self, owner: &str, actor: Actor) -> Result<u64, Error> {
         token::check_owner("owner", owner)?;
         let now = self.clock.now();

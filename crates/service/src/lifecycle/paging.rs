@@ -4,9 +4,10 @@
 use base64::Engine as _;
 use uuid::Uuid;
 
+use crate::audit::EventFilter;
 use crate::clock::Timestamp;
 use crate::error::Error;
-use crate::store::Cursor;
+use crate::store::{Cursor, ListFilter};
 
 /// Default and largest page.
 pub const DEFAULT_PAGE_SIZE: u32 = 50;
@@ -110,9 +111,35 @@ fn decode(token: &str, fingerprint: u32) -> Result<Cursor, Error> {
     })
 }
 
+pub(super) fn list_fingerprint(filter: &ListFilter) -> u32 {
+    let mut statuses = filter.statuses.clone();
+    statuses.sort();
+    statuses.dedup();
+    let statuses: Vec<u8> = statuses.into_iter().map(|s| s as u8).collect();
+    let owner = filter.owner.as_deref().map(str::as_bytes);
+    fingerprint([
+        b"tokens".as_slice(),
+        owner.map_or(b"*".as_slice(), |o| o),
+        if owner.is_some() { b"o" } else { b"-" },
+        &statuses,
+    ])
+}
+
+pub(super) fn event_fingerprint(filter: &EventFilter) -> u32 {
+    let id = filter.token_id.map(|u| *u.as_bytes());
+    let owner = filter.owner.as_deref().map(str::as_bytes);
+    fingerprint([
+        b"events".as_slice(),
+        id.as_ref().map_or(b"-".as_slice(), |b| b.as_slice()),
+        owner.map_or(b"-".as_slice(), |o| o),
+        if owner.is_some() { b"o" } else { b"-" },
+    ])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::token::Status;
 
     #[test]
     fn a_page_token_round_trips_for_its_own_query_only() {
@@ -142,5 +169,32 @@ mod tests {
         assert!(Paging::new(-1, "", 0).is_err());
         assert!(Paging::new(1001, "", 0).is_err());
         assert_eq!(Paging::new(1000, "", 0).unwrap().size, 1000);
+    }
+
+    #[test]
+    fn the_status_filter_fingerprint_ignores_order_and_repeats() {
+        let f = |s: Vec<Status>| {
+            list_fingerprint(&ListFilter {
+                owner: None,
+                statuses: s,
+            })
+        };
+        assert_eq!(
+            f(vec![Status::Revoked, Status::Active]),
+            f(vec![Status::Active, Status::Revoked, Status::Active])
+        );
+        assert_ne!(f(vec![Status::Active]), f(vec![Status::Revoked]));
+    }
+
+    #[test]
+    fn owner_filters_fingerprint_apart_from_no_filter() {
+        let f = |owner: Option<&str>| {
+            list_fingerprint(&ListFilter {
+                owner: owner.map(str::to_owned),
+                statuses: vec![],
+            })
+        };
+        assert_ne!(f(Some("*")), f(None));
+        assert_ne!(f(Some("a")), f(Some("b")));
     }
 }

@@ -35,7 +35,8 @@ use crate::error::Error;
 use crate::store::{StoredToken, Txn};
 use crate::token::{SELF_RENEW_SCOPE, Secret, TokenRecord};
 
-use super::{Gain, Lifecycle, Renewal, Renewer};
+use super::Lifecycle;
+use super::requests::{Gain, Renewal, Renewer};
 
 /// The revoke reason of a token the holder revoked without giving one.
 pub const SELF_REVOKE_REASON: &str = "revoked by its holder";
@@ -52,6 +53,7 @@ impl Lifecycle {
     /// or one replaced outside its current chain; `TokenReused` if it was
     /// replaced within its chain and this is no retry (the chain is now
     /// revoked); otherwise as [`Lifecycle::renew`].
+    #[tracing::instrument(skip_all, fields(token_id = %id))]
     pub async fn renew_self(
         &self,
         id: Uuid,
@@ -197,7 +199,7 @@ impl Lifecycle {
                 &record,
                 actor,
                 now,
-                super::created_detail(&record)
+                super::writing::created_detail(&record)
                     .into_iter()
                     .chain([("replaces".to_owned(), presented.id.to_string())]),
             ),
