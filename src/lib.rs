@@ -22,6 +22,7 @@ pub mod app;
 pub mod config;
 pub mod metrics;
 pub mod serve;
+pub mod setup;
 pub mod tasks;
 pub mod telemetry;
 pub mod tls;

@@ -66,14 +66,14 @@ async fn main() -> anyhow::Result<()> {
             app.run_until_stopped(stop_signal()).await
         }
         Command::AdminToken(AdminToken::Issue { name, ttl }) => {
-            let secret = latchkey::app::issue_admin_token(&settings, &name, ttl).await?;
+            let secret = latchkey::setup::issue_admin_token(&settings, &name, ttl).await?;
             // The secret alone, on stdout, for `$(latchkey admin-token issue)`;
             // logs go to stderr.
             println!("{}", secret.expose());
             Ok(())
         }
         Command::Migrate => {
-            let store = latchkey::app::connect_store(&settings).await?;
+            let store = latchkey::setup::connect_store(&settings).await?;
             store.migrate().await.context("applying migrations")?;
             tracing::info!("migrations applied");
             Ok(())

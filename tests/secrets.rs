@@ -9,8 +9,8 @@
 //! A test binary of its own, so that its TRACE filter does not slow the
 //! other integration tests.
 
-#[path = "api/helpers.rs"]
-#[allow(dead_code)]
+#[path = "api/helpers/mod.rs"]
+#[allow(dead_code, unused_imports)]
 mod helpers;
 
 use std::collections::HashMap;
@@ -230,6 +230,16 @@ async fn no_rpc_logs_a_secret_or_the_admin_credential(backend: Backend) {
         logs.contains(&token.id) && logs.contains("TRACE") && logs.contains("h2"),
         "the TRACE capture is not working"
     );
+    // Every request runs in spans that name the token by its id: the call's
+    // method, the lifecycle step, the verification.
+    for span in [
+        format!("revoke{{token_id={}}}", token.id),
+        format!("verify{{token_id={}}}", token.id),
+        "grpc{path=\"/latchkey.v1.TokenAdmin/RevokeToken\"}".to_owned(),
+        "http{path=\"/oauth2/introspect\"}".to_owned(),
+    ] {
+        assert!(logs.contains(&span), "no log line in span {span}");
+    }
     for (what, s) in [
         ("a token secret", secret.as_str()),
         ("a renewed secret", renewed_secret.as_str()),

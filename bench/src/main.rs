@@ -164,7 +164,7 @@ async fn seed(count: usize, owners: usize, batch: usize, out: PathBuf) -> anyhow
     let settings = Settings::load(None)?;
     let store = Store::connect(&settings.database_url, settings.database_max_connections).await?;
     store.migrate().await?;
-    let lifecycle = latchkey::app::offline_lifecycle(store.clone(), &settings).await?;
+    let lifecycle = latchkey::setup::offline_lifecycle(store.clone(), &settings).await?;
     let mut file = BufWriter::new(tokio::fs::File::create(&out).await?);
     let started = Instant::now();
     let mut made = 0;

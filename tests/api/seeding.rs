@@ -1,10 +1,10 @@
 //! Bulk loading (what the benchmark seeder uses): tokens created in batched
 //! transactions behave exactly like tokens made by CreateToken.
 
-use latchkey::app::offline_lifecycle;
 use latchkey::auth::Actor;
 use latchkey::grpc::pb::{self, Verdict};
 use latchkey::lifecycle::{Expiry, Lifecycle, NewToken};
+use latchkey::setup::offline_lifecycle;
 use latchkey::store::{BULK_CHUNK, Store};
 
 use crate::helpers::*;
