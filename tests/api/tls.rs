@@ -46,6 +46,26 @@ fn write(dir: &Path, name: &str, pem: &str) -> std::path::PathBuf {
     path
 }
 
+/// A server with TLS, its certificate from a new CA named `ca_name` and
+/// its files in `dir`; `change` sets the rest.
+async fn tls_app(
+    dir: &Path,
+    ca_name: &str,
+    change: impl FnOnce(&mut latchkey::Settings),
+) -> (TestApp, Ca) {
+    let ca = Ca::new(ca_name);
+    let (cert, key) = ca.issue("localhost");
+    let cert_file = write(dir, "server.pem", &cert);
+    let key_file = write(dir, "server.key", &key);
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.tls.cert_file = Some(cert_file);
+        s.tls.key_file = Some(key_file);
+        change(s);
+    })
+    .await;
+    (app, ca)
+}
+
 /// A server with TLS whose clients present certificates from `client_ca`.
 struct Mtls {
     app: TestApp,
@@ -57,15 +77,9 @@ struct Mtls {
 impl Mtls {
     async fn spawn(change: impl FnOnce(&mut latchkey::Settings)) -> Mtls {
         let files = tempfile::tempdir().unwrap();
-        let server_ca = Ca::new("server CA");
         let client_ca = Ca::new("client CA");
-        let (cert, key) = server_ca.issue("localhost");
-        let cert_file = write(files.path(), "server.pem", &cert);
-        let key_file = write(files.path(), "server.key", &key);
         let ca_file = write(files.path(), "clients.pem", &client_ca.pem);
-        let app = spawn_app_with(Backend::Sqlite, |s| {
-            s.tls.cert_file = Some(cert_file);
-            s.tls.key_file = Some(key_file);
+        let (app, server_ca) = tls_app(files.path(), "server CA", |s| {
             s.tls.client_ca_file = Some(ca_file);
             change(s);
         })
@@ -100,15 +114,7 @@ async fn verify_over(channel: Channel) -> Result<pb::VerifyResponse, tonic::Stat
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_serves_and_a_new_certificate_is_picked_up_without_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let ca = Ca::new("first CA");
-    let (cert, key) = ca.issue("localhost");
-    let cert_file = write(dir.path(), "server.pem", &cert);
-    let key_file = write(dir.path(), "server.key", &key);
-    let app = spawn_app_with(Backend::Sqlite, |s| {
-        s.tls.cert_file = Some(cert_file.clone());
-        s.tls.key_file = Some(key_file.clone());
-    })
-    .await;
+    let (app, ca) = tls_app(dir.path(), "first CA", |_| {}).await;
     let trust_first = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(&ca.pem))
         .domain_name("localhost");
@@ -193,13 +199,7 @@ async fn a_tls_connection_that_stalls_its_handshake_is_closed_at_the_handshake_t
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
     let dir = tempfile::tempdir().unwrap();
-    let ca = Ca::new("CA");
-    let (cert, key) = ca.issue("localhost");
-    let cert_file = write(dir.path(), "server.pem", &cert);
-    let key_file = write(dir.path(), "server.key", &key);
-    let app = spawn_app_with(Backend::Sqlite, |s| {
-        s.tls.cert_file = Some(cert_file.clone());
-        s.tls.key_file = Some(key_file.clone());
+    let (app, ca) = tls_app(dir.path(), "CA", |s| {
         s.server.handshake_timeout = Duration::from_millis(500);
     })
     .await;

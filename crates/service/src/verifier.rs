@@ -237,6 +237,12 @@ impl Verifier {
     /// needed the database and it could not be reached; `Overloaded` if it
     /// needed a lookup and [`LookupLimit`] refused one more. Every verdict,
     /// including a rejection, is `Ok`.
+    #[tracing::instrument(
+        name = "verify",
+        level = "debug",
+        skip_all,
+        fields(token_id = tracing::field::Empty)
+    )]
     pub async fn verify(
         &self,
         token: &str,
@@ -299,6 +305,9 @@ impl Verifier {
         let Cached::Known(snapshot) = cached else {
             return Ok(Verification::without_token(Verdict::Unknown));
         };
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            tracing::Span::current().record("token_id", tracing::field::display(snapshot.id));
+        }
         let at = self.clock.now();
         let status = snapshot.lifetime.status(at, snapshot.uses.latest());
         let mut missing_scopes = Vec::new();
@@ -325,6 +334,7 @@ impl Verifier {
         if matches!(verdict, Verdict::Valid | Verdict::InsufficientScope) {
             self.last_used.record(snapshot.id, &snapshot, at);
         }
+        tracing::trace!(?verdict, "verified");
         Ok(Verification {
             verdict,
             token: Some(Known { snapshot, status }),

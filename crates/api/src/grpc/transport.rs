@@ -78,29 +78,34 @@ impl hyper::service::Service<Request<Incoming>> for GrpcService {
                 refused: refused.clone(),
             })
         });
+        // Each call's span names its method; the services add the token id.
+        let span = tracing::debug_span!("grpc", path);
         // axum's router, inside, is always ready.
         let answer = self.routes.clone().call(request);
-        Box::pin(async move {
-            let response = match tokio::time::timeout(timeout, answer).await {
-                Ok(Ok(response)) => match refused {
-                    None => client_error_for_bad_messages(response),
-                    Some(refused) => {
-                        response.map(|body| tonic::body::Body::new(Refusable { body, refused }))
-                    }
-                },
-                Ok(Err(never)) => match never {},
-                Err(_) => Status::cancelled("Timeout expired").into_http(),
-            };
-            // Unknown services and methods answer UNIMPLEMENTED, and share
-            // one series.
-            let status = response.headers().get(Status::GRPC_STATUS);
-            observer.call(
-                uri.path(),
-                status.map(|v| v.as_bytes()) != Some(b"12"),
-                started.elapsed(),
-            );
-            Ok(response)
-        })
+        Box::pin(tracing::Instrument::instrument(
+            async move {
+                let response = match tokio::time::timeout(timeout, answer).await {
+                    Ok(Ok(response)) => match refused {
+                        None => client_error_for_bad_messages(response),
+                        Some(refused) => {
+                            response.map(|body| tonic::body::Body::new(Refusable { body, refused }))
+                        }
+                    },
+                    Ok(Err(never)) => match never {},
+                    Err(_) => Status::cancelled("Timeout expired").into_http(),
+                };
+                // Unknown services and methods answer UNIMPLEMENTED, and share
+                // one series.
+                let status = response.headers().get(Status::GRPC_STATUS);
+                observer.call(
+                    uri.path(),
+                    status.map(|v| v.as_bytes()) != Some(b"12"),
+                    started.elapsed(),
+                );
+                Ok(response)
+            },
+            span,
+        ))
     }
 }
 

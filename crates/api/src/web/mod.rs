@@ -44,7 +44,9 @@ pub fn router(api: Arc<WebApi>, timeout: Duration) -> Router {
         .with_state(api)
         .layer(middleware::from_fn(
             move |request: Request, next: Next| async move {
-                tokio::time::timeout(timeout, next.run(request))
+                let span = tracing::debug_span!("http", path = request.uri().path());
+                let answer = tracing::Instrument::instrument(next.run(request), span);
+                tokio::time::timeout(timeout, answer)
                     .await
                     .unwrap_or_else(|_| {
                         axum::response::IntoResponse::into_response(error(
