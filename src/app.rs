@@ -34,7 +34,6 @@ use crate::tasks::last_used::LastUsedFlusher;
 use crate::tls::{Flavor, ReloadingTls};
 use crate::usage::{LastUsed, Rekeys};
 use crate::verifier::{MissHook, Verifier};
-use crate::web::TokenReviewSettings;
 
 /// What tests and embedders may swap in.
 #[derive(Clone)]
@@ -55,13 +54,10 @@ impl Default for Options {
 
 /// A built server: bound, connected, migrated; not yet serving.
 pub struct Application {
-    listener: TcpListener,
-    local_addr: SocketAddr,
-    metrics_listener: TcpListener,
-    metrics_addr: SocketAddr,
-    /// The HTTP listener and its address, if `http_addr` is set.
-    http: Option<(TcpListener, SocketAddr)>,
-    token_review: TokenReviewSettings,
+    ports: Ports,
+    /// What serving reads: connection limits, timeouts, ext_authz and
+    /// TokenReview settings, the flush interval.
+    settings: Settings,
     metrics: Arc<Metrics>,
     store: Store,
     verifier: Arc<Verifier>,
@@ -72,13 +68,73 @@ pub struct Application {
     /// The configured keys' ids, the primary first.
     key_ids: Vec<String>,
     clock: Arc<dyn Clock>,
-    flush_interval: Duration,
     change_feed: ChangeFeed,
-    drain_timeout: Duration,
-    remove_authorization: bool,
-    limits: ServerSettings,
+}
+
+/// The bound ports, each with what it speaks and its TLS, and the address
+/// it was bound to (useful with port 0).
+struct Ports {
+    grpc: (Listener, SocketAddr),
+    metrics: (Listener, SocketAddr),
+    /// If `http_addr` is set.
+    http: Option<(Listener, SocketAddr)>,
+}
+
+impl Ports {
+    /// Binds the configured ports, with TLS where it is configured.
+    async fn bind(settings: &Settings) -> anyhow::Result<Ports> {
+        let tls = |flavor, what: &str| {
+            settings
+                .tls
+                .files()
+                .map(|files| ReloadingTls::new(files, flavor))
+                .transpose()
+                .with_context(|| format!("loading TLS{what} (LATCHKEY_TLS__*)"))
+        };
+        let grpc_tls = tls(Flavor::Grpc, "")?;
+        let grpc = bind(
+            settings.listen_addr,
+            "LATCHKEY_LISTEN_ADDR",
+            Protocol::Http2,
+            grpc_tls,
+        )
+        .await?;
+        let metrics = bind(
+            settings.metrics_addr,
+            "LATCHKEY_METRICS_ADDR",
+            Protocol::Http1,
+            None,
+        )
+        .await?;
+        let http = match settings.http_addr {
+            Some(addr) => {
+                let http_tls = tls(Flavor::Http, " for the HTTP listener")?;
+                Some(bind(addr, "LATCHKEY_HTTP_ADDR", Protocol::Http1, http_tls).await?)
+            }
+            None => None,
+        };
+        Ok(Ports {
+            grpc,
+            metrics,
+            http,
+        })
+    }
+}
+
+/// Binds `addr` (the setting `variable`) for `protocol`.
+async fn bind(
+    addr: SocketAddr,
+    variable: &str,
+    protocol: Protocol,
     tls: Option<ReloadingTls>,
-    http_tls: Option<ReloadingTls>,
+) -> anyhow::Result<(Listener, SocketAddr)> {
+    let tcp = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr} ({variable})"))?;
+    let bound = tcp
+        .local_addr()
+        .with_context(|| format!("reading the address bound for {variable}"))?;
+    Ok((Listener { tcp, protocol, tls }, bound))
 }
 
 impl Application {
@@ -95,19 +151,6 @@ impl Application {
     pub async fn build_with(settings: Settings, options: Options) -> anyhow::Result<Self> {
         settings.validate()?;
         let prefix = settings.prefix()?;
-        let tls = settings
-            .tls
-            .files()
-            .map(|files| ReloadingTls::new(files, Flavor::Grpc))
-            .transpose()
-            .context("loading TLS (LATCHKEY_TLS__*)")?;
-        let http_tls = settings
-            .tls
-            .files()
-            .filter(|_| settings.http_addr.is_some())
-            .map(|files| ReloadingTls::new(files, Flavor::Http))
-            .transpose()
-            .context("loading TLS for the HTTP listener (LATCHKEY_TLS__*)")?;
         let store = open_store(&settings).await?;
         let keys = resolve_hmac_keys(&settings, &store).await?;
         let key = keys.primary().clone();
@@ -159,30 +202,7 @@ impl Application {
             );
         }
         let auth = Arc::new(AdminAuth::new(key, static_admin, Arc::clone(&verifier)));
-        let listener = TcpListener::bind(settings.listen_addr)
-            .await
-            .with_context(|| format!("binding {} (LATCHKEY_LISTEN_ADDR)", settings.listen_addr))?;
-        let local_addr = listener.local_addr().context("reading the bound address")?;
-        let metrics_listener = TcpListener::bind(settings.metrics_addr)
-            .await
-            .with_context(|| {
-                format!("binding {} (LATCHKEY_METRICS_ADDR)", settings.metrics_addr)
-            })?;
-        let metrics_addr = metrics_listener
-            .local_addr()
-            .context("reading the bound metrics address")?;
-        let http = match settings.http_addr {
-            Some(addr) => {
-                let listener = TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("binding {addr} (LATCHKEY_HTTP_ADDR)"))?;
-                let bound = listener
-                    .local_addr()
-                    .context("reading the bound HTTP address")?;
-                Some((listener, bound))
-            }
-            None => None,
-        };
+        let ports = Ports::bind(&settings).await?;
         let change_feed = ChangeFeed {
             store: store.clone(),
             verifier: Arc::clone(&verifier),
@@ -195,12 +215,7 @@ impl Application {
             metrics: Arc::clone(&metrics),
         };
         Ok(Application {
-            listener,
-            local_addr,
-            metrics_listener,
-            metrics_addr,
-            http,
-            token_review: settings.token_review.clone(),
+            ports,
             metrics,
             store,
             verifier,
@@ -210,29 +225,24 @@ impl Application {
             rekeys,
             key_ids: keys.ids(),
             clock,
-            flush_interval: settings.last_used.flush_interval,
             change_feed,
-            drain_timeout: settings.shutdown.drain_timeout,
-            remove_authorization: settings.ext_authz.remove_authorization,
-            limits: settings.server,
-            tls,
-            http_tls,
+            settings,
         })
     }
 
     /// The metrics address actually bound.
     pub fn metrics_addr(&self) -> SocketAddr {
-        self.metrics_addr
+        self.ports.metrics.1
     }
 
     /// The HTTP address actually bound, if `http_addr` is set.
     pub fn http_addr(&self) -> Option<SocketAddr> {
-        self.http.as_ref().map(|(_, addr)| *addr)
+        self.ports.http.as_ref().map(|(_, addr)| *addr)
     }
 
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.ports.grpc.1
     }
 
     /// Serves until `shutdown` completes (or a critical task fails), then:
@@ -246,12 +256,8 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let Application {
-            listener,
-            local_addr,
-            metrics_listener,
-            metrics_addr,
-            http,
-            token_review,
+            ports,
+            settings,
             metrics,
             store,
             verifier,
@@ -261,14 +267,9 @@ impl Application {
             rekeys,
             key_ids,
             clock,
-            flush_interval,
             change_feed,
-            drain_timeout,
-            remove_authorization,
-            limits,
-            tls,
-            http_tls,
         } = self;
+        let (limits, drain_timeout) = (settings.server, settings.shutdown.drain_timeout);
 
         let tasks = TaskTracker::new();
         let stop_tasks = CancellationToken::new();
@@ -277,7 +278,7 @@ impl Application {
         let flusher = LastUsedFlusher {
             store: store.clone(),
             last_used,
-            interval: flush_interval,
+            interval: settings.last_used.flush_interval,
             rekeys,
             primary_key_id: key_ids[0].clone(),
             metrics: Arc::clone(&metrics),
@@ -357,12 +358,8 @@ impl Application {
                     metrics.cache_entries.set(entries);
                 }
             };
-            tracing::info!(addr = %metrics_addr, "metrics on /metrics");
-            let listener = Listener {
-                tcp: metrics_listener,
-                protocol: Protocol::Http1,
-                tls: None,
-            };
+            let (listener, addr) = ports.metrics;
+            tracing::info!(%addr, "metrics on /metrics");
             let router = crate::metrics::router(metrics, refresh);
             spawn_critical(
                 &tasks,
@@ -372,21 +369,16 @@ impl Application {
                 &failed,
             );
         }
-        if let Some((listener, addr)) = http {
+        if let Some((listener, addr)) = ports.http {
             let api = Arc::new(crate::web::WebApi::new(
                 Arc::clone(&verifier),
                 Arc::clone(&metrics) as Arc<dyn Observe>,
-                token_review,
+                settings.token_review.clone(),
             ));
             tracing::info!(%addr, "HTTP on /oauth2/introspect and /apis/authentication.k8s.io/v1/tokenreviews");
-            if let Some(tls) = &http_tls {
+            if let Some(tls) = &listener.tls {
                 tasks.spawn(tls.clone().watch(stop_tasks.clone()));
             }
-            let listener = Listener {
-                tcp: listener,
-                protocol: Protocol::Http1,
-                tls: http_tls,
-            };
             let router = crate::web::router(api, limits.request_timeout);
             spawn_critical(
                 &tasks,
@@ -423,7 +415,11 @@ impl Application {
             admin: AdminService::new(lifecycle.clone(), auth, Arc::clone(&clock), key_ids),
             token_self: SelfService::new(lifecycle, Arc::clone(&verifier), Arc::clone(&clock)),
             verify: VerifyService::new(Arc::clone(&verifier), Arc::clone(&observer)),
-            ext_authz: ExtAuthzService::new(verifier, Arc::clone(&observer), remove_authorization),
+            ext_authz: ExtAuthzService::new(
+                verifier,
+                Arc::clone(&observer),
+                settings.ext_authz.remove_authorization,
+            ),
         })
         .context("building the reflection service")?
         .add_service(health_service);
@@ -432,15 +428,11 @@ impl Application {
             Arc::clone(&metrics) as Arc<dyn Observe>,
             limits.request_timeout,
         );
-        if let Some(tls) = &tls {
+        let (listener, addr) = ports.grpc;
+        if let Some(tls) = &listener.tls {
             tasks.spawn(tls.clone().watch(stop_tasks.clone()));
         }
-        tracing::info!(addr = %local_addr, tls = tls.is_some(), "latchkey listening");
-        let listener = Listener {
-            tcp: listener,
-            protocol: Protocol::Http2,
-            tls,
-        };
+        tracing::info!(%addr, tls = listener.tls.is_some(), "latchkey listening");
         let stop = Stop {
             signal: stop_serving.clone(),
             drain: drain_timeout,
