@@ -234,9 +234,12 @@ async fn no_rpc_logs_a_secret_or_the_admin_credential(backend: Backend) {
     // method, the lifecycle step, the verification.
     for span in [
         format!("revoke{{token_id={}}}", token.id),
-        format!("verify{{token_id={}}}", token.id),
-        "grpc{path=\"/latchkey.v1.TokenAdmin/RevokeToken\"}".to_owned(),
-        "http{path=\"/oauth2/introspect\"}".to_owned(),
+        format!(
+            "grpc{{path=\"/latchkey.v1.TokenVerify/Verify\" token_id={}}}",
+            token.id
+        ),
+        "grpc{path=\"/latchkey.v1.TokenAdmin/RevokeToken\"".to_owned(),
+        "http{path=\"/oauth2/introspect\" token_id=".to_owned(),
     ] {
         assert!(logs.contains(&span), "no log line in span {span}");
     }

@@ -96,6 +96,7 @@ impl Authorization for ExtAuthzService {
                 }
                 e => crate::status::status(e),
             })?;
+        checked.record_in_span();
         self.observer.verdict(Api::Check, checked.verdict);
         let answer = match (checked.verdict, checked.token) {
             (Verdict::Valid, Some(known)) => self.allowed(&known.snapshot),

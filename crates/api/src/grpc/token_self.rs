@@ -42,7 +42,9 @@ impl SelfService {
         let token = super::authorization(request)
             .and_then(bearer_credential)
             .ok_or(Error::Unauthenticated)?;
-        self.verifier.verify(token, scopes).await
+        let checked = self.verifier.verify(token, scopes).await?;
+        checked.record_in_span();
+        Ok(checked)
     }
 
     /// The id of the call's bearer token, if it is valid.

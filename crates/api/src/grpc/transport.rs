@@ -79,7 +79,7 @@ impl hyper::service::Service<Request<Incoming>> for GrpcService {
             })
         });
         // Each call's span names its method; the services add the token id.
-        let span = tracing::debug_span!("grpc", path);
+        let span = tracing::debug_span!("grpc", path, token_id = tracing::field::Empty);
         // axum's router, inside, is always ready.
         let answer = self.routes.clone().call(request);
         Box::pin(tracing::Instrument::instrument(

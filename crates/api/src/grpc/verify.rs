@@ -148,6 +148,7 @@ impl TokenVerify for VerifyService {
             .verify(&req.token, &req.required_scopes)
             .await
             .map_err(crate::status::status)?;
+        v.record_in_span();
         self.observer.verdict(Api::Verify, v.verdict);
         Ok(Response::new(VerifyReply::new(
             v.verdict,

@@ -63,6 +63,7 @@ impl WebApi {
             Ok(checked) => checked,
             Err(e) => return undecided(e),
         };
+        checked.record_in_span();
         self.observer.verdict(Api::Introspect, checked.verdict);
         let known = match (checked.verdict, checked.token) {
             (Verdict::Valid, Some(known)) => known,

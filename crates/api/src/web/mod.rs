@@ -44,7 +44,11 @@ pub fn router(api: Arc<WebApi>, timeout: Duration) -> Router {
         .with_state(api)
         .layer(middleware::from_fn(
             move |request: Request, next: Next| async move {
-                let span = tracing::debug_span!("http", path = request.uri().path());
+                let span = tracing::debug_span!(
+                    "http",
+                    path = request.uri().path(),
+                    token_id = tracing::field::Empty
+                );
                 let answer = tracing::Instrument::instrument(next.run(request), span);
                 tokio::time::timeout(timeout, answer)
                     .await

@@ -126,6 +126,7 @@ impl WebApi {
             .verify(token, &self.review_scopes)
             .await
             .map_err(undecided)?;
+        checked.record_in_span();
         self.observer.verdict(Api::TokenReview, checked.verdict);
         match (checked.verdict, checked.token) {
             (Verdict::Valid, Some(known)) => Ok(self.authenticated(&known.snapshot)),
