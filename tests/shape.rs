@@ -378,71 +378,69 @@ fn declared_modules(code: &str) -> BTreeSet<String> {
 /// The import cycles among one crate's module files.
 fn cycles_in(root: &Path, files: &[&PathBuf]) -> Vec<String> {
     let mut cycles = Vec::new();
-    {
-        let modules: BTreeMap<Vec<String>, String> = files
-            .iter()
-            .map(|f| {
-                let text = std::fs::read_to_string(f).unwrap();
-                (module_of(root, f), code_of(&text))
-            })
-            .collect();
-        let mut graph: BTreeMap<Vec<String>, BTreeSet<Vec<String>>> = BTreeMap::new();
-        for (module, code) in &modules {
-            let children = declared_modules(code);
-            for path in references(code, module, &children) {
-                // The longest module the path names, if it is another file.
-                let target = (0..=path.len())
-                    .rev()
-                    .find_map(|n| modules.get_key_value(&path[..n]).map(|(k, _)| k));
-                let Some(target) = target.filter(|t| *t != module) else {
-                    continue;
-                };
+    let modules: BTreeMap<Vec<String>, String> = files
+        .iter()
+        .map(|f| {
+            let text = std::fs::read_to_string(f).unwrap();
+            (module_of(root, f), code_of(&text))
+        })
+        .collect();
+    let mut graph: BTreeMap<Vec<String>, BTreeSet<Vec<String>>> = BTreeMap::new();
+    for (module, code) in &modules {
+        let children = declared_modules(code);
+        for path in references(code, module, &children) {
+            // The longest module the path names, if it is another file.
+            let target = (0..=path.len())
+                .rev()
+                .find_map(|n| modules.get_key_value(&path[..n]).map(|(k, _)| k));
+            let Some(target) = target.filter(|t| *t != module) else {
+                continue;
+            };
+            graph
+                .entry(module.clone())
+                .or_default()
+                .insert(target.clone());
+            // A module includes its submodules: when one file uses
+            // another in a different branch, the branches' roots (the
+            // children of the two files' closest common module) use
+            // each other too.
+            let common = module
+                .iter()
+                .zip(target)
+                .take_while(|(a, b)| a == b)
+                .count();
+            if common < module.len() && common < target.len() {
                 graph
-                    .entry(module.clone())
+                    .entry(module[..=common].to_vec())
                     .or_default()
-                    .insert(target.clone());
-                // A module includes its submodules: when one file uses
-                // another in a different branch, the branches' roots (the
-                // children of the two files' closest common module) use
-                // each other too.
-                let common = module
-                    .iter()
-                    .zip(target)
-                    .take_while(|(a, b)| a == b)
-                    .count();
-                if common < module.len() && common < target.len() {
-                    graph
-                        .entry(module[..=common].to_vec())
-                        .or_default()
-                        .insert(target[..=common].to_vec());
-                }
+                    .insert(target[..=common].to_vec());
             }
         }
-        // A cycle: a way back to a module through another one.
-        for start in graph.keys() {
-            let mut stack = vec![(start, vec![start])];
-            let mut seen = BTreeSet::new();
-            while let Some((m, trail)) = stack.pop() {
-                for next in graph.get(m).into_iter().flatten() {
-                    if next == start {
-                        let names: Vec<String> = trail
-                            .iter()
-                            .copied()
-                            .chain([next])
-                            .map(|m| {
-                                if m.is_empty() {
-                                    "crate".into()
-                                } else {
-                                    m.join("::")
-                                }
-                            })
-                            .collect();
-                        cycles.push(format!("{}: {}", root.display(), names.join(" → ")));
-                    } else if seen.insert(next) {
-                        let mut t = trail.clone();
-                        t.push(next);
-                        stack.push((next, t));
-                    }
+    }
+    // A cycle: a way back to a module through another one.
+    for start in graph.keys() {
+        let mut stack = vec![(start, vec![start])];
+        let mut seen = BTreeSet::new();
+        while let Some((m, trail)) = stack.pop() {
+            for next in graph.get(m).into_iter().flatten() {
+                if next == start {
+                    let names: Vec<String> = trail
+                        .iter()
+                        .copied()
+                        .chain([next])
+                        .map(|m| {
+                            if m.is_empty() {
+                                "crate".into()
+                            } else {
+                                m.join("::")
+                            }
+                        })
+                        .collect();
+                    cycles.push(format!("{}: {}", root.display(), names.join(" → ")));
+                } else if seen.insert(next) {
+                    let mut t = trail.clone();
+                    t.push(next);
+                    stack.push((next, t));
                 }
             }
         }
