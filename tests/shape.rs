@@ -1,6 +1,6 @@
 //! The workspace's shape, checked: dependencies point inward (from the
 //! binary through the API surfaces and the service to the store and the
-//! core), no module of any crate imports, directly or through others, a
+//! core; the client and the API's types stand apart from the server), no module of any crate imports, directly or through others, a
 //! module that imports it, and no source file grows past one reader's sitting.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -12,6 +12,13 @@ const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const TRANSPORT: &[&str] = &["tonic", "prost", "hyper", "axum", "h2"];
 const DATABASE: &[&str] = &["sea-orm", "sqlx", "latchkey-migrations"];
 const METRICS: &[&str] = &["prometheus"];
+/// The server's own crates.
+const SERVER: &[&str] = &[
+    "latchkey-core",
+    "latchkey-store",
+    "latchkey-service",
+    "latchkey-api",
+];
 
 /// Each crate and what it must not depend on, even indirectly.
 fn rules() -> Vec<(&'static str, Vec<&'static str>)> {
@@ -48,6 +55,25 @@ fn rules() -> Vec<(&'static str, Vec<&'static str>)> {
             all(&[TRANSPORT, METRICS, &["latchkey-api", "latchkey"]]),
         ),
         ("latchkey-api", all(&[METRICS, &["latchkey"]])),
+        // The published pair a service embeds: the API's types, and the
+        // client over them; nothing of the server.
+        (
+            "latchkey-proto",
+            all(&[
+                DATABASE,
+                METRICS,
+                &[
+                    "latchkey-core",
+                    "latchkey-client",
+                    "latchkey-api",
+                    "latchkey",
+                ],
+            ]),
+        ),
+        (
+            "latchkey-client",
+            all(&[DATABASE, METRICS, SERVER, &["latchkey"]]),
+        ),
     ]
 }
 

@@ -1,28 +1,14 @@
-//! Compiles the repository's `proto/` (the API contract) with protox (no
-//! system `protoc`), generates the tonic server and client code, and writes
-//! the encoded descriptor set that server reflection serves.
+//! Writes the encoded descriptor set of Envoy's external authorization API
+//! for server reflection (compiled with protox: no system `protoc`), and
+//! generates the TokenVerify server that answers with pre-encoded tokens.
+//! latchkey's own messages, clients and servers come from `latchkey-proto`.
 
 use std::{env, fs, path::PathBuf};
 
-const PROTOS: [&str; 6] = [
-    "latchkey/v1/token.proto",
-    "latchkey/v1/owner.proto",
-    "latchkey/v1/event.proto",
-    "latchkey/v1/admin.proto",
-    "latchkey/v1/verify.proto",
-    "latchkey/v1/self.proto",
-];
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
-    println!("cargo:rerun-if-changed={}", proto.display());
-    let files: Vec<PathBuf> = PROTOS.iter().map(|p| proto.join(p)).collect();
-    let descriptors = protox::compile(&files, [&proto])?;
+    println!("cargo:rerun-if-changed={}", proto.join("vendor").display());
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
-    fs::write(
-        out_dir.join("latchkey_descriptor.bin"),
-        prost::Message::encode_to_vec(&descriptors),
-    )?;
     // Envoy's external authorization API, for reflection only (the Rust
     // types come from the envoy-types crate).
     let vendor = proto.join("vendor");
@@ -34,18 +20,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out_dir.join("envoy_ext_authz_descriptor.bin"),
         prost::Message::encode_to_vec(&envoy),
     )?;
-    tonic_prost_build::configure()
-        // These two carry a token secret: their Debug is written by hand in
-        // `grpc::redact` so that it prints no secret.
-        .skip_debug([
-            "latchkey.v1.CreateTokenResponse",
-            "latchkey.v1.VerifyRequest",
-        ])
-        .btree_map(".")
-        .compile_fds(descriptors)?;
     // The server side of TokenVerify is generated again by hand, answering
     // with a response type that writes the token's pre-encoded bytes (see
-    // `grpc::verify`); clients use the message generated above.
+    // `grpc::verify`); clients use the one latchkey-proto generates.
     let verify = tonic_prost_build::manual::Service::builder()
         .name("TokenVerify")
         .package("latchkey.v1")
