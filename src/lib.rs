@@ -19,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod cli;
 pub mod config;
 pub mod metrics;
 pub mod serve;

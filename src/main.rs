@@ -3,8 +3,11 @@
 
 use std::path::PathBuf;
 
+use std::process::ExitCode;
+
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
+use latchkey::cli::{ClientArgs, ClientCommand};
 use latchkey::{Application, Settings, telemetry};
 
 mod allocator;
@@ -24,6 +27,8 @@ struct Cli {
     /// TOML configuration file; LATCHKEY_* variables override it.
     #[arg(long, global = true, env = latchkey::config::CONFIG_ENV)]
     config: Option<PathBuf>,
+    #[command(flatten)]
+    client: ClientArgs,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -38,6 +43,13 @@ enum Command {
     /// needs to run.
     #[command(subcommand)]
     AdminToken(AdminToken),
+    #[command(flatten)]
+    Client(ClientCommand),
+    /// Print a shell completion script (bash: `source <(latchkey completion bash)`).
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Subcommand)]
@@ -56,11 +68,31 @@ enum AdminToken {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
+    let command = cli.command.unwrap_or(Command::Serve);
+    match command {
+        Command::Client(command) => return Ok(latchkey::cli::run(cli.client, command).await),
+        Command::Completion { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "latchkey",
+                &mut std::io::stdout(),
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
+    }
     let settings = Settings::load(cli.config.as_deref())?;
     telemetry::init(settings.log_format)?;
-    match cli.command.unwrap_or(Command::Serve) {
+    server(command, settings).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The server's own commands, with its settings.
+async fn server(command: Command, settings: Settings) -> anyhow::Result<()> {
+    match command {
         Command::Serve => {
             let app = Application::build(settings).await?;
             app.run_until_stopped(stop_signal()).await
@@ -77,6 +109,9 @@ async fn main() -> anyhow::Result<()> {
             store.migrate().await.context("applying migrations")?;
             tracing::info!("migrations applied");
             Ok(())
+        }
+        Command::Client(_) | Command::Completion { .. } => {
+            unreachable!("answered without settings")
         }
     }
 }

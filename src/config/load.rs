@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use super::{CONFIG_ENV, MAX_DURATION, Settings};
+use super::{CLIENT_ENV, CONFIG_ENV, MAX_DURATION, Settings};
 use crate::token::Prefix;
 
 impl Settings {
@@ -31,7 +31,10 @@ impl Settings {
         let env: HashMap<String, String> = env
             .into_iter()
             .filter(|(k, v)| {
-                k.starts_with("LATCHKEY_") && k != CONFIG_ENV && !is_service_link(k, v)
+                k.starts_with("LATCHKEY_")
+                    && k != CONFIG_ENV
+                    && !CLIENT_ENV.contains(&k.as_str())
+                    && !is_service_link(k, v)
             })
             .collect();
         let mut builder = config::Config::builder();

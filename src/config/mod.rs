@@ -21,6 +21,11 @@ const MAX_DURATION: Duration = Duration::from_secs(315_576_000_000);
 /// Environment variable naming the TOML file; not a setting itself.
 pub const CONFIG_ENV: &str = "LATCHKEY_CONFIG";
 
+/// Environment variables of the client subcommands (the server to call and
+/// the credential to call it with); a server started in the same shell
+/// ignores them.
+pub const CLIENT_ENV: [&str; 2] = ["LATCHKEY_ADDR", "LATCHKEY_TOKEN"];
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {

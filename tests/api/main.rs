@@ -7,6 +7,7 @@ mod admin_auth;
 mod audit;
 mod bad_input;
 mod change_log;
+mod cli;
 mod client_layer;
 mod connections;
 mod discovery;

@@ -195,6 +195,59 @@ async fn mtls_refuses_a_client_without_a_certificate_from_the_client_ca() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_speaks_mtls_with_the_certificates_it_is_given() {
+    let Mtls {
+        app,
+        server_ca,
+        client_ca,
+        _files,
+    } = Mtls::spawn(|_| {}).await;
+    let dir = _files.path();
+    let ca = write(dir, "server-ca.pem", &server_ca.pem);
+    let (cert, key) = client_ca.issue("client");
+    let cert = write(dir, "client.pem", &cert);
+    let key = write(dir, "client.key", &key);
+    let addr = format!("https://localhost:{}", app.addr.port());
+    let env = [
+        ("LATCHKEY_ADDR", addr.as_str()),
+        ("LATCHKEY_TOKEN", ADMIN_TOKEN),
+    ];
+    let (ca, cert, key) = (
+        ca.to_str().unwrap(),
+        cert.to_str().unwrap(),
+        key.to_str().unwrap(),
+    );
+
+    let keys = run_client_with(
+        &[
+            "keys",
+            "--ca-cert",
+            ca,
+            "--client-cert",
+            cert,
+            "--client-key",
+            key,
+        ],
+        b"",
+        &env,
+    )
+    .await;
+    assert!(keys.ok().starts_with("ID"), "{keys:?}");
+    // Without its certificate the server refuses the client.
+    let anonymous = run_client_with(&["keys", "--ca-cert", ca], b"", &env).await;
+    assert!(anonymous.failed(1).starts_with("error: "), "{anonymous:?}");
+    // A certificate without its key is a usage error.
+    let half = run_client_with(&["keys", "--ca-cert", ca, "--client-cert", cert], b"", &env).await;
+    assert!(half.failed(2).contains("--client-key"), "{half:?}");
+    // A file that is not there is named.
+    let missing = run_client_with(&["keys", "--ca-cert", "/nonexistent/ca.pem"], b"", &env).await;
+    assert!(
+        missing.failed(1).contains("--ca-cert /nonexistent/ca.pem"),
+        "{missing:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_connection_that_stalls_its_handshake_is_closed_at_the_handshake_timeout() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 

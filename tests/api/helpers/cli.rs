@@ -51,3 +51,88 @@ pub fn server_command(db: &TestDb, wrapper: &[&str]) -> std::process::Command {
         .stdout(std::process::Stdio::null());
     command
 }
+
+/// Runs a client command of the `latchkey` binary against `app` (its
+/// address and the admin credential in `LATCHKEY_ADDR` and
+/// `LATCHKEY_TOKEN`, nothing else from this process's environment), with
+/// `stdin` as its input.
+pub async fn run_client(app: &TestApp, args: &[&str], stdin: &[u8]) -> ClientRun {
+    run_client_with(
+        args,
+        stdin,
+        &[
+            ("LATCHKEY_ADDR", &format!("http://{}", app.addr)),
+            ("LATCHKEY_TOKEN", ADMIN_TOKEN),
+        ],
+    )
+    .await
+}
+
+/// A client command with only `env` for its environment.
+pub async fn run_client_with(args: &[&str], stdin: &[u8], env: &[(&str, &str)]) -> ClientRun {
+    use tokio::io::AsyncWriteExt as _;
+
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_latchkey"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().copied())
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run the latchkey binary");
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin).await.unwrap();
+    drop(input);
+    let output = child.wait_with_output().await.unwrap();
+    ClientRun {
+        code: output.status.code(),
+        stdout: String::from_utf8(output.stdout).unwrap(),
+        stderr: String::from_utf8(output.stderr).unwrap(),
+    }
+}
+
+/// What a client command printed, and its exit status.
+#[derive(Debug)]
+pub struct ClientRun {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl ClientRun {
+    /// Asserts exit status 0 and returns stdout.
+    #[track_caller]
+    pub fn ok(&self) -> &str {
+        assert_eq!(self.code, Some(0), "{self:#?}");
+        &self.stdout
+    }
+
+    /// Asserts exit status `code` and returns stderr.
+    #[track_caller]
+    pub fn failed(&self, code: i32) -> &str {
+        assert_eq!(self.code, Some(code), "{self:#?}");
+        &self.stderr
+    }
+
+    /// stdout as JSON, parsed by `jq` (which must be installed) and then
+    /// by serde.
+    pub fn jq(&self, filter: &str) -> serde_json::Value {
+        let mut jq = std::process::Command::new("jq")
+            .args(["-c", filter])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("jq is installed (Debian package jq)");
+        use std::io::Write as _;
+        jq.stdin
+            .take()
+            .unwrap()
+            .write_all(self.stdout.as_bytes())
+            .unwrap();
+        let out = jq.wait_with_output().unwrap();
+        assert!(out.status.success(), "jq could not parse: {}", self.stdout);
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
