@@ -449,3 +449,47 @@ async fn completion_scripts_come_from_the_commands() {
         assert!(out.contains("revoke") && out.contains("owner"), "{shell}");
     }
 }
+
+/// On a terminal, `token delete` asks, and only "y" deletes. The terminal
+/// is a real pseudo-terminal, from util-linux's `script`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_asks_on_a_terminal() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let (token, _) = app.create_token("gina", &[]).await;
+    let on_terminal = |answer: &'static str| {
+        let command = format!(
+            "{} token delete {}",
+            env!("CARGO_BIN_EXE_latchkey"),
+            token.id
+        );
+        let addr = format!("http://{}", app.addr);
+        async move {
+            run_client_in(
+                "script",
+                &["-qec", &command, "/dev/null"],
+                answer.as_bytes(),
+                &[
+                    ("LATCHKEY_ADDR", &addr),
+                    ("LATCHKEY_TOKEN", ADMIN_TOKEN),
+                    ("TERM", "dumb"),
+                ],
+            )
+            .await
+        }
+    };
+    let declined = on_terminal("n\n").await;
+    declined.failed(1);
+    assert!(
+        declined
+            .stdout
+            .contains(&format!("Delete token {} (", token.id)),
+        "the question names the token: {declined:?}"
+    );
+    app.get(&token.id).await.expect("not deleted");
+    let accepted = on_terminal("y\n").await;
+    assert!(accepted.ok().contains("Deleted token"), "{accepted:?}");
+    assert_eq!(
+        app.get(&token.id).await.unwrap_err().code(),
+        tonic::Code::NotFound
+    );
+}

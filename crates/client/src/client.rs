@@ -285,17 +285,6 @@ impl tonic::service::Interceptor for Bearer {
 }
 
 /// An error and its causes, on one line.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut out = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        // tonic's transport error repeats its cause's words.
-        let text = cause.to_string();
-        if !out.ends_with(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = cause.source();
-    }
-    out
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    crate::error::chain(error.to_string(), error.source())
 }

@@ -46,8 +46,19 @@ impl Error {
 /// The status's message, with its source's when tonic put the cause there
 /// (a refused connection says only "tcp connect error" otherwise).
 fn detail(status: &tonic::Status) -> String {
-    let mut out = status.message().to_owned();
-    let mut source = std::error::Error::source(status);
+    chain(
+        status.message().to_owned(),
+        std::error::Error::source(status),
+    )
+}
+
+/// `first` and then each cause, on one line, skipping a cause whose words
+/// are already there (tonic's transport errors repeat their cause's).
+pub(crate) fn chain(
+    first: String,
+    mut source: Option<&(dyn std::error::Error + 'static)>,
+) -> String {
+    let mut out = first;
     while let Some(cause) = source {
         let text = cause.to_string();
         if !out.contains(&text) {

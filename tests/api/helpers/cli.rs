@@ -70,9 +70,20 @@ pub async fn run_client(app: &TestApp, args: &[&str], stdin: &[u8]) -> ClientRun
 
 /// A client command with only `env` for its environment.
 pub async fn run_client_with(args: &[&str], stdin: &[u8], env: &[(&str, &str)]) -> ClientRun {
+    run_client_in(env!("CARGO_BIN_EXE_latchkey"), args, stdin, env).await
+}
+
+/// `program` with `args`, `stdin` and only `env` for its environment (a
+/// wrapper that runs the binary, such as `script` for a terminal).
+pub async fn run_client_in(
+    program: &str,
+    args: &[&str],
+    stdin: &[u8],
+    env: &[(&str, &str)],
+) -> ClientRun {
     use tokio::io::AsyncWriteExt as _;
 
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_latchkey"))
+    let mut child = tokio::process::Command::new(program)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .envs(env.iter().copied())
