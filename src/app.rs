@@ -22,6 +22,7 @@ use crate::cache::CacheConfig;
 use crate::changes::Freshness;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ServerSettings, Settings};
+use crate::console::ConsoleSessions;
 use crate::grpc::{self, AdminService, ExtAuthzService, GrpcService, SelfService, VerifyService};
 use crate::lifecycle::Lifecycle;
 use crate::lookups::LookupLimit;
@@ -63,6 +64,8 @@ pub struct Application {
     verifier: Arc<Verifier>,
     lifecycle: Arc<Lifecycle>,
     auth: Arc<AdminAuth>,
+    /// The web console's sessions (served with the HTTP listener).
+    console: Arc<ConsoleSessions>,
     last_used: Arc<LastUsed>,
     rekeys: Arc<Rekeys>,
     /// The configured keys' ids, the primary first.
@@ -201,7 +204,18 @@ impl Application {
                  configuration and database are reachable)"
             );
         }
-        let auth = Arc::new(AdminAuth::new(key, static_admin, Arc::clone(&verifier)));
+        let auth = Arc::new(AdminAuth::new(
+            key.clone(),
+            static_admin,
+            Arc::clone(&verifier),
+        ));
+        let console = Arc::new(ConsoleSessions::new(
+            store.clone(),
+            key,
+            Arc::clone(&auth),
+            Arc::clone(&clock),
+            settings.console.session_ttl,
+        ));
         let ports = Ports::bind(&settings).await?;
         let change_feed = ChangeFeed {
             store: store.clone(),
@@ -221,6 +235,7 @@ impl Application {
             verifier,
             lifecycle,
             auth,
+            console,
             last_used,
             rekeys,
             key_ids: keys.ids(),
@@ -263,6 +278,7 @@ impl Application {
             verifier,
             lifecycle,
             auth,
+            console,
             last_used,
             rekeys,
             key_ids,
@@ -370,12 +386,19 @@ impl Application {
             );
         }
         if let Some((listener, addr)) = ports.http {
-            let api = Arc::new(crate::web::WebApi::new(
-                Arc::clone(&verifier),
-                Arc::clone(&metrics) as Arc<dyn Observe>,
-                settings.token_review.clone(),
-            ));
-            tracing::info!(%addr, "HTTP on /oauth2/introspect and /apis/authentication.k8s.io/v1/tokenreviews");
+            let api = Arc::new(
+                crate::web::WebApi::new(
+                    Arc::clone(&verifier),
+                    Arc::clone(&metrics) as Arc<dyn Observe>,
+                    settings.token_review.clone(),
+                )
+                .with_console(crate::web::Console {
+                    sessions: console,
+                    lifecycle: Arc::clone(&lifecycle),
+                    secure: listener.tls.is_some(),
+                }),
+            );
+            tracing::info!(%addr, "HTTP on /oauth2/introspect, /apis/authentication.k8s.io/v1/tokenreviews and /console/");
             if let Some(tls) = &listener.tls {
                 tasks.spawn(tls.clone().watch(stop_tasks.clone()));
             }

@@ -133,6 +133,11 @@ impl Settings {
         if self.last_used.flush_interval.is_zero() {
             bail!("last_used.flush_interval must be positive");
         }
+        if self.console.session_ttl.is_zero()
+            || self.console.session_ttl > Duration::from_secs(30 * 86_400)
+        {
+            bail!("console.session_ttl must be positive and at most 30 days");
+        }
         if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
             bail!("tls.cert_file and tls.key_file go together: set both or neither");
         }

@@ -76,6 +76,7 @@ pub struct Settings {
     pub limits: Limits,
     pub self_renew: SelfRenew,
     pub shutdown: ShutdownSettings,
+    pub console: ConsoleSettings,
 }
 
 impl Default for Settings {
@@ -97,6 +98,7 @@ impl Default for Settings {
             cache: CacheSettings::default(),
             lookups: LookupSettings::default(),
             last_used: LastUsedSettings::default(),
+            console: ConsoleSettings::default(),
             changes: ChangesSettings::default(),
             ext_authz: ExtAuthzSettings::default(),
             token_review: TokenReviewSettings::default(),
@@ -163,6 +165,23 @@ impl Default for LookupSettings {
         LookupSettings {
             max_pending: 1024,
             max_per_second: 5000,
+        }
+    }
+}
+
+/// The web console on the HTTP listener (`/console/`).
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsoleSettings {
+    /// How long a sign-in lasts.
+    #[serde(with = "humantime_serde")]
+    pub session_ttl: Duration,
+}
+
+impl Default for ConsoleSettings {
+    fn default() -> Self {
+        ConsoleSettings {
+            session_ttl: Duration::from_secs(12 * 3600),
         }
     }
 }

@@ -10,6 +10,7 @@ mod change_log;
 mod cli;
 mod client_layer;
 mod connections;
+mod console;
 mod discovery;
 mod envoy;
 mod ext_authz;

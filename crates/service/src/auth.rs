@@ -53,6 +53,13 @@ impl AdminAuth {
         }
     }
 
+    /// Whether `digest` is the digest of the static admin credential (and
+    /// there is one): a console session signed in with it lives as long as
+    /// the credential is unchanged.
+    pub fn is_static_credential(&self, digest: &Digest) -> bool {
+        self.static_credential.as_ref() == Some(digest)
+    }
+
     /// Authenticates the value of the `authorization` header.
     ///
     /// # Errors

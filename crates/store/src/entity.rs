@@ -70,6 +70,26 @@ pub mod owners {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
+pub mod console_sessions {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "console_sessions")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub digest: Vec<u8>,
+        pub actor: String,
+        pub credential_digest: Vec<u8>,
+        pub create_time: i64,
+        pub expire_time: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
 pub mod token_events {
     use sea_orm::entity::prelude::*;
 

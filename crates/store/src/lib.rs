@@ -10,6 +10,7 @@
 mod bounded;
 mod change_log;
 mod connection;
+mod console;
 mod entity;
 mod error;
 mod events;
@@ -25,6 +26,7 @@ pub use latchkey_core::query::{Cursor, ListFilter, TokenPatch};
 
 pub use change_log::{CHANGES_CHANNEL, ChangeListener};
 pub use connection::{DEFAULT_TIMEOUT, Store, Txn, sqlite_file};
+pub use console::ConsoleSession;
 pub use error::{Result, StoreError};
 pub use owners::Creations;
 pub use sql::BULK_CHUNK;

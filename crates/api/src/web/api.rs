@@ -48,6 +48,15 @@ impl Default for TokenReviewSettings {
     }
 }
 
+/// What the web console needs beside the HTTP listener's state.
+pub struct Console {
+    pub sessions: Arc<crate::console::ConsoleSessions>,
+    pub lifecycle: Arc<crate::lifecycle::Lifecycle>,
+    /// Whether the listener speaks TLS: the console's cookies are then
+    /// `Secure`.
+    pub secure: bool,
+}
+
 pub struct WebApi {
     pub(super) verifier: Arc<Verifier>,
     pub(super) observer: Arc<dyn Observe>,
@@ -58,6 +67,8 @@ pub struct WebApi {
     pub(super) review_scopes: Vec<String>,
     pub(super) group_prefix: String,
     pub(super) username_prefix: String,
+    /// The web console, if it is served.
+    pub(super) console: Option<Console>,
 }
 
 impl WebApi {
@@ -77,7 +88,15 @@ impl WebApi {
                 .collect(),
             group_prefix: review.group_prefix,
             username_prefix: review.username_prefix,
+            console: None,
         }
+    }
+
+    /// Serves the web console too.
+    #[must_use]
+    pub fn with_console(mut self, console: Console) -> Self {
+        self.console = Some(console);
+        self
     }
 
     /// Whether the caller's bearer token (`authorization: Bearer …`) is

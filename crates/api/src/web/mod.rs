@@ -13,6 +13,7 @@
 //! server's request timeout.
 
 mod api;
+mod console;
 mod introspect;
 mod token_review;
 
@@ -29,14 +30,18 @@ use hyper::header::{self, HeaderValue};
 
 use api::{Answer, error, json, read_body};
 
-pub use api::{TokenReviewSettings, WebApi};
+pub use api::{Console, TokenReviewSettings, WebApi};
 pub use introspect::INTROSPECT_PATH;
 pub use token_review::TOKEN_REVIEW_PATH;
 
 /// The HTTP listener's routes on `api`, each request answered within
 /// `timeout` (or 503).
 pub fn router(api: Arc<WebApi>, timeout: Duration) -> Router {
-    Router::new()
+    let mut router = Router::new();
+    if api.console.is_some() {
+        router = router.merge(console::routes());
+    }
+    router
         .route(INTROSPECT_PATH, post_only(post(introspect)))
         .route(TOKEN_REVIEW_PATH, post_only(post(token_review)))
         .route(token_review::V1BETA1_PATH, post_only(post(token_review)))

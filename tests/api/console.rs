@@ -1,0 +1,446 @@
+//! The web console over real HTTP: sign-in, the token list, sessions that
+//! survive a restart and end with their credential, CSRF, and hostile input.
+
+use std::net::SocketAddr;
+
+use crate::helpers::*;
+use crate::on_both_databases;
+
+on_both_databases!(
+    console_signs_in_lists_tokens_and_signs_out,
+    console_sessions_end_with_their_credential,
+);
+
+/// An answer with every header kept (several `Set-Cookie`s).
+struct Page {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Page {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn cookies(&self) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n == "set-cookie")
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    /// The value `name=…` sets, if a `Set-Cookie` sets it.
+    fn cookie(&self, name: &str) -> Option<String> {
+        self.cookies().iter().find_map(|c| {
+            let (pair, _) = c.split_once(';').unwrap_or((c, ""));
+            pair.strip_prefix(&format!("{name}=")).map(str::to_owned)
+        })
+    }
+
+    /// The value of the page's hidden CSRF field.
+    fn csrf(&self) -> String {
+        let at = self
+            .body
+            .find(r#"name="csrf" value=""#)
+            .expect("a CSRF field")
+            + 19;
+        self.body[at..at + 64].to_owned()
+    }
+}
+
+async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    cookie: Option<&str>,
+    form: &str,
+) -> Page {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut headers = vec![("Content-Type", "application/x-www-form-urlencoded")];
+    if let Some(cookie) = cookie {
+        headers.push(("Cookie", cookie));
+    }
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(&http_request_bytes(method, path, &headers, form.as_bytes()))
+        .await
+        .unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    let raw = String::from_utf8(raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Page {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
+}
+
+fn encode(pairs: &[(&str, &str)]) -> String {
+    let mut form = String::new();
+    for (k, v) in pairs {
+        if !form.is_empty() {
+            form.push('&');
+        }
+        form.push_str(k);
+        form.push('=');
+        for b in v.bytes() {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                form.push(char::from(b));
+            } else {
+                form.push_str(&format!("%{b:02X}"));
+            }
+        }
+    }
+    form
+}
+
+/// Signs in with `credential`; the answer to the form's POST, and the
+/// session cookie (`name=value`) if one was set.
+async fn sign_in(addr: SocketAddr, credential: &str) -> (Page, Option<String>) {
+    let form = request(addr, "GET", "/console/login", None, "").await;
+    assert_eq!(form.status, 200, "{}", form.body);
+    let login_cookie = format!(
+        "latchkey_console_login={}",
+        form.cookie("latchkey_console_login").unwrap()
+    );
+    let answer = request(
+        addr,
+        "POST",
+        "/console/login",
+        Some(&login_cookie),
+        &encode(&[("csrf", &form.csrf()), ("credential", credential)]),
+    )
+    .await;
+    let session = answer
+        .cookie("latchkey_console")
+        .filter(|v| !v.is_empty())
+        .map(|v| format!("latchkey_console={v}"));
+    (answer, session)
+}
+
+async fn console_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, |s| {
+        s.http_addr = Some("127.0.0.1:0".parse().unwrap())
+    })
+    .await
+}
+
+async fn console_signs_in_lists_tokens_and_signs_out(backend: Backend) {
+    let app = console_app(backend).await;
+    let addr = app.http_addr.unwrap();
+
+    let away = request(addr, "GET", "/console/", None, "").await;
+    assert_eq!(
+        (away.status, away.header("location")),
+        (303, Some("/console/login"))
+    );
+    let form = request(addr, "GET", "/console/login", None, "").await;
+    let csp = form.header("content-security-policy").unwrap();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    assert!(!csp.contains("unsafe-inline"));
+    assert!(
+        form.body
+            .contains(r#"<label for="credential">Admin credential</label>"#)
+    );
+    let login_cookie = &form.cookies()[0];
+    assert!(
+        login_cookie.contains("HttpOnly") && login_cookie.contains("SameSite=Strict"),
+        "{login_cookie}"
+    );
+    assert!(login_cookie.contains("Path=/console/login") && !login_cookie.contains("Secure"));
+
+    let hostile = app
+        .create(pb_create("mallory", "<script>alert(1)</script>"))
+        .await
+        .unwrap();
+    let (plain, plain_secret) = app.create_token("alice", &[]).await;
+
+    let (answer, session) = sign_in(addr, ADMIN_TOKEN).await;
+    assert_eq!(
+        (answer.status, answer.header("location")),
+        (303, Some("/console/"))
+    );
+    let session = session.expect("a session cookie");
+    let set = answer
+        .cookies()
+        .into_iter()
+        .find(|c| c.starts_with("latchkey_console="))
+        .unwrap();
+    for attribute in [
+        "HttpOnly",
+        "SameSite=Strict",
+        "Path=/console;",
+        "Max-Age=43200",
+    ] {
+        assert!(set.contains(attribute), "{attribute}: {set}");
+    }
+    // The session's secret is nowhere in the database.
+    let secret = session.trim_start_matches("latchkey_console=");
+    let dump = app.database_dump().await;
+    assert!(!dump.windows(secret.len()).any(|w| w == secret.as_bytes()));
+
+    let page = request(addr, "GET", "/console/", Some(&session), "").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    for column in ["Name", "Token", "Created", "Last used", "Expires", "Status"] {
+        assert!(
+            page.body
+                .contains(&format!(r#"<th scope="col">{column}</th>"#)),
+            "{column}"
+        );
+    }
+    assert!(
+        page.body
+            .contains("&#60;script&#62;alert(1)&#60;/script&#62;")
+            || page.body.contains("&lt;script&gt;"),
+        "escaped"
+    );
+    assert!(!page.body.contains("<script>"), "no script on the page");
+    assert!(page.body.contains(&plain.display_hint) && page.body.contains("Never"));
+    assert!(page.body.contains("Signed in as the admin credential"));
+
+    // "Never" turns into a time after a Verify.
+    app.verify(&plain_secret, &[]).await;
+    app.wait_for_last_used(&plain.id, None).await;
+    let filtered = request(addr, "GET", "/console/?owner=alice", Some(&session), "").await;
+    assert!(!filtered.body.contains("mallory"), "only alice's");
+    assert_eq!(
+        filtered.body.matches(">Never<").count(),
+        1,
+        "alice's token was used (it still never expires): {}",
+        filtered.body
+    );
+    let revoked = request(addr, "GET", "/console/?status=revoked", Some(&session), "").await;
+    assert!(revoked.body.contains("No tokens"), "{}", revoked.body);
+    app.revoke(&hostile.token.unwrap().id, "test")
+        .await
+        .unwrap();
+    let revoked = request(
+        addr,
+        "GET",
+        "/console/?owner=mallory&status=revoked",
+        Some(&session),
+        "",
+    )
+    .await;
+    assert!(
+        revoked.body.contains(r#"<span class="status revoked">"#),
+        "{}",
+        revoked.body
+    );
+
+    // The session outlives a restart (the HTTP port changes with it).
+    let app = app.restart().await;
+    let addr = app.http_addr.unwrap();
+    let page = request(addr, "GET", "/console/", Some(&session), "").await;
+    assert_eq!(page.status, 200);
+
+    // Signing out needs the page's CSRF token; then the cookie is dead.
+    let forged = request(addr, "POST", "/console/logout", Some(&session), "csrf=00").await;
+    assert_eq!(forged.status, 403);
+    assert_eq!(
+        request(addr, "GET", "/console/", Some(&session), "")
+            .await
+            .status,
+        200
+    );
+    let out = request(
+        addr,
+        "POST",
+        "/console/logout",
+        Some(&session),
+        &encode(&[("csrf", &page.csrf())]),
+    )
+    .await;
+    assert_eq!(
+        (out.status, out.header("location")),
+        (303, Some("/console/login"))
+    );
+    assert!(
+        out.cookies()
+            .iter()
+            .any(|c| c.starts_with("latchkey_console=;") && c.contains("Max-Age=0"))
+    );
+    let replayed = request(addr, "GET", "/console/", Some(&session), "").await;
+    assert_eq!(replayed.status, 303, "a signed-out cookie replayed");
+}
+
+fn pb_create(owner: &str, name: &str) -> latchkey::grpc::pb::CreateTokenRequest {
+    latchkey::grpc::pb::CreateTokenRequest {
+        owner: owner.into(),
+        name: name.into(),
+        metadata: [("note".to_owned(), "<b>bold</b>".to_owned())].into(),
+        ..Default::default()
+    }
+}
+
+async fn console_sessions_end_with_their_credential(backend: Backend) {
+    let app = console_app(backend).await;
+    let addr = app.http_addr.unwrap();
+    let (token, secret) = app.create_token("ops-team", &["latchkey:admin"]).await;
+    let (_, session) = sign_in(addr, &secret).await;
+    let session = session.expect("a token with latchkey:admin signs in");
+    let page = request(addr, "GET", "/console/", Some(&session), "").await;
+    assert!(
+        page.body
+            .contains(&format!("Signed in as token {}", token.id))
+    );
+
+    // Disabling the owner ends it; enabling brings it back (it is the same
+    // credential, still valid).
+    app.disable_owner("ops-team", "audit").await.unwrap();
+    assert_eq!(
+        request(addr, "GET", "/console/", Some(&session), "")
+            .await
+            .status,
+        303
+    );
+    app.enable_owner("ops-team").await.unwrap();
+    assert_eq!(
+        request(addr, "GET", "/console/", Some(&session), "")
+            .await
+            .status,
+        200
+    );
+    // Revoking the token ends it for good.
+    app.revoke(&token.id, "rotated").await.unwrap();
+    assert_eq!(
+        request(addr, "GET", "/console/", Some(&session), "")
+            .await
+            .status,
+        303
+    );
+
+    // A session of the static credential ends when the credential changes.
+    let (_, admin_session) = sign_in(addr, ADMIN_TOKEN).await;
+    let admin_session = admin_session.unwrap();
+    let (db, mut settings) = app.stop().await;
+    settings.admin_token = Some(latchkey::config::Sensitive::new(
+        "another-admin-credential-0123456789abcdef",
+    ));
+    let app = spawn_app_on(db, settings).await;
+    let addr = app.http_addr.unwrap();
+    assert_eq!(
+        request(addr, "GET", "/console/", Some(&admin_session), "")
+            .await
+            .status,
+        303
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_refuses_hostile_sign_ins_and_queries() {
+    let app = console_app(Backend::Sqlite).await;
+    let addr = app.http_addr.unwrap();
+    let (_, plain_secret) = app.create_token("bob", &["other"]).await;
+
+    // Not an admin credential, a token without the scope, control characters.
+    for (credential, status, says) in [
+        ("wrong-credential", 401, "not a valid admin credential"),
+        (
+            plain_secret.as_str(),
+            403,
+            "does not hold the scope latchkey:admin",
+        ),
+        ("admin\u{7}\r\n", 401, "not a valid admin credential"),
+        ("", 401, "not a valid admin credential"),
+    ] {
+        let (answer, session) = sign_in(addr, credential).await;
+        assert_eq!(answer.status, status, "{credential:?}");
+        assert!(
+            answer.body.contains(says),
+            "{credential:?}: {}",
+            answer.body
+        );
+        assert!(session.is_none());
+    }
+    // No form cookie, or a CSRF token from another form: refused, no session.
+    let form = request(addr, "GET", "/console/login", None, "").await;
+    let body = encode(&[("csrf", &form.csrf()), ("credential", ADMIN_TOKEN)]);
+    let bare = request(addr, "POST", "/console/login", None, &body).await;
+    assert_eq!(bare.status, 403);
+    assert!(bare.cookie("latchkey_console").is_none());
+    let other = request(addr, "GET", "/console/login", None, "").await;
+    let mixed = format!(
+        "latchkey_console_login={}",
+        other.cookie("latchkey_console_login").unwrap()
+    );
+    assert_eq!(
+        request(addr, "POST", "/console/login", Some(&mixed), &body)
+            .await
+            .status,
+        403
+    );
+    // Oversized.
+    let huge = format!("credential={}", "a".repeat(70_000));
+    assert_eq!(
+        request(addr, "POST", "/console/login", None, &huge)
+            .await
+            .status,
+        413
+    );
+
+    // Cookies that are not ours are no session.
+    for cookie in [
+        "latchkey_console=../../etc",
+        "latchkey_console=",
+        &format!("latchkey_console={}", "0".repeat(64)),
+    ] {
+        assert_eq!(
+            request(addr, "GET", "/console/", Some(cookie), "")
+                .await
+                .status,
+            303,
+            "{cookie}"
+        );
+    }
+
+    // Queries that name their field.
+    let (_, session) = sign_in(addr, ADMIN_TOKEN).await;
+    let session = session.unwrap();
+    for (query, field) in [
+        ("status=bogus", "status"),
+        (&format!("owner={}", "o".repeat(300)) as &str, "owner"),
+        ("owner=%07bell", "owner"),
+        ("page_token=garbage", "page_token"),
+    ] {
+        let page = request(
+            addr,
+            "GET",
+            &format!("/console/?{query}"),
+            Some(&session),
+            "",
+        )
+        .await;
+        assert_eq!(page.status, 400, "{query}: {}", page.body);
+        assert!(page.body.contains(field), "{query}: {}", page.body);
+    }
+    // The console answers only its methods.
+    assert_eq!(
+        request(addr, "DELETE", "/console/", Some(&session), "")
+            .await
+            .status,
+        405
+    );
+}
