@@ -11,30 +11,29 @@ on_both_databases!(
     console_sessions_end_with_their_credential,
 );
 
-/// An answer with every header kept (several `Set-Cookie`s).
-struct Page {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
+/// What the console tests read off an answer.
+trait Page {
+    fn header(&self, name: &str) -> Option<&str>;
+    fn cookies(&self) -> Vec<&str>;
+    /// The value `name=…` sets, if a `Set-Cookie` sets it.
+    fn cookie(&self, name: &str) -> Option<String>;
+    /// The value of the page's hidden CSRF field.
+    fn csrf(&self) -> String;
 }
 
-impl Page {
+impl Page for HttpAnswer {
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        self.headers.get(name).map(String::as_str)
     }
 
     fn cookies(&self) -> Vec<&str> {
-        self.headers
+        self.header_lines
             .iter()
             .filter(|(n, _)| n == "set-cookie")
             .map(|(_, v)| v.as_str())
             .collect()
     }
 
-    /// The value `name=…` sets, if a `Set-Cookie` sets it.
     fn cookie(&self, name: &str) -> Option<String> {
         self.cookies().iter().find_map(|c| {
             let (pair, _) = c.split_once(';').unwrap_or((c, ""));
@@ -42,7 +41,6 @@ impl Page {
         })
     }
 
-    /// The value of the page's hidden CSRF field.
     fn csrf(&self) -> String {
         let at = self
             .body
@@ -53,45 +51,19 @@ impl Page {
     }
 }
 
+/// A form `POST` (or any request) with the session's cookie, if any.
 async fn request(
     addr: SocketAddr,
     method: &str,
     path: &str,
     cookie: Option<&str>,
     form: &str,
-) -> Page {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+) -> HttpAnswer {
     let mut headers = vec![("Content-Type", "application/x-www-form-urlencoded")];
     if let Some(cookie) = cookie {
         headers.push(("Cookie", cookie));
     }
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream
-        .write_all(&http_request_bytes(method, path, &headers, form.as_bytes()))
-        .await
-        .unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.unwrap();
-    let raw = String::from_utf8(raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    Page {
-        status,
-        headers,
-        body: body.to_owned(),
-    }
+    http_request(addr, method, path, &headers, form.as_bytes()).await
 }
 
 fn encode(pairs: &[(&str, &str)]) -> String {
@@ -115,7 +87,7 @@ fn encode(pairs: &[(&str, &str)]) -> String {
 
 /// Signs in with `credential`; the answer to the form's POST, and the
 /// session cookie (`name=value`) if one was set.
-async fn sign_in(addr: SocketAddr, credential: &str) -> (Page, Option<String>) {
+async fn sign_in(addr: SocketAddr, credential: &str) -> (HttpAnswer, Option<String>) {
     let form = request(addr, "GET", "/console/login", None, "").await;
     assert_eq!(form.status, 200, "{}", form.body);
     let login_cookie = format!(

@@ -6,7 +6,10 @@ use super::*;
 #[derive(Debug)]
 pub struct HttpAnswer {
     pub status: u16,
+    /// The last value of each header.
     pub headers: std::collections::BTreeMap<String, String>,
+    /// Every header line in order (`Set-Cookie` comes several times).
+    pub header_lines: Vec<(String, String)>,
     pub body: String,
 }
 
@@ -70,13 +73,14 @@ pub fn parse_http_answer(raw: Vec<u8>) -> HttpAnswer {
         .unwrap()
         .parse()
         .unwrap();
-    let headers = lines
+    let header_lines: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
     HttpAnswer {
         status,
-        headers,
+        headers: header_lines.iter().cloned().collect(),
+        header_lines,
         body: body.to_owned(),
     }
 }
