@@ -15,10 +15,10 @@ use uuid::Uuid;
 use zeroize::Zeroizing;
 
 use crate::auth::{Actor, AdminAuth};
-use crate::clock::Clock;
+use crate::clock::{Clock, Timestamp};
 use crate::error::Error;
 use crate::store::{ConsoleSession, Store};
-use crate::token::{ADMIN_SCOPE, Status, TokenKey};
+use crate::token::{ADMIN_SCOPE, Digest, Status, TokenKey};
 
 /// A signed-in session, as a page sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -114,7 +114,7 @@ impl ConsoleSessions {
     }
 
     /// Whether token `id` is still an admin credential at `now`.
-    async fn token_admits(&self, id: Uuid, now: crate::clock::Timestamp) -> Result<bool, Error> {
+    async fn token_admits(&self, id: Uuid, now: Timestamp) -> Result<bool, Error> {
         let Some(token) = self.store.get_token(id).await? else {
             return Ok(false);
         };
@@ -153,14 +153,28 @@ impl ConsoleSessions {
     /// Whether `presented` is the CSRF token of `secret`, compared in
     /// constant time.
     pub fn csrf_matches(&self, secret: &str, presented: &str) -> bool {
-        let expected = self.csrf_token(secret);
-        presented.len() == expected.len()
-            && presented
-                .bytes()
-                .zip(expected.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
+        // As written: lower-case hex only.
+        if !presented
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        {
+            return false;
+        }
+        hex::decode(presented)
+            .ok()
+            .and_then(|bytes| Digest::from_slice(&bytes))
+            .is_some_and(|digest| self.key.matches(&csrf_input(secret), &digest))
     }
+
+    /// The time pages show statuses at: the server's clock.
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+}
+
+/// What a CSRF token is the digest of.
+fn csrf_input(secret: &str) -> String {
+    format!("console csrf\n{secret}")
 }
 
 /// 256 random bits from the OS, hex-encoded.

@@ -34,8 +34,6 @@ const SESSION_COOKIE: &str = "latchkey_console";
 const LOGIN_COOKIE: &str = "latchkey_console_login";
 /// How long a sign-in form stays usable.
 const LOGIN_FORM_SECONDS: u64 = 600;
-/// Longest owner accepted in the filter (as TokenAdmin accepts).
-const MAX_OWNER_CHARS: usize = 256;
 /// Tokens per page.
 const PAGE_SIZE: i32 = 50;
 
@@ -100,10 +98,12 @@ async fn tokens(State(api): State<Arc<WebApi>>, request: Request<Body>) -> Respo
         Err(e) => return unavailable(&e),
     };
     let query = pages::TokenQuery::parse(request.uri().query().unwrap_or(""));
-    if query.owner.chars().count() > MAX_OWNER_CHARS || query.owner.chars().any(char::is_control) {
+    if !query.owner.is_empty()
+        && let Err(e) = crate::token::check_owner("owner", &query.owner)
+    {
         return problem(
             StatusCode::BAD_REQUEST,
-            "owner: at most 256 characters, no control characters",
+            &format!("{}: {}", e.field, e.reason),
         );
     }
     let Some(statuses) = query.statuses() else {
@@ -125,6 +125,7 @@ async fn tokens(State(api): State<Arc<WebApi>>, request: Request<Body>) -> Respo
             &session,
             &console.sessions.csrf_token(&secret),
             &query,
+            console.sessions.now(),
             &page.items,
             &page.next_page_token,
         ),

@@ -107,10 +107,10 @@ pub(super) fn tokens(
     session: &Session,
     csrf: &str,
     query: &TokenQuery,
+    now: Timestamp,
     tokens: &[TokenRecord],
     next_page_token: &str,
 ) -> Response {
-    let now = crate::clock::Clock::now(&crate::clock::SystemClock);
     let rows = tokens
         .iter()
         .map(|t| Row {
