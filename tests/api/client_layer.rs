@@ -10,7 +10,7 @@ use crate::helpers::*;
 use crate::on_both_databases;
 
 #[allow(dead_code)]
-#[path = "../../examples/protected_service.rs"]
+#[path = "../../crates/client/examples/protected_service.rs"]
 mod example;
 
 on_both_databases!(the_example_service_admits_by_token_and_scope);

@@ -2,7 +2,7 @@
 //! needs. With latchkey running:
 //!
 //! ```text
-//! LATCHKEY_ADDR=http://127.0.0.1:50051 cargo run --example protected_service
+//! LATCHKEY_ADDR=http://127.0.0.1:50051 cargo run -p latchkey-client --example protected_service
 //! curl -H "Authorization: Bearer $TOKEN" http://127.0.0.1:8080/reports
 //! ```
 //!
