@@ -396,6 +396,7 @@ impl Application {
                     sessions: console,
                     lifecycle: Arc::clone(&lifecycle),
                     secure: listener.tls.is_some(),
+                    expiry_presets: settings.console.expiry_presets.clone(),
                 }),
             );
             tracing::info!(%addr, "HTTP on /oauth2/introspect, /apis/authentication.k8s.io/v1/tokenreviews and /console/");

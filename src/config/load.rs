@@ -138,6 +138,15 @@ impl Settings {
         {
             bail!("console.session_ttl must be positive and at most 30 days");
         }
+        let presets = &self.console.expiry_presets;
+        if presets.is_empty()
+            || presets.len() > 10
+            || presets
+                .iter()
+                .any(|p| p.as_secs() < 60 || p.as_secs() > 100 * 365 * 86_400)
+        {
+            bail!("console.expiry_presets must hold 1 to 10 durations, each from 1m to 100 years");
+        }
         if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
             bail!("tls.cert_file and tls.key_file go together: set both or neither");
         }

@@ -170,20 +170,46 @@ impl Default for LookupSettings {
 }
 
 /// The web console on the HTTP listener (`/console/`).
-#[derive(Clone, Copy, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ConsoleSettings {
     /// How long a sign-in lasts.
     #[serde(with = "humantime_serde")]
     pub session_ttl: Duration,
+    /// The lifetimes a new token's form offers, first one chosen.
+    #[serde(deserialize_with = "durations")]
+    pub expiry_presets: Vec<Duration>,
 }
 
 impl Default for ConsoleSettings {
     fn default() -> Self {
+        const DAY: u64 = 86_400;
         ConsoleSettings {
             session_ttl: Duration::from_secs(12 * 3600),
+            expiry_presets: [30, 60, 90, 365]
+                .map(|days| Duration::from_secs(days * DAY))
+                .to_vec(),
         }
     }
+}
+
+/// A list of durations, from a list (a file) or a comma-separated string
+/// (an environment variable): `["30d", "90d"]` or `30d,90d`.
+fn durations<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum List {
+        Items(Vec<String>),
+        Joined(String),
+    }
+    let items = match List::deserialize(d)? {
+        List::Items(items) => items,
+        List::Joined(joined) => joined.split(',').map(str::to_owned).collect(),
+    };
+    items
+        .iter()
+        .map(|item| humantime::parse_duration(item.trim()).map_err(serde::de::Error::custom))
+        .collect()
 }
 
 #[derive(Clone, Copy, Debug, Deserialize)]

@@ -9,6 +9,7 @@ use crate::on_both_databases;
 on_both_databases!(
     console_signs_in_lists_tokens_and_signs_out,
     console_sessions_end_with_their_credential,
+    console_changes_tokens_only_with_a_session_and_its_csrf_token,
 );
 
 /// What the console tests read off an answer.
@@ -415,4 +416,364 @@ async fn console_refuses_hostile_sign_ins_and_queries() {
             .status,
         405
     );
+}
+
+/// The tokens of `owner`.
+async fn tokens_of(app: &TestApp, owner: &str) -> Vec<latchkey::grpc::pb::Token> {
+    app.admin
+        .clone()
+        .list_tokens(app.admin_request(latchkey::grpc::pb::ListTokensRequest {
+            owner: owner.to_owned(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .tokens
+}
+
+/// The event kinds of `token`'s audit trail, in the order they were written.
+async fn event_kinds(app: &TestApp, token: &str) -> Vec<String> {
+    let mut events = app
+        .admin
+        .clone()
+        .list_token_events(
+            app.admin_request(latchkey::grpc::pb::ListTokenEventsRequest {
+                token_id: token.to_owned(),
+                ..Default::default()
+            }),
+        )
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    events.sort_by(|a, b| a.id.cmp(&b.id));
+    events
+        .into_iter()
+        .map(|e| e.kind().as_str_name().to_owned())
+        .collect()
+}
+
+async fn console_changes_tokens_only_with_a_session_and_its_csrf_token(backend: Backend) {
+    let app = console_app(backend).await;
+    let addr = app.http_addr.unwrap();
+    let (_, session) = sign_in(addr, ADMIN_TOKEN).await;
+    let session = session.unwrap();
+    let form = request(
+        addr,
+        "GET",
+        "/console/tokens/new?owner=user-7",
+        Some(&session),
+        "",
+    )
+    .await;
+    assert_eq!(form.status, 200);
+    assert!(form.body.contains(r#"value="user-7""#), "{}", form.body);
+    for preset in ["30 days", "60 days", "90 days", "1 year", "Never"] {
+        assert!(form.body.contains(preset), "{preset}");
+    }
+    let csrf = form.csrf();
+    let (victim, victim_secret) = app.create_token("user-7", &["repo:read"]).await;
+    let id = victim.id.clone();
+    let before = event_kinds(&app, &id).await;
+
+    // Every route that changes state, with what it would change.
+    let create = encode(&[("owner", "user-7"), ("name", "made"), ("expiry", "0")]);
+    let posts = [
+        ("/console/tokens".to_owned(), create.clone()),
+        (
+            format!("/console/tokens/{id}/update"),
+            encode(&[("name", "renamed")]),
+        ),
+        (
+            format!("/console/tokens/{id}/revoke"),
+            encode(&[("reason", "x")]),
+        ),
+        (format!("/console/tokens/{id}/restore"), String::new()),
+        (
+            format!("/console/tokens/{id}/renew"),
+            encode(&[("grace", "0")]),
+        ),
+        (format!("/console/tokens/{id}/delete"), String::new()),
+        ("/console/logout".to_owned(), String::new()),
+    ];
+    let someone_elses = {
+        let (_, other) = sign_in(addr, ADMIN_TOKEN).await;
+        let other = other.unwrap();
+        request(addr, "GET", "/console/", Some(&other), "")
+            .await
+            .csrf()
+    };
+    for (path, fields) in &posts {
+        // No session: to the sign-in page.
+        let with_csrf = format!("{fields}&csrf={csrf}");
+        let away = request(addr, "POST", path, None, &with_csrf).await;
+        assert_eq!(
+            (away.status, away.header("location")),
+            (303, Some("/console/login")),
+            "{path}"
+        );
+        // A session without its CSRF token, with another session's, or
+        // with one that is not hex: refused.
+        for bad in [
+            fields.clone(),
+            format!("{fields}&csrf={someone_elses}"),
+            format!("{fields}&csrf={}", csrf.to_uppercase()),
+            format!("{fields}&csrf=%00{}", &csrf[1..]),
+        ] {
+            let refused = request(addr, "POST", path, Some(&session), &bad).await;
+            assert_eq!(refused.status, 403, "{path} {bad}: {}", refused.body);
+            assert!(refused.body.contains("nothing was changed"), "{path}");
+        }
+    }
+    // Nothing changed: no new token, no event, the token as it was.
+    let listed = tokens_of(&app, "user-7").await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].name, victim.name);
+    assert_eq!(event_kinds(&app, &id).await, before);
+    assert_eq!(
+        app.verify(&victim_secret, &[]).await.verdict(),
+        latchkey::grpc::pb::Verdict::Valid
+    );
+    assert_eq!(
+        request(addr, "GET", "/console/", Some(&session), "")
+            .await
+            .status,
+        200
+    );
+
+    // Hostile fields, each named, nothing written.
+    for (fields, status, says) in [
+        (
+            vec![("owner", "user-7"), ("name", "x"), ("expiry", "7")],
+            400,
+            "expiry",
+        ),
+        (
+            vec![("owner", "user-7"), ("name", "x"), ("expiry", "-1")],
+            400,
+            "expiry",
+        ),
+        (vec![("owner", "user-7"), ("name", "x")], 400, "expiry"),
+        (
+            vec![("owner", "user-7"), ("name", "bell\u{7}"), ("expiry", "0")],
+            400,
+            "name",
+        ),
+        (
+            vec![("owner", ""), ("name", "x"), ("expiry", "0")],
+            400,
+            "owner",
+        ),
+        (
+            vec![
+                ("owner", "user-7"),
+                ("name", "x"),
+                ("scopes", "a b\u{1b}c"),
+                ("expiry", "0"),
+            ],
+            400,
+            "scopes",
+        ),
+        (
+            vec![
+                ("owner", "user-7"),
+                ("name", &"n".repeat(200)),
+                ("expiry", "0"),
+            ],
+            400,
+            "name",
+        ),
+    ] {
+        let mut pairs = fields.clone();
+        pairs.push(("csrf", &csrf));
+        let answer = request(
+            addr,
+            "POST",
+            "/console/tokens",
+            Some(&session),
+            &encode(&pairs),
+        )
+        .await;
+        assert_eq!(answer.status, status, "{fields:?}: {}", answer.body);
+        assert!(answer.body.contains(says), "{fields:?}: {}", answer.body);
+        assert!(answer.body.contains(r#"role="alert""#));
+    }
+    let huge = format!("csrf={csrf}&name={}", "a".repeat(70_000));
+    assert_eq!(
+        request(addr, "POST", "/console/tokens", Some(&session), &huge)
+            .await
+            .status,
+        413
+    );
+    assert_eq!(tokens_of(&app, "user-7").await.len(), 1);
+    for path in [
+        "/console/tokens/not-a-uuid".to_owned(),
+        format!("/console/tokens/{}", uuid::Uuid::nil()),
+        format!("/console/tokens/{}/delete", uuid::Uuid::nil()),
+    ] {
+        assert_eq!(
+            request(addr, "GET", &path, Some(&session), "").await.status,
+            404,
+            "{path}"
+        );
+    }
+    let nil_revoke = encode(&[("csrf", &csrf), ("reason", "x")]);
+    let path = format!("/console/tokens/{}/revoke", uuid::Uuid::nil());
+    assert_eq!(
+        request(addr, "POST", &path, Some(&session), &nil_revoke)
+            .await
+            .status,
+        404
+    );
+    let bad_grace = encode(&[("csrf", &csrf), ("grace", "31536000")]);
+    let path = format!("/console/tokens/{id}/renew");
+    let answer = request(addr, "POST", &path, Some(&session), &bad_grace).await;
+    assert_eq!(answer.status, 400);
+    assert!(answer.body.contains("grace"));
+
+    // With both: the change is made, as the admin, and the browser goes
+    // back only to a console page.
+    for (back, goes) in [
+        ("/console/?owner=user-7", "/console/?owner=user-7"),
+        ("//evil.example/console/", "/console/"),
+        ("https://evil.example/", "/console/"),
+        ("/console/\\\\evil.example", "/console/"),
+        (
+            "/console/%0d%0aSet-Cookie:x=1",
+            "/console/%0d%0aSet-Cookie:x=1",
+        ),
+    ] {
+        let revoke = encode(&[("csrf", &csrf), ("reason", "leaked"), ("back", back)]);
+        let answer = request(
+            addr,
+            "POST",
+            &format!("/console/tokens/{id}/revoke"),
+            Some(&session),
+            &revoke,
+        )
+        .await;
+        assert_eq!(
+            (answer.status, answer.header("location")),
+            (303, Some(goes)),
+            "{back}"
+        );
+        let restore = encode(&[("csrf", &csrf), ("back", back)]);
+        let answer = request(
+            addr,
+            "POST",
+            &format!("/console/tokens/{id}/restore"),
+            Some(&session),
+            &restore,
+        )
+        .await;
+        assert_eq!(answer.status, 303);
+    }
+    let kinds = event_kinds(&app, &id).await;
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "EVENT_KIND_REVOKED").count(),
+        5,
+        "{kinds:?}"
+    );
+
+    // The secret is shown once, in the creation dialog, and nowhere else.
+    let create = encode(&[
+        ("csrf", &csrf),
+        ("owner", "user-7"),
+        ("name", "shown once"),
+        ("expiry", "never"),
+    ]);
+    let dialog = request(addr, "POST", "/console/tokens", Some(&session), &create).await;
+    assert_eq!(dialog.status, 200, "{}", dialog.body);
+    assert!(dialog.body.contains("<dialog open"));
+    assert_eq!(dialog.header("cache-control"), Some("no-store"));
+    let at = dialog.body.find(r#"id="secret" value=""#).unwrap() + 19;
+    let secret: String = dialog.body[at..]
+        .chars()
+        .take_while(|c| *c != '"')
+        .collect();
+    let verified = app.verify(&secret, &[]).await;
+    assert_eq!(verified.verdict(), latchkey::grpc::pb::Verdict::Valid);
+    let made = verified.token.unwrap();
+    assert!(made.expire_time.is_none(), "chosen: Never");
+    for path in [
+        "/console/".to_owned(),
+        "/console/?owner=user-7".to_owned(),
+        format!("/console/tokens/{}", made.id),
+        format!("/console/tokens/{}/delete", made.id),
+    ] {
+        let page = request(addr, "GET", &path, Some(&session), "").await;
+        assert_eq!(page.status, 200, "{path}");
+        assert!(!page.body.contains(&secret), "{path} shows the secret");
+        assert!(
+            !page.body.contains(&secret[3..20]),
+            "{path} shows part of the secret"
+        );
+    }
+    // Renewing shows the new secret once; the old one stops at once.
+    let renew = encode(&[("csrf", &csrf), ("grace", "0")]);
+    let renewed = request(
+        addr,
+        "POST",
+        &format!("/console/tokens/{}/renew", made.id),
+        Some(&session),
+        &renew,
+    )
+    .await;
+    assert_eq!(renewed.status, 200, "{}", renewed.body);
+    assert!(renewed.body.contains("Token renewed"));
+    assert_eq!(
+        app.verify(&secret, &[]).await.verdict(),
+        latchkey::grpc::pb::Verdict::Revoked
+    );
+    // Renaming, then deleting, as the admin.
+    let rename = encode(&[
+        ("csrf", &csrf),
+        ("name", "renamed"),
+        ("description", "by the console"),
+    ]);
+    let answer = request(
+        addr,
+        "POST",
+        &format!("/console/tokens/{id}/update"),
+        Some(&session),
+        &rename,
+    )
+    .await;
+    assert_eq!(
+        (answer.status, answer.header("location")),
+        (303, Some(&*format!("/console/tokens/{id}")))
+    );
+    let page = request(
+        addr,
+        "GET",
+        &format!("/console/tokens/{id}"),
+        Some(&session),
+        "",
+    )
+    .await;
+    assert!(page.body.contains("renamed") && page.body.contains("by the console"));
+    assert!(
+        page.body.contains("EVENT_KIND_UPDATED") || page.body.contains("UPDATED"),
+        "the audit trail"
+    );
+    let delete = encode(&[("csrf", &csrf), ("back", &format!("/console/tokens/{id}"))]);
+    let answer = request(
+        addr,
+        "POST",
+        &format!("/console/tokens/{id}/delete"),
+        Some(&session),
+        &delete,
+    )
+    .await;
+    assert_eq!(
+        (answer.status, answer.header("location")),
+        (303, Some("/console/"))
+    );
+    assert_eq!(
+        app.verify(&victim_secret, &[]).await.verdict(),
+        latchkey::grpc::pb::Verdict::Unknown
+    );
+    let kinds = event_kinds(&app, &id).await;
+    assert_eq!(kinds.last().map(String::as_str), Some("EVENT_KIND_DELETED"));
 }

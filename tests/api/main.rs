@@ -11,6 +11,7 @@ mod cli;
 mod client_layer;
 mod connections;
 mod console;
+mod console_browser;
 mod discovery;
 mod envoy;
 mod ext_authz;

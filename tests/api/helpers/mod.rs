@@ -23,12 +23,14 @@ use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
+mod browser;
 mod calls;
 mod checks;
 mod cli;
 mod http;
 mod logs;
 
+pub use browser::*;
 pub use checks::*;
 pub use cli::*;
 pub use http::*;

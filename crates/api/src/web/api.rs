@@ -55,6 +55,8 @@ pub struct Console {
     /// Whether the listener speaks TLS: the console's cookies are then
     /// `Secure`.
     pub secure: bool,
+    /// The lifetimes a new token's form offers (`console.expiry_presets`).
+    pub expiry_presets: Vec<std::time::Duration>,
 }
 
 pub struct WebApi {

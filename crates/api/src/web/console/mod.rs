@@ -1,15 +1,18 @@
 //! The web console under `/console/` on the HTTP listener: an admin signs
-//! in with an admin credential and sees the tokens.
+//! in with an admin credential and manages the tokens ([`tokens`]).
 //!
 //! Pages are HTML rendered on the server from templates checked at compile
-//! time ([`pages`]), with plain forms and no script. The session is a
+//! time ([`pages`]), with plain forms that work without script; one small
+//! script of our own (`console.js`) adds the Copy button. The session is a
 //! cookie (`HttpOnly`, `SameSite=Strict`, `Secure` under TLS, path
 //! `/console`) whose secret the database keeps only as a digest
 //! ([`crate::console::ConsoleSessions`]); every form that changes state carries a CSRF
 //! token derived from the session (or, on the sign-in form, from a cookie
 //! of its own). Every answer carries a strict Content-Security-Policy.
 
+mod exchange;
 mod pages;
+mod tokens;
 
 use std::sync::Arc;
 
@@ -22,14 +25,15 @@ use hyper::StatusCode;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use zeroize::Zeroizing;
 
+use self::exchange::{
+    Form, SESSION_COOKIE, console, cookie, cookie_value, problem, refused, require_session,
+    see_other, set_cookie, signed_in,
+};
 use super::api::{Console, WebApi, read_body};
-use crate::console::Session;
 use crate::error::Error;
 use crate::lifecycle::ListQuery;
 use crate::query::ListFilter;
 
-/// The session cookie.
-const SESSION_COOKIE: &str = "latchkey_console";
 /// The sign-in form's own cookie, whose value its CSRF token is made from.
 const LOGIN_COOKIE: &str = "latchkey_console_login";
 /// How long a sign-in form stays usable.
@@ -41,10 +45,12 @@ const PAGE_SIZE: i32 = 50;
 pub(super) fn routes() -> Router<Arc<WebApi>> {
     Router::new()
         .route("/console", get(|| async { see_other("/console/") }))
-        .route("/console/", get(tokens))
+        .route("/console/", get(token_list))
         .route("/console/login", get(login_form).post(login))
         .route("/console/logout", post(logout))
         .route("/console/console.css", get(stylesheet))
+        .route("/console/console.js", get(script))
+        .merge(tokens::routes())
         .layer(axum::middleware::map_response(security_headers))
 }
 
@@ -53,8 +59,8 @@ async fn security_headers(mut response: Response) -> Response {
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
-            "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
-             frame-ancestors 'none'; base-uri 'none'",
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+             form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
         ),
     );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
@@ -83,19 +89,23 @@ async fn stylesheet() -> Response {
         .into_response()
 }
 
-fn console(api: &WebApi) -> &Console {
-    api.console
-        .as_ref()
-        .expect("console routes are served only with a console")
+async fn script() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        include_str!("../../../assets/console.js"),
+    )
+        .into_response()
 }
 
 /// The token list, filtered by the query's `owner` and `status`.
-async fn tokens(State(api): State<Arc<WebApi>>, request: Request<Body>) -> Response {
+async fn token_list(State(api): State<Arc<WebApi>>, request: Request<Body>) -> Response {
     let console = console(&api);
-    let (secret, session) = match signed_in(console, request.headers()).await {
-        Ok(Some(found)) => found,
-        Ok(None) => return see_other("/console/login"),
-        Err(e) => return unavailable(&e),
+    let (secret, session) = match require_session(console, request.headers()).await {
+        Ok(found) => found,
+        Err(answer) => return answer,
     };
     let query = pages::TokenQuery::parse(request.uri().query().unwrap_or(""));
     if !query.owner.is_empty()
@@ -125,11 +135,15 @@ async fn tokens(State(api): State<Arc<WebApi>>, request: Request<Body>) -> Respo
             &session,
             &console.sessions.csrf_token(&secret),
             &query,
+            request
+                .uri()
+                .path_and_query()
+                .map_or("/console/", |p| p.as_str()),
             console.sessions.now(),
             &page.items,
             &page.next_page_token,
         ),
-        Err(e) => unavailable(&e),
+        Err(e) => refused(&e),
     }
 }
 
@@ -206,7 +220,7 @@ async fn login(State(api): State<Arc<WebApi>>, request: Request<Body>) -> Respon
             StatusCode::FORBIDDEN,
             Some(&format!("That token does not hold the scope {scope}.")),
         ),
-        Err(e) => unavailable(&e),
+        Err(e) => refused(&e),
     }
 }
 
@@ -232,7 +246,7 @@ async fn logout(State(api): State<Arc<WebApi>>, request: Request<Body>) -> Respo
         );
     }
     if let Err(e) = console.sessions.sign_out(&secret).await {
-        return unavailable(&e);
+        return refused(&e);
     }
     let mut answer = see_other("/console/login");
     set_cookie(
@@ -240,86 +254,4 @@ async fn logout(State(api): State<Arc<WebApi>>, request: Request<Body>) -> Respo
         &cookie(SESSION_COOKIE, "", "/console", 0, console.secure),
     );
     answer
-}
-
-/// The session the request's cookie names, if it is live.
-async fn signed_in(
-    console: &Console,
-    headers: &HeaderMap,
-) -> Result<Option<(Zeroizing<String>, Session)>, Error> {
-    let Some(secret) = cookie_value(headers, SESSION_COOKIE) else {
-        return Ok(None);
-    };
-    let secret = Zeroizing::new(secret.to_owned());
-    Ok(console
-        .sessions
-        .session(&secret)
-        .await?
-        .map(|session| (secret, session)))
-}
-
-/// The value of cookie `name`, if it is there and looks like one of ours
-/// (64 hex digits); anything else is no cookie.
-fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(n, _)| *n == name)
-        .map(|(_, value)| value)
-        .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
-}
-
-fn cookie(name: &str, value: &str, path: &str, max_age: u64, secure: bool) -> String {
-    let secure = if secure { "; Secure" } else { "" };
-    format!("{name}={value}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite=Strict{secure}")
-}
-
-fn set_cookie(response: &mut Response, cookie: &str) {
-    if let Ok(value) = HeaderValue::from_str(cookie) {
-        response.headers_mut().append(header::SET_COOKIE, value);
-    }
-}
-
-fn see_other(location: &'static str) -> Response {
-    (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response()
-}
-
-fn problem(status: StatusCode, message: &str) -> Response {
-    pages::problem(status, message)
-}
-
-/// The page when the database could not answer: the request changed
-/// nothing, and may be tried again.
-fn unavailable(error: &Error) -> Response {
-    tracing::warn!(%error, "console: cannot answer");
-    match error {
-        Error::InvalidArgument { field, reason } => {
-            problem(StatusCode::BAD_REQUEST, &format!("{field}: {reason}"))
-        }
-        _ => problem(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "latchkey cannot reach its database right now. Nothing was changed; try again.",
-        ),
-    }
-}
-
-/// A submitted form's fields (the last of each name), zeroed when dropped:
-/// the sign-in form carries a credential.
-struct Form(Vec<(String, Zeroizing<String>)>);
-
-impl Form {
-    fn parse(body: &[u8]) -> Form {
-        Form(
-            form_urlencoded::parse(body)
-                .map(|(k, v)| (k.into_owned(), Zeroizing::new(v.into_owned())))
-                .collect(),
-        )
-    }
-
-    fn get(&self, name: &str) -> Option<&Zeroizing<String>> {
-        self.0.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v)
-    }
 }

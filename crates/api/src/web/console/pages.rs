@@ -7,9 +7,18 @@ use askama::Template;
 use axum::response::{Html, IntoResponse, Response};
 use hyper::StatusCode;
 
+use crate::audit::Event;
 use crate::clock::Timestamp;
 use crate::console::Session;
-use crate::token::{Status, TokenRecord};
+use crate::token::{Secret, Status, TokenRecord};
+
+/// How long a renewed token's old secret may keep working: (seconds, label).
+pub(super) const GRACE_PERIODS: [(u64, &str); 4] = [
+    (0, "None: the old token stops at once"),
+    (3600, "1 hour"),
+    (86_400, "1 day"),
+    (7 * 86_400, "7 days"),
+];
 
 /// The token list's query: `owner`, `status` and `page_token`.
 #[derive(Clone, Debug, Default)]
@@ -79,16 +88,63 @@ pub(super) fn login(status: StatusCode, csrf: &str, problem: Option<&str>) -> Re
     render(status, &Login { csrf, problem })
 }
 
-/// A token as a row of the list.
-struct Row {
+/// Who is signed in, as the page header says it.
+fn actor(session: &Session) -> String {
+    match session.actor {
+        crate::auth::Actor::Admin => "the admin credential".to_owned(),
+        actor => format!("token {actor}"),
+    }
+}
+
+/// A token as pages show it.
+struct TokenView {
+    id: String,
     name: String,
+    description: String,
     owner: String,
+    /// The owner's token list.
+    owner_link: String,
     hint: String,
+    scopes: Vec<String>,
     /// (RFC 3339, as shown)
     created: (String, String),
     last_used: Option<(String, String)>,
     expires: Option<(String, String)>,
     status: &'static str,
+    revoke_reason: String,
+    replaces: Option<String>,
+    replaced_by: Option<String>,
+}
+
+impl TokenView {
+    fn new(t: &TokenRecord, now: Timestamp) -> TokenView {
+        TokenView {
+            id: t.id.to_string(),
+            name: t.name.clone(),
+            description: t.description.clone(),
+            owner: t.owner.clone(),
+            owner_link: format!(
+                "/console/?{}",
+                form_urlencoded::Serializer::new(String::new())
+                    .append_pair("owner", &t.owner)
+                    .finish()
+            ),
+            hint: t.display_hint.clone(),
+            scopes: t.scopes.clone(),
+            created: time(t.create_time),
+            last_used: t.last_used_time.map(time),
+            expires: t.expire_time.map(time),
+            status: match t.status(now) {
+                Status::Active => "active",
+                Status::Revoked => "revoked",
+                Status::Expired => "expired",
+                Status::Inactive => "inactive",
+            },
+            revoke_reason: t.revoke_reason.clone(),
+            replaces: t.replaces.map(|id| id.to_string()),
+            replaced_by: t.replaced_by.map(|id| id.to_string()),
+        }
+    }
 }
 
 #[derive(Template)]
@@ -99,7 +155,11 @@ struct Tokens<'a> {
     owner: &'a str,
     /// The status filter's choices: (value, label, selected).
     statuses: Vec<(&'static str, &'static str, bool)>,
-    tokens: Vec<Row>,
+    tokens: Vec<TokenView>,
+    /// This page's own address, where row actions come back to.
+    here: &'a str,
+    /// The new-token form's address, for the owner filtered on.
+    new_link: String,
     next: Option<String>,
 }
 
@@ -107,40 +167,204 @@ pub(super) fn tokens(
     session: &Session,
     csrf: &str,
     query: &TokenQuery,
+    here: &str,
     now: Timestamp,
     tokens: &[TokenRecord],
     next_page_token: &str,
 ) -> Response {
-    let rows = tokens
-        .iter()
-        .map(|t| Row {
-            name: t.name.clone(),
-            owner: t.owner.clone(),
-            hint: t.display_hint.clone(),
-            created: time(t.create_time),
-            last_used: t.last_used_time.map(time),
-            expires: t.expire_time.map(time),
-            status: match t.status(now) {
-                Status::Active => "active",
-                Status::Revoked => "revoked",
-                Status::Expired => "expired",
-                Status::Inactive => "inactive",
-            },
-        })
-        .collect();
+    let mut new_link = form_urlencoded::Serializer::new(String::new());
+    if !query.owner.is_empty() {
+        new_link.append_pair("owner", &query.owner);
+    }
     let page = Tokens {
-        actor: match session.actor {
-            crate::auth::Actor::Admin => "the admin credential".to_owned(),
-            actor => format!("token {actor}"),
-        },
+        actor: actor(session),
         csrf,
         owner: &query.owner,
         statuses: STATUSES
             .iter()
             .map(|&(value, label)| (value, label, value == query.status))
             .collect(),
-        tokens: rows,
+        tokens: tokens.iter().map(|t| TokenView::new(t, now)).collect(),
+        here,
+        new_link: format!("/console/tokens/new?{}", new_link.finish()),
         next: (!next_page_token.is_empty()).then(|| query.link(next_page_token)),
+    };
+    render(StatusCode::OK, &page)
+}
+
+/// What the new-token form holds, as entered.
+#[derive(Clone, Debug, Default)]
+pub(super) struct NewTokenForm {
+    pub owner: String,
+    pub name: String,
+    pub description: String,
+    /// Separated by spaces.
+    pub scopes: String,
+    /// The index of an expiry preset, or `never`.
+    pub expiry: String,
+}
+
+#[derive(Template)]
+#[template(path = "console/new_token.html")]
+struct NewTokenPage<'a> {
+    actor: String,
+    csrf: &'a str,
+    form: &'a NewTokenForm,
+    /// The lifetimes offered: (value, label, checked).
+    expiries: Vec<(String, String, bool)>,
+    problem: Option<&'a str>,
+}
+
+pub(super) fn new_token(
+    status: StatusCode,
+    session: &Session,
+    csrf: &str,
+    presets: &[Duration],
+    form: &NewTokenForm,
+    problem: Option<&str>,
+) -> Response {
+    let chosen = if form.expiry.is_empty() {
+        "0"
+    } else {
+        &form.expiry
+    };
+    let expiries = presets
+        .iter()
+        .enumerate()
+        .map(|(i, preset)| (i.to_string(), lifetime(*preset)))
+        .chain([("never".to_owned(), "Never".to_owned())])
+        .map(|(value, label)| {
+            let checked = value == chosen;
+            (value, label, checked)
+        })
+        .collect();
+    let page = NewTokenPage {
+        actor: actor(session),
+        csrf,
+        form,
+        expiries,
+        problem,
+    };
+    render(status, &page)
+}
+
+/// A lifetime as a person says it: "30 days", "1 year", "12 hours".
+fn lifetime(d: Duration) -> String {
+    const DAY: u64 = 86_400;
+    let secs = d.as_secs();
+    let plural = |n: u64, unit: &str| format!("{n} {unit}{}", if n == 1 { "" } else { "s" });
+    if secs.is_multiple_of(365 * DAY) {
+        plural(secs / (365 * DAY), "year")
+    } else if secs.is_multiple_of(DAY) {
+        plural(secs / DAY, "day")
+    } else if secs.is_multiple_of(3600) {
+        plural(secs / 3600, "hour")
+    } else {
+        plural(secs.div_ceil(60), "minute")
+    }
+}
+
+#[derive(Template)]
+#[template(path = "console/created.html")]
+struct Created<'a> {
+    actor: String,
+    csrf: &'a str,
+    heading: &'a str,
+    token: TokenView,
+    secret: &'a str,
+}
+
+/// The dialog that shows a new token's secret, the only page that ever
+/// shows one.
+pub(super) fn created(
+    session: &Session,
+    csrf: &str,
+    heading: &str,
+    record: &TokenRecord,
+    secret: &Secret,
+) -> Response {
+    let page = Created {
+        actor: actor(session),
+        csrf,
+        heading,
+        token: TokenView::new(record, record.create_time),
+        secret: secret.expose(),
+    };
+    render(StatusCode::OK, &page)
+}
+
+/// An audit event as a row.
+struct EventRow {
+    time: (String, String),
+    kind: String,
+    actor: String,
+    detail: String,
+}
+
+#[derive(Template)]
+#[template(path = "console/token.html")]
+struct TokenPage<'a> {
+    actor: String,
+    csrf: &'a str,
+    token: TokenView,
+    here: String,
+    /// The renewal form's choices: (seconds, label).
+    grace_periods: &'static [(u64, &'static str)],
+    events: Vec<EventRow>,
+}
+
+pub(super) fn token(
+    session: &Session,
+    csrf: &str,
+    now: Timestamp,
+    record: &TokenRecord,
+    events: &[Event],
+) -> Response {
+    let token = TokenView::new(record, now);
+    let page = TokenPage {
+        actor: actor(session),
+        csrf,
+        here: format!("/console/tokens/{}", token.id),
+        token,
+        grace_periods: &GRACE_PERIODS,
+        events: events
+            .iter()
+            .map(|e| EventRow {
+                time: time(e.time),
+                kind: e.kind.as_str().to_owned(),
+                actor: e.actor.clone(),
+                detail: e
+                    .detail
+                    .iter()
+                    .map(|(k, v)| format!("{k}: {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+            .collect(),
+    };
+    render(StatusCode::OK, &page)
+}
+
+#[derive(Template)]
+#[template(path = "console/confirm_delete.html")]
+struct ConfirmDelete<'a> {
+    actor: String,
+    csrf: &'a str,
+    token: TokenView,
+    back: &'a str,
+}
+
+pub(super) fn confirm_delete(
+    session: &Session,
+    csrf: &str,
+    record: &TokenRecord,
+    back: &str,
+) -> Response {
+    let page = ConfirmDelete {
+        actor: actor(session),
+        csrf,
+        token: TokenView::new(record, record.update_time),
+        back,
     };
     render(StatusCode::OK, &page)
 }

@@ -1,0 +1,187 @@
+//! What every console page does with a request: find its session, read
+//! its form and check the form's CSRF token, and answer (a redirect, a
+//! cookie, or a page saying what was refused).
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
+use hyper::StatusCode;
+use hyper::header::{self, HeaderMap, HeaderValue};
+use zeroize::Zeroizing;
+
+use super::pages;
+use crate::console::Session;
+use crate::error::Error;
+use crate::web::api::{Console, WebApi, read_body};
+
+/// The session cookie.
+pub(super) const SESSION_COOKIE: &str = "latchkey_console";
+
+pub(super) fn console(api: &WebApi) -> &Console {
+    api.console
+        .as_ref()
+        .expect("console routes are served only with a console")
+}
+
+/// The live session the request's cookie names, or the answer: to the
+/// sign-in page without one.
+pub(super) async fn require_session(
+    console: &Console,
+    headers: &HeaderMap,
+) -> Result<(Zeroizing<String>, Session), Response> {
+    match signed_in(console, headers).await {
+        Ok(Some(found)) => Ok(found),
+        Ok(None) => Err(see_other("/console/login")),
+        Err(e) => Err(refused(&e)),
+    }
+}
+
+/// A form posted in a live session with that session's CSRF token: the
+/// session, its secret and the form; or the answer that refuses it, having
+/// changed nothing.
+pub(super) async fn posted(
+    console: &Console,
+    request: Request<Body>,
+) -> Result<(Zeroizing<String>, Session, Form), Response> {
+    let (secret, session) = require_session(console, request.headers()).await?;
+    let (_, body) = read_body(request)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    let form = Form::parse(&body);
+    if !console
+        .sessions
+        .csrf_matches(&secret, form.get("csrf").map_or("", |v| v.as_str()))
+    {
+        return Err(problem(
+            StatusCode::FORBIDDEN,
+            "The form expired or came from elsewhere; nothing was changed.",
+        ));
+    }
+    Ok((secret, session, form))
+}
+
+/// The session the request's cookie names, if it is live.
+pub(super) async fn signed_in(
+    console: &Console,
+    headers: &HeaderMap,
+) -> Result<Option<(Zeroizing<String>, Session)>, Error> {
+    let Some(secret) = cookie_value(headers, SESSION_COOKIE) else {
+        return Ok(None);
+    };
+    let secret = Zeroizing::new(secret.to_owned());
+    Ok(console
+        .sessions
+        .session(&secret)
+        .await?
+        .map(|session| (secret, session)))
+}
+
+/// The value of cookie `name`, if it is there and looks like one of ours
+/// (64 hex digits); anything else is no cookie.
+pub(super) fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, value)| value)
+        .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+pub(super) fn cookie(name: &str, value: &str, path: &str, max_age: u64, secure: bool) -> String {
+    let secure = if secure { "; Secure" } else { "" };
+    format!("{name}={value}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite=Strict{secure}")
+}
+
+pub(super) fn set_cookie(response: &mut Response, cookie: &str) {
+    if let Ok(value) = HeaderValue::from_str(cookie) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+}
+
+pub(super) fn see_other(location: &str) -> Response {
+    match HeaderValue::from_str(location) {
+        Ok(location) => (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response(),
+        Err(_) => problem(StatusCode::BAD_REQUEST, "back: not a console page"),
+    }
+}
+
+/// Where a form's `back` field says to go afterwards: a console page of
+/// this server (a path under `/console/`), or the token list.
+pub(super) fn back(form: &Form) -> String {
+    let back = form.get("back").map_or("", |v| v.as_str());
+    let ours = back.starts_with("/console/")
+        && !back.contains("//")
+        && !back.contains('\\')
+        && back.len() <= 2048
+        && back.bytes().all(|b| b.is_ascii_graphic());
+    if ours {
+        back.to_owned()
+    } else {
+        "/console/".to_owned()
+    }
+}
+
+pub(super) fn problem(status: StatusCode, message: &str) -> Response {
+    pages::problem(status, message)
+}
+
+/// The page for a request the lifecycle refused, saying why; when the
+/// database could not answer, that nothing changed and it may be tried
+/// again.
+pub(super) fn refused(error: &Error) -> Response {
+    let (status, message) = refusal(error);
+    problem(status, &message)
+}
+
+/// What a page says when the lifecycle refuses a request.
+pub(super) fn refusal(error: &Error) -> (StatusCode, String) {
+    match error {
+        Error::InvalidArgument { field, reason } => {
+            (StatusCode::BAD_REQUEST, format!("{field}: {reason}"))
+        }
+        Error::NotFound => (StatusCode::NOT_FOUND, "There is no such token.".to_owned()),
+        Error::FailedPrecondition(why) => (StatusCode::CONFLICT, why.clone()),
+        Error::TokenReused => (StatusCode::CONFLICT, error.to_string()),
+        Error::ResourceExhausted { message, .. } => {
+            (StatusCode::TOO_MANY_REQUESTS, message.clone())
+        }
+        Error::Unauthenticated | Error::PermissionDenied(_) => (
+            StatusCode::FORBIDDEN,
+            "Your credential no longer administers latchkey.".to_owned(),
+        ),
+        _ => {
+            tracing::warn!(%error, "console: cannot answer");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "latchkey cannot reach its database right now. Nothing was changed; try again."
+                    .to_owned(),
+            )
+        }
+    }
+}
+
+/// A submitted form's fields (the last of each name), zeroed when dropped:
+/// the sign-in form carries a credential.
+#[derive(Default)]
+pub(super) struct Form(Vec<(String, Zeroizing<String>)>);
+
+impl Form {
+    pub(super) fn parse(body: &[u8]) -> Form {
+        Form(
+            form_urlencoded::parse(body)
+                .map(|(k, v)| (k.into_owned(), Zeroizing::new(v.into_owned())))
+                .collect(),
+        )
+    }
+
+    pub(super) fn push(&mut self, name: &str, value: String) {
+        self.0.push((name.to_owned(), Zeroizing::new(value)));
+    }
+
+    pub(super) fn get(&self, name: &str) -> Option<&Zeroizing<String>> {
+        self.0.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v)
+    }
+}

@@ -1,0 +1,203 @@
+//! The web console in a real headless Chromium: what an admin does with the
+//! mouse and keyboard, on both databases, with an axe-core check of every
+//! page on the way.
+
+use std::time::Duration;
+
+use latchkey::grpc::pb;
+
+use crate::helpers::*;
+use crate::on_both_databases;
+
+on_both_databases!(an_admin_manages_tokens_in_the_browser);
+
+/// Asserts that axe-core finds no serious or critical violation on the
+/// page the browser shows (`page` names it in the failure).
+async fn accessible(browser: &Browser, page: &str) {
+    if let Some(violations) = browser.accessibility_violations().await {
+        assert!(violations.is_empty(), "{page}: {violations:#?}");
+    }
+}
+
+/// The cell of `column` in the token table's row named `name`.
+fn cell(name: &str, column: &str) -> String {
+    format!(
+        "//tr[td[1][normalize-space(.)='{name}']]/td[count(//thead/tr/th[normalize-space(.)='{column}']/preceding-sibling::th) + 1]"
+    )
+}
+
+fn row(name: &str) -> String {
+    format!("//tr[td[1][normalize-space(.)='{name}']]")
+}
+
+async fn an_admin_manages_tokens_in_the_browser(backend: Backend) {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = spawn_app_with(backend, |s| {
+        s.http_addr = Some("127.0.0.1:0".parse().unwrap())
+    })
+    .await;
+    let base = format!("http://{}", app.http_addr.unwrap());
+    // A name that would run as script if the page did not escape it.
+    app.create(pb::CreateTokenRequest {
+        owner: "user-7".into(),
+        name: "<script>document.title=\"owned\"</script>".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+
+    // Signing in.
+    browser.goto(&format!("{base}/console/")).await;
+    assert_eq!(browser.path().await, "/console/login");
+    accessible(&browser, "sign-in").await;
+    browser.fill("Admin credential", "not-the-credential").await;
+    browser.click("Sign in").await;
+    let said = browser
+        .find("//*[@role='alert']")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(said, "That is not a valid admin credential.");
+    browser.fill("Admin credential", ADMIN_TOKEN).await;
+    browser.click("Sign in").await;
+    browser.until_heading("Tokens").await;
+    accessible(&browser, "token list").await;
+    let title = browser.client.title().await.unwrap();
+    assert_eq!(title, "Tokens · latchkey");
+    assert!(
+        browser
+            .text()
+            .await
+            .contains("<script>document.title=\"owned\"</script>")
+    );
+
+    // A new token from a preset; its secret, copied from the dialog,
+    // verifies.
+    browser.click("New token").await;
+    browser.until_heading("New token").await;
+    accessible(&browser, "new token").await;
+    browser.fill("Owner", "user-7").await;
+    browser.fill("Name", "CI deploy").await;
+    browser
+        .find("//label[normalize-space(.)='90 days']")
+        .await
+        .click()
+        .await
+        .unwrap();
+    browser
+        .fill(
+            "Scopes (optional, separated by spaces)",
+            "repo:read repo:write",
+        )
+        .await;
+    browser.click("Create token").await;
+    let dialog = "//*[self::dialog or @role='dialog']";
+    browser
+        .until(&format!("{dialog}//h1"), "Token created")
+        .await;
+    assert!(
+        browser
+            .text()
+            .await
+            .contains("Copy the token now. It will not be shown again.")
+    );
+    accessible(&browser, "creation dialog").await;
+    browser.grant("clipboard-read").await;
+    browser.grant("clipboard-write").await;
+    browser.click_in(dialog, "Copy").await;
+    browser
+        .find("//*[@role='status'][normalize-space(.)='Copied to the clipboard.']")
+        .await;
+    let copied = browser
+        .run_async(
+            "const done = arguments[arguments.length - 1];
+             navigator.clipboard.readText().then(done, e => done('refused: ' + e));",
+        )
+        .await;
+    let secret = copied.as_str().unwrap().to_owned();
+    let verified = app.verify(&secret, &["repo:read"]).await;
+    assert_eq!(verified.verdict(), pb::Verdict::Valid, "{secret:.8}…");
+    let token = verified.token.unwrap();
+    assert_eq!(
+        (token.owner.as_str(), token.name.as_str()),
+        ("user-7", "CI deploy")
+    );
+    let lifetime = token.expire_time.unwrap().seconds - token.create_time.unwrap().seconds;
+    assert_eq!(lifetime, 90 * 86_400);
+
+    // The list: "Never" until the token is used, then the time of its use.
+    browser.goto(&format!("{base}/console/?owner=user-7")).await;
+    let hint = browser
+        .find(&cell("CI deploy", "Token"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    // A partial view: the prefix and the last four characters.
+    assert_eq!(hint, format!("lk_…{}", &secret[secret.len() - 4..]));
+    // Used above: the use is written behind, within the flush interval.
+    let mut last_used = String::new();
+    for _ in 0..100 {
+        browser.client.refresh().await.unwrap();
+        last_used = browser
+            .find(&cell("CI deploy", "Last used"))
+            .await
+            .text()
+            .await
+            .unwrap();
+        if last_used != "Never" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(last_used.ends_with(" UTC"), "{last_used}");
+    let unused = browser
+        .find(&cell(
+            "<script>document.title=\"owned\"</script>",
+            "Last used",
+        ))
+        .await;
+    assert_eq!(unused.text().await.unwrap(), "Never");
+
+    // Revoke, restore, then delete after a confirmation.
+    browser.click_in(&row("CI deploy"), "Revoke").await;
+    browser.until(&cell("CI deploy", "Status"), "revoked").await;
+    assert_eq!(browser.path().await, "/console/?owner=user-7");
+    assert_eq!(
+        app.verify(&secret, &[]).await.verdict(),
+        pb::Verdict::Revoked
+    );
+    browser.click_in(&row("CI deploy"), "Restore").await;
+    browser.until(&cell("CI deploy", "Status"), "active").await;
+    assert_eq!(app.verify(&secret, &[]).await.verdict(), pb::Verdict::Valid);
+
+    browser.click_in(&row("CI deploy"), "Delete").await;
+    browser.until_heading("Delete the token “CI deploy”?").await;
+    accessible(&browser, "delete confirmation").await;
+    // Cancelling deletes nothing.
+    browser
+        .find("//a[normalize-space(.)='Cancel']")
+        .await
+        .click()
+        .await
+        .unwrap();
+    browser.until_heading("Tokens").await;
+    browser.find(&row("CI deploy")).await;
+    browser.click_in(&row("CI deploy"), "Delete").await;
+    browser.until_heading("Delete the token “CI deploy”?").await;
+    browser.click("Delete").await;
+    browser.until_heading("Tokens").await;
+    assert_eq!(browser.path().await, "/console/?owner=user-7");
+    assert!(!browser.text().await.contains("CI deploy"));
+    assert_eq!(
+        app.verify(&secret, &[]).await.verdict(),
+        pb::Verdict::Unknown
+    );
+
+    // Nothing ran the hostile name as script.
+    assert_eq!(browser.client.title().await.unwrap(), "Tokens · latchkey");
+    browser.close().await;
+}
