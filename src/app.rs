@@ -385,6 +385,19 @@ impl Application {
                 &failed,
             );
         }
+        // Console links point at `console.public_url`, or else this
+        // listener's own address.
+        let console_links = ports.http.as_ref().map(|(listener, addr)| {
+            let base = settings.console.public_url.clone().unwrap_or_else(|| {
+                let scheme = if listener.tls.is_some() {
+                    "https"
+                } else {
+                    "http"
+                };
+                format!("{scheme}://{addr}")
+            });
+            (Arc::clone(&console), base)
+        });
         if let Some((listener, addr)) = ports.http {
             let api = Arc::new(
                 crate::web::WebApi::new(
@@ -397,6 +410,13 @@ impl Application {
                     lifecycle: Arc::clone(&lifecycle),
                     secure: listener.tls.is_some(),
                     expiry_presets: settings.console.expiry_presets.clone(),
+                    scopes: settings
+                        .console
+                        .scopes
+                        .iter()
+                        .map(|s| (s.name.clone(), s.description.clone()))
+                        .collect(),
+                    frame_ancestors: settings.console.frame_ancestors.join(" "),
                 }),
             );
             tracing::info!(%addr, "HTTP on /oauth2/introspect, /apis/authentication.k8s.io/v1/tokenreviews and /console/");
@@ -436,7 +456,13 @@ impl Application {
         });
         let observer = Arc::clone(&metrics) as Arc<dyn Observe>;
         let routes = grpc::routes(grpc::Services {
-            admin: AdminService::new(lifecycle.clone(), auth, Arc::clone(&clock), key_ids),
+            admin: match console_links {
+                Some((sessions, base)) => {
+                    AdminService::new(lifecycle.clone(), auth, Arc::clone(&clock), key_ids)
+                        .with_console_links(sessions, base)
+                }
+                None => AdminService::new(lifecycle.clone(), auth, Arc::clone(&clock), key_ids),
+            },
             token_self: SelfService::new(lifecycle, Arc::clone(&verifier), Arc::clone(&clock)),
             verify: VerifyService::new(Arc::clone(&verifier), Arc::clone(&observer)),
             ext_authz: ExtAuthzService::new(

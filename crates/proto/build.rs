@@ -27,11 +27,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         prost::Message::encode_to_vec(&descriptors),
     )?;
     tonic_prost_build::configure()
-        // These two carry a token secret: their Debug is written by hand in
-        // lib.rs so that it prints no secret.
+        // These carry a secret (a token's, a console link's): their Debug
+        // is written by hand in lib.rs so that it prints no secret.
         .skip_debug([
             "latchkey.v1.CreateTokenResponse",
             "latchkey.v1.VerifyRequest",
+            "latchkey.v1.CreateConsoleLinkResponse",
         ])
         .btree_map(".")
         .compile_fds(descriptors)?;

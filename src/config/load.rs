@@ -147,6 +147,51 @@ impl Settings {
         {
             bail!("console.expiry_presets must hold 1 to 10 durations, each from 1m to 100 years");
         }
+        for scope in &self.console.scopes {
+            if let Err(e) = latchkey_core::token::scope::validate(&scope.name) {
+                bail!("console.scopes: {:?}: {e}", scope.name);
+            }
+            if scope
+                .name
+                .starts_with(latchkey_core::token::scope::RESERVED_PREFIX)
+            {
+                bail!(
+                    "console.scopes: {:?}: latchkey's own scopes cannot be offered to a product's users",
+                    scope.name
+                );
+            }
+            if scope.description.chars().any(char::is_control) || scope.description.len() > 256 {
+                bail!(
+                    "console.scopes: {:?}: a description is at most 256 characters, without control characters",
+                    scope.name
+                );
+            }
+        }
+        if let Some(url) = &self.console.public_url {
+            let rest = url
+                .strip_prefix("https://")
+                .or_else(|| url.strip_prefix("http://"));
+            if rest.is_none_or(|r| r.is_empty() || r.starts_with('/'))
+                || !url.bytes().all(|b| b.is_ascii_graphic())
+                || url.contains(['?', '#'])
+            {
+                bail!(
+                    "console.public_url must be an http(s) URL without a query or fragment, such as https://tokens.example.com"
+                );
+            }
+        }
+        for source in &self.console.frame_ancestors {
+            let ok = source == "'self'"
+                || ((source.starts_with("https://") || source.starts_with("http://"))
+                    && source
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-._:/*".contains(&b)));
+            if !ok {
+                bail!(
+                    "console.frame_ancestors: {source:?} is not 'self' or an http(s) origin such as https://app.example.com"
+                );
+            }
+        }
         if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
             bail!("tls.cert_file and tls.key_file go together: set both or neither");
         }

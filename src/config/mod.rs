@@ -179,6 +179,27 @@ pub struct ConsoleSettings {
     /// The lifetimes a new token's form offers, first one chosen.
     #[serde(deserialize_with = "durations")]
     pub expiry_presets: Vec<Duration>,
+    /// The scopes a product's user may pick on the hosted token page, each
+    /// with what it allows; none: that page's tokens have no scopes.
+    pub scopes: Vec<ConsoleScope>,
+    /// The base of console links (`https://tokens.example.com`); unset: the
+    /// HTTP listener's own address.
+    pub public_url: Option<String>,
+    /// The pages that may embed the hosted token page in a frame (CSP
+    /// `frame-ancestors` sources, such as `https://app.example.com`); none:
+    /// no page may.
+    #[serde(deserialize_with = "strings")]
+    pub frame_ancestors: Vec<String>,
+}
+
+/// A scope the hosted token page offers.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleScope {
+    pub name: String,
+    /// What the scope allows, as the page says it.
+    #[serde(default)]
+    pub description: String,
 }
 
 impl Default for ConsoleSettings {
@@ -189,24 +210,36 @@ impl Default for ConsoleSettings {
             expiry_presets: [30, 60, 90, 365]
                 .map(|days| Duration::from_secs(days * DAY))
                 .to_vec(),
+            scopes: Vec::new(),
+            public_url: None,
+            frame_ancestors: Vec::new(),
         }
     }
 }
 
-/// A list of durations, from a list (a file) or a comma-separated string
-/// (an environment variable): `["30d", "90d"]` or `30d,90d`.
-fn durations<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+/// A list of strings, from a list (a file) or a comma-separated string (an
+/// environment variable): `["a", "b"]` or `a,b`.
+fn strings<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum List {
         Items(Vec<String>),
         Joined(String),
     }
-    let items = match List::deserialize(d)? {
+    Ok(match List::deserialize(d)? {
         List::Items(items) => items,
-        List::Joined(joined) => joined.split(',').map(str::to_owned).collect(),
-    };
-    items
+        List::Joined(joined) => joined
+            .split(',')
+            .map(|item| item.trim().to_owned())
+            .filter(|item| !item.is_empty())
+            .collect(),
+    })
+}
+
+/// A list of durations, as [`strings`] takes it: `["30d", "90d"]` or
+/// `30d,90d`.
+fn durations<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+    strings(d)?
         .iter()
         .map(|item| humantime::parse_duration(item.trim()).map_err(serde::de::Error::custom))
         .collect()

@@ -13,7 +13,7 @@ on_both_databases!(
 );
 
 /// What the console tests read off an answer.
-trait Page {
+pub(crate) trait Page {
     fn header(&self, name: &str) -> Option<&str>;
     fn cookies(&self) -> Vec<&str>;
     /// The value `name=…` sets, if a `Set-Cookie` sets it.
@@ -53,7 +53,7 @@ impl Page for HttpAnswer {
 }
 
 /// A form `POST` (or any request) with the session's cookie, if any.
-async fn request(
+pub(crate) async fn request(
     addr: SocketAddr,
     method: &str,
     path: &str,
@@ -67,7 +67,7 @@ async fn request(
     http_request(addr, method, path, &headers, form.as_bytes()).await
 }
 
-fn encode(pairs: &[(&str, &str)]) -> String {
+pub(crate) fn encode(pairs: &[(&str, &str)]) -> String {
     let mut form = String::new();
     for (k, v) in pairs {
         if !form.is_empty() {
@@ -88,7 +88,7 @@ fn encode(pairs: &[(&str, &str)]) -> String {
 
 /// Signs in with `credential`; the answer to the form's POST, and the
 /// session cookie (`name=value`) if one was set.
-async fn sign_in(addr: SocketAddr, credential: &str) -> (HttpAnswer, Option<String>) {
+pub(crate) async fn sign_in(addr: SocketAddr, credential: &str) -> (HttpAnswer, Option<String>) {
     let form = request(addr, "GET", "/console/login", None, "").await;
     assert_eq!(form.status, 200, "{}", form.body);
     let login_cookie = format!(

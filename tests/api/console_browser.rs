@@ -79,6 +79,7 @@ async fn an_admin_manages_tokens_in_the_browser(backend: Backend) {
     browser.click("New token").await;
     browser.until_heading("New token").await;
     accessible(&browser, "new token").await;
+    browser.screenshot("new-token").await;
     browser.fill("Owner", "user-7").await;
     browser.fill("Name", "CI deploy").await;
     browser
@@ -154,6 +155,7 @@ async fn an_admin_manages_tokens_in_the_browser(backend: Backend) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(last_used.ends_with(" UTC"), "{last_used}");
+    browser.screenshot("tokens").await;
     let unused = browser
         .find(&cell(
             "<script>document.title=\"owned\"</script>",
@@ -173,6 +175,19 @@ async fn an_admin_manages_tokens_in_the_browser(backend: Backend) {
     browser.click_in(&row("CI deploy"), "Restore").await;
     browser.until(&cell("CI deploy", "Status"), "active").await;
     assert_eq!(app.verify(&secret, &[]).await.verdict(), pb::Verdict::Valid);
+
+    browser
+        .find("//a[normalize-space(.)='CI deploy']")
+        .await
+        .click()
+        .await
+        .unwrap();
+    browser.until_heading("CI deploy").await;
+    browser.find("//td[normalize-space(.)='RESTORED']").await;
+    accessible(&browser, "token page").await;
+    browser.screenshot("token").await;
+    browser.client.back().await.unwrap();
+    browser.until_heading("Tokens").await;
 
     browser.click_in(&row("CI deploy"), "Delete").await;
     browser.until_heading("Delete the token “CI deploy”?").await;
@@ -197,7 +212,155 @@ async fn an_admin_manages_tokens_in_the_browser(backend: Backend) {
         pb::Verdict::Unknown
     );
 
+    // On a phone's width, and in dark mode, the pages still fit and pass
+    // the check (colour contrast included).
+    browser.viewport_width(320).await;
+    for path in ["/console/?owner=user-7", "/console/tokens/new"] {
+        browser.goto(&format!("{base}{path}")).await;
+        assert!(
+            !browser.overflows().await,
+            "{path} scrolls sideways at 320 px"
+        );
+    }
+    browser.viewport_width(1280).await;
+    browser.prefer_dark(true).await;
+    for (path, name) in [
+        ("/console/?owner=user-7", "tokens"),
+        ("/console/tokens/new?owner=user-7", "new-token"),
+    ] {
+        browser.goto(&format!("{base}{path}")).await;
+        assert_eq!(browser.background().await, "rgb(13, 17, 23)", "{path}");
+        accessible(&browser, &format!("{path}, dark")).await;
+        browser.screenshot(&format!("{name}-dark")).await;
+    }
+    browser.goto(&format!("{base}/console/?owner=user-7")).await;
+
     // Nothing ran the hostile name as script.
     assert_eq!(browser.client.title().await.unwrap(), "Tokens · latchkey");
+    browser.close().await;
+}
+
+on_both_databases!(a_products_user_manages_their_tokens_on_the_hosted_page);
+
+/// What a product's user does on the hosted token page, sent there by the
+/// product with a console link.
+async fn a_products_user_manages_their_tokens_on_the_hosted_page(backend: Backend) {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = spawn_app_with(backend, |s| {
+        s.http_addr = Some("127.0.0.1:0".parse().unwrap());
+        s.console.scopes = vec![latchkey::config::ConsoleScope {
+            name: "repo:read".into(),
+            description: "Read your repositories".into(),
+        }];
+    })
+    .await;
+    let (others, _) = app.create_token("user-10", &[]).await;
+    let link = crate::console_hosted::console_link(
+        &app,
+        "user-9",
+        None,
+        "https://app.example.com/settings",
+    )
+    .await
+    .unwrap();
+
+    // The link leads to the page, which shows the owner's tokens only.
+    browser.goto(&link.url).await;
+    browser.until_heading("Your tokens").await;
+    assert_eq!(browser.path().await, "/console/mine/");
+    accessible(&browser, "hosted list").await;
+    let back = browser
+        .find("//a[normalize-space(.)='Back to app.example.com']")
+        .await;
+    assert_eq!(
+        back.attr("href").await.unwrap().as_deref(),
+        Some("https://app.example.com/settings")
+    );
+    assert!(!browser.text().await.contains(&others.display_hint));
+
+    // A new token from a preset with an offered scope.
+    browser.click("New token").await;
+    browser.until_heading("New token").await;
+    accessible(&browser, "hosted new token").await;
+    browser.screenshot("hosted-new-token").await;
+    browser.fill("Name", "laptop").await;
+    browser
+        .find("//label[normalize-space(.)='1 year']")
+        .await
+        .click()
+        .await
+        .unwrap();
+    browser
+        .find("//label[contains(., 'Read your repositories')]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    browser.click("Create token").await;
+    let dialog = "//*[self::dialog or @role='dialog']";
+    browser
+        .until(&format!("{dialog}//h1"), "Token created")
+        .await;
+    browser.grant("clipboard-read").await;
+    browser.grant("clipboard-write").await;
+    browser.click_in(dialog, "Copy").await;
+    browser
+        .find("//*[@role='status'][normalize-space(.)='Copied to the clipboard.']")
+        .await;
+    let copied = browser
+        .run_async(
+            "const done = arguments[arguments.length - 1];
+             navigator.clipboard.readText().then(done, e => done('refused: ' + e));",
+        )
+        .await;
+    let secret = copied.as_str().unwrap().to_owned();
+    let verified = app.verify(&secret, &["repo:read"]).await;
+    assert_eq!(verified.verdict(), pb::Verdict::Valid, "{secret:.8}…");
+    let token = verified.token.unwrap();
+    assert_eq!(
+        (token.owner.as_str(), token.name.as_str()),
+        ("user-9", "laptop")
+    );
+    let lifetime = token.expire_time.unwrap().seconds - token.create_time.unwrap().seconds;
+    assert_eq!(lifetime, 365 * 86_400);
+
+    // Revoke, restore, delete with a confirmation, all on the list.
+    browser
+        .find(&format!("{dialog}//a[normalize-space(.)='Done']"))
+        .await
+        .click()
+        .await
+        .unwrap();
+    browser.until_heading("Your tokens").await;
+    browser.screenshot("hosted-tokens").await;
+    browser.click_in(&row("laptop"), "Revoke").await;
+    browser.until(&cell("laptop", "Status"), "revoked").await;
+    assert_eq!(
+        app.verify(&secret, &[]).await.verdict(),
+        pb::Verdict::Revoked
+    );
+    browser.click_in(&row("laptop"), "Restore").await;
+    browser.until(&cell("laptop", "Status"), "active").await;
+    browser.click_in(&row("laptop"), "Delete").await;
+    browser.until_heading("Delete the token “laptop”?").await;
+    accessible(&browser, "hosted delete confirmation").await;
+    browser.click("Delete").await;
+    browser.until_heading("Your tokens").await;
+    assert!(!browser.text().await.contains("laptop"));
+    assert_eq!(
+        app.verify(&secret, &[]).await.verdict(),
+        pb::Verdict::Unknown
+    );
+
+    // The link opened once; opened again, it is refused.
+    browser.goto(&link.url).await;
+    browser
+        .until(
+            "//*[@role='alert']",
+            "This link has expired or was already used. Go back and open your tokens page again.",
+        )
+        .await;
     browser.close().await;
 }

@@ -12,6 +12,7 @@ mod client_layer;
 mod connections;
 mod console;
 mod console_browser;
+mod console_hosted;
 mod discovery;
 mod envoy;
 mod ext_authz;

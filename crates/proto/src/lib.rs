@@ -3,8 +3,9 @@
 //! [`FILE_DESCRIPTOR_SET`]. Most callers want `latchkey-client`, which
 //! wraps these with connection settings, retries and a tower layer.
 //!
-//! The two messages that carry a token secret, [`CreateTokenResponse`] and
-//! [`VerifyRequest`], print `<redacted>` in its place when debug-printed.
+//! The messages that carry a secret, [`CreateTokenResponse`],
+//! [`VerifyRequest`] and [`CreateConsoleLinkResponse`], print `<redacted>` in
+//! its place when debug-printed.
 
 #![allow(clippy::all, clippy::pedantic, missing_docs)]
 
@@ -38,6 +39,15 @@ impl std::fmt::Debug for VerifyRequest {
         f.debug_struct("VerifyRequest")
             .field("token", &"<redacted>")
             .field("required_scopes", &self.required_scopes)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for CreateConsoleLinkResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreateConsoleLinkResponse")
+            .field("url", &"<redacted>")
+            .field("expire_time", &self.expire_time)
             .finish()
     }
 }

@@ -60,6 +60,11 @@ impl AdminAuth {
         self.static_credential.as_ref() == Some(digest)
     }
 
+    /// The digest of the static credential, if one is configured.
+    pub fn static_credential(&self) -> Option<&Digest> {
+        self.static_credential.as_ref()
+    }
+
     /// Authenticates the value of the `authorization` header.
     ///
     /// # Errors

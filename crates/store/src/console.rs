@@ -1,10 +1,11 @@
 //! The web console's sessions (`console_sessions`), keyed by the digest of
-//! the secret a session cookie holds.
+//! the secret a session cookie holds, and the one-time links to the hosted
+//! token page (`console_links`), keyed by the digest of the link's secret.
 
 use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
 
 use crate::connection::Store;
-use crate::entity::console_sessions;
+use crate::entity::{console_links, console_sessions};
 use crate::error::Result;
 use latchkey_core::clock::Timestamp;
 use latchkey_core::token::Digest;
@@ -19,6 +20,11 @@ pub struct ConsoleSession {
     pub credential_digest: Digest,
     pub create_time: Timestamp,
     pub expire_time: Timestamp,
+    /// The owner whose tokens the session may see and change (the hosted
+    /// token page); `None`: an admin's session, over every token.
+    pub owner: Option<String>,
+    /// Where the hosted page links back to (the product); may be empty.
+    pub return_url: String,
 }
 
 impl Store {
@@ -42,10 +48,75 @@ impl Store {
             credential_digest: Set(session.credential_digest.as_bytes().to_vec()),
             create_time: Set(session.create_time.as_micros()),
             expire_time: Set(session.expire_time.as_micros()),
+            owner: Set(session.owner.clone()),
+            return_url: Set(session.return_url.clone()),
         })
         .exec(&self.db)
         .await?;
         Ok(())
+    }
+
+    /// Stores a one-time link to the hosted token page of `link.owner`
+    /// under `digest`, and drops links that have expired.
+    ///
+    /// # Errors
+    /// On a database fault.
+    pub async fn insert_console_link(&self, digest: &Digest, link: &ConsoleSession) -> Result<()> {
+        let owner = link.owner.clone().unwrap_or_default();
+        console_links::Entity::delete_many()
+            .filter(console_links::Column::ExpireTime.lte(link.create_time.as_micros()))
+            .exec(&self.db)
+            .await?;
+        console_links::Entity::insert(console_links::ActiveModel {
+            digest: Set(digest.as_bytes().to_vec()),
+            owner: Set(owner),
+            actor: Set(link.actor.clone()),
+            credential_digest: Set(link.credential_digest.as_bytes().to_vec()),
+            return_url: Set(link.return_url.clone()),
+            create_time: Set(link.create_time.as_micros()),
+            expire_time: Set(link.expire_time.as_micros()),
+        })
+        .exec(&self.db)
+        .await?;
+        Ok(())
+    }
+
+    /// Takes the link stored under `digest`: it is deleted, and returned
+    /// if it had not expired at `now`. Of two replicas taking one link at
+    /// once, only one gets it.
+    ///
+    /// # Errors
+    /// On a database fault.
+    pub async fn take_console_link(
+        &self,
+        digest: &Digest,
+        now: Timestamp,
+    ) -> Result<Option<ConsoleSession>> {
+        let key = digest.as_bytes().to_vec();
+        let Some(row) = console_links::Entity::find_by_id(key.clone())
+            .one(&self.db)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let taken = console_links::Entity::delete_by_id(key)
+            .exec(&self.db)
+            .await?
+            .rows_affected
+            == 1;
+        if !taken || row.expire_time <= now.as_micros() {
+            return Ok(None);
+        }
+        Ok(
+            Digest::from_slice(&row.credential_digest).map(|credential_digest| ConsoleSession {
+                actor: row.actor,
+                credential_digest,
+                create_time: Timestamp::from_micros(row.create_time),
+                expire_time: Timestamp::from_micros(row.expire_time),
+                owner: Some(row.owner),
+                return_url: row.return_url,
+            }),
+        )
     }
 
     /// The session stored under `digest`, if it has not expired at `now`.
@@ -67,6 +138,8 @@ impl Store {
                 credential_digest: Digest::from_slice(&r.credential_digest)?,
                 create_time: Timestamp::from_micros(r.create_time),
                 expire_time: Timestamp::from_micros(r.expire_time),
+                owner: r.owner,
+                return_url: r.return_url,
             })
         }))
     }

@@ -82,6 +82,32 @@ pub mod console_sessions {
         pub credential_digest: Vec<u8>,
         pub create_time: i64,
         pub expire_time: i64,
+        /// The owner a hosted token page's session is limited to; `None`
+        /// for an admin's session.
+        pub owner: Option<String>,
+        pub return_url: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod console_links {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "console_links")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub digest: Vec<u8>,
+        pub owner: String,
+        pub actor: String,
+        pub credential_digest: Vec<u8>,
+        pub return_url: String,
+        pub create_time: i64,
+        pub expire_time: i64,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

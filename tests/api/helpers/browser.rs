@@ -231,6 +231,55 @@ impl Browser {
             .unwrap_or_else(|e| panic!("granting {name}: {e}"));
     }
 
+    /// Saves the page as `name.png` in `LATCHKEY_SCREENSHOTS`, when that
+    /// names a directory (the docs' pictures are made so).
+    pub async fn screenshot(&self, name: &str) {
+        if let Some(dir) = std::env::var_os("LATCHKEY_SCREENSHOTS") {
+            let png = self.client.screenshot().await.unwrap();
+            std::fs::write(PathBuf::from(dir).join(format!("{name}.png")), png).unwrap();
+        }
+    }
+
+    /// Renders pages as for a reader who prefers a dark (or light) scheme.
+    pub async fn prefer_dark(&self, dark: bool) {
+        let scheme = if dark { "dark" } else { "light" };
+        self.client
+            .issue_cmd(Cdp(
+                "Emulation.setEmulatedMedia",
+                json!({ "features": [{ "name": "prefers-color-scheme", "value": scheme }] }),
+            ))
+            .await
+            .unwrap();
+    }
+
+    /// Sets the viewport's width in CSS pixels (a phone's is 320).
+    pub async fn viewport_width(&self, width: u32) {
+        self.client
+            .issue_cmd(Cdp(
+                "Emulation.setDeviceMetricsOverride",
+                json!({ "width": width, "height": 800, "deviceScaleFactor": 1, "mobile": width < 600 }),
+            ))
+            .await
+            .unwrap();
+    }
+
+    /// Whether the page is wider than the viewport (scrolls sideways).
+    pub async fn overflows(&self) -> bool {
+        self.run("return document.documentElement.scrollWidth > window.innerWidth")
+            .await
+            .as_bool()
+            .unwrap()
+    }
+
+    /// The page's background colour, as CSS computes it.
+    pub async fn background(&self) -> String {
+        self.run("return getComputedStyle(document.documentElement).backgroundColor")
+            .await
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
     /// The serious and critical violations axe-core finds on the page, as
     /// (rule, what it says, where); `None` when axe-core is not installed.
     pub async fn accessibility_violations(&self) -> Option<Vec<String>> {
@@ -283,6 +332,28 @@ fn axe_core() -> Option<String> {
             );
             None
         }
+    }
+}
+
+/// A Chrome DevTools Protocol command, through chromedriver.
+#[derive(Debug)]
+struct Cdp(&'static str, Value);
+
+impl fantoccini::wd::WebDriverCompatibleCommand for Cdp {
+    fn endpoint(
+        &self,
+        base_url: &url::Url,
+        session_id: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base_url.join(&format!(
+            "session/{}/goog/cdp/execute",
+            session_id.unwrap_or("")
+        ))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+        let body = json!({ "cmd": self.0, "params": self.1 });
+        (http::Method::POST, Some(body.to_string()))
     }
 }
 

@@ -11,6 +11,7 @@ use super::pb::{self, token_admin_server::TokenAdmin};
 use crate::audit::EventFilter;
 use crate::auth::{Actor, AdminAuth};
 use crate::clock::Clock;
+use crate::console::ConsoleSessions;
 use crate::error::Error;
 use crate::lifecycle::{EventQuery, Lifecycle, ListQuery, NewToken, Renewal};
 use crate::owner::{OwnerRecord, TokenCounts};
@@ -22,6 +23,9 @@ pub struct AdminService {
     clock: Arc<dyn Clock>,
     /// The configured HMAC keys' ids, the primary first.
     key_ids: Vec<String>,
+    /// The console's sessions and the base of its links
+    /// (`console.public_url`), when the console is served.
+    console: Option<(Arc<ConsoleSessions>, String)>,
 }
 
 impl AdminService {
@@ -36,7 +40,19 @@ impl AdminService {
             auth,
             clock,
             key_ids,
+            console: None,
         }
+    }
+
+    /// Makes console links (CreateConsoleLink) under `public_url`, such as
+    /// `https://tokens.example.com`.
+    pub fn with_console_links(
+        mut self,
+        sessions: Arc<ConsoleSessions>,
+        public_url: String,
+    ) -> Self {
+        self.console = Some((sessions, public_url.trim_end_matches('/').to_owned()));
+        self
     }
 
     async fn authorize<T>(&self, request: &Request<T>) -> Result<Actor, Error> {
@@ -350,6 +366,34 @@ impl TokenAdmin for AdminService {
             Ok(Response::new(pb::ListTokenEventsResponse {
                 events: page.items.iter().map(convert::event).collect(),
                 next_page_token: page.next_page_token,
+            }))
+        })
+        .await
+    }
+
+    async fn create_console_link(
+        &self,
+        request: Request<pb::CreateConsoleLinkRequest>,
+    ) -> Result<Response<pb::CreateConsoleLinkResponse>, Status> {
+        answer(async {
+            let actor = self.authorize(&request).await?;
+            let Some((sessions, public_url)) = &self.console else {
+                return Err(Error::FailedPrecondition(
+                    "the console is off: set http_addr (LATCHKEY_HTTP_ADDR) to serve it".into(),
+                ));
+            };
+            let req = request.into_inner();
+            let ttl = req
+                .ttl
+                .as_ref()
+                .map(|d| convert::positive_duration("ttl", d))
+                .transpose()?;
+            let (secret, expire_time) = sessions
+                .create_link(actor, &req.owner, ttl, &req.return_url)
+                .await?;
+            Ok(Response::new(pb::CreateConsoleLinkResponse {
+                url: format!("{public_url}/console/link/{}", secret.as_str()),
+                expire_time: Some(convert::timestamp(expire_time)),
             }))
         })
         .await

@@ -57,6 +57,11 @@ pub struct Console {
     pub secure: bool,
     /// The lifetimes a new token's form offers (`console.expiry_presets`).
     pub expiry_presets: Vec<std::time::Duration>,
+    /// The scopes the hosted token page offers: (scope, what it allows).
+    pub scopes: Vec<(String, String)>,
+    /// The CSP `frame-ancestors` sources that may embed the hosted token
+    /// page, separated by spaces; empty: none may.
+    pub frame_ancestors: String,
 }
 
 pub struct WebApi {

@@ -39,7 +39,7 @@ pub use token_review::TOKEN_REVIEW_PATH;
 pub fn router(api: Arc<WebApi>, timeout: Duration) -> Router {
     let mut router = Router::new();
     if api.console.is_some() {
-        router = router.merge(console::routes());
+        router = router.merge(console::routes(&api));
     }
     router
         .route(INTROSPECT_PATH, post_only(post(introspect)))
@@ -49,11 +49,14 @@ pub fn router(api: Arc<WebApi>, timeout: Duration) -> Router {
         .with_state(api)
         .layer(middleware::from_fn(
             move |request: Request, next: Next| async move {
-                let span = tracing::debug_span!(
-                    "http",
-                    path = request.uri().path(),
-                    token_id = tracing::field::Empty
-                );
+                // A console link's path holds its secret.
+                let path = request.uri().path();
+                let path = if path.starts_with("/console/link/") {
+                    "/console/link/…"
+                } else {
+                    path
+                };
+                let span = tracing::debug_span!("http", path, token_id = tracing::field::Empty);
                 let answer = tracing::Instrument::instrument(next.run(request), span);
                 tokio::time::timeout(timeout, answer)
                     .await

@@ -14,8 +14,47 @@ use crate::console::Session;
 use crate::error::Error;
 use crate::web::api::{Console, WebApi, read_body};
 
-/// The session cookie.
-pub(super) const SESSION_COOKIE: &str = "latchkey_console";
+/// Whose pages: an admin's console over every token, or the hosted token
+/// page over one owner's. Each has its own session cookie, and a session
+/// of one is no session of the other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Realm {
+    Admin,
+    Hosted,
+}
+
+impl Realm {
+    /// The session cookie's name.
+    pub fn cookie(self) -> &'static str {
+        match self {
+            Realm::Admin => "latchkey_console",
+            Realm::Hosted => "latchkey_hosted",
+        }
+    }
+
+    /// Where the realm's pages are, and its cookie's path.
+    pub fn base(self) -> &'static str {
+        match self {
+            Realm::Admin => "/console",
+            Realm::Hosted => "/console/mine",
+        }
+    }
+
+    fn admits(self, session: &Session) -> bool {
+        (self == Realm::Hosted) == session.owner.is_some()
+    }
+
+    /// The answer to a request without a live session.
+    fn away(self) -> Response {
+        match self {
+            Realm::Admin => see_other("/console/login"),
+            Realm::Hosted => problem(
+                StatusCode::UNAUTHORIZED,
+                "This page's session has ended. Go back and open your tokens page again.",
+            ),
+        }
+    }
+}
 
 pub(super) fn console(api: &WebApi) -> &Console {
     api.console
@@ -23,15 +62,16 @@ pub(super) fn console(api: &WebApi) -> &Console {
         .expect("console routes are served only with a console")
 }
 
-/// The live session the request's cookie names, or the answer: to the
-/// sign-in page without one.
+/// The live session of `realm` the request's cookie names, or the answer:
+/// to the sign-in page without one (on the hosted page, that it ended).
 pub(super) async fn require_session(
     console: &Console,
     headers: &HeaderMap,
+    realm: Realm,
 ) -> Result<(Zeroizing<String>, Session), Response> {
-    match signed_in(console, headers).await {
+    match signed_in(console, headers, realm).await {
         Ok(Some(found)) => Ok(found),
-        Ok(None) => Err(see_other("/console/login")),
+        Ok(None) => Err(realm.away()),
         Err(e) => Err(refused(&e)),
     }
 }
@@ -42,8 +82,9 @@ pub(super) async fn require_session(
 pub(super) async fn posted(
     console: &Console,
     request: Request<Body>,
+    realm: Realm,
 ) -> Result<(Zeroizing<String>, Session, Form), Response> {
-    let (secret, session) = require_session(console, request.headers()).await?;
+    let (secret, session) = require_session(console, request.headers(), realm).await?;
     let (_, body) = read_body(request)
         .await
         .map_err(IntoResponse::into_response)?;
@@ -60,12 +101,13 @@ pub(super) async fn posted(
     Ok((secret, session, form))
 }
 
-/// The session the request's cookie names, if it is live.
+/// The session of `realm` the request's cookie names, if it is live.
 pub(super) async fn signed_in(
     console: &Console,
     headers: &HeaderMap,
+    realm: Realm,
 ) -> Result<Option<(Zeroizing<String>, Session)>, Error> {
-    let Some(secret) = cookie_value(headers, SESSION_COOKIE) else {
+    let Some(secret) = cookie_value(headers, realm.cookie()) else {
         return Ok(None);
     };
     let secret = Zeroizing::new(secret.to_owned());
@@ -73,6 +115,7 @@ pub(super) async fn signed_in(
         .sessions
         .session(&secret)
         .await?
+        .filter(|session| realm.admits(session))
         .map(|session| (secret, session)))
 }
 
@@ -108,20 +151,17 @@ pub(super) fn see_other(location: &str) -> Response {
     }
 }
 
-/// Where a form's `back` field says to go afterwards: a console page of
-/// this server (a path under `/console/`), or the token list.
-pub(super) fn back(form: &Form) -> String {
+/// Where a form's `back` field says to go afterwards: a page of this
+/// server in `realm` (a path under its base), or the realm's token list.
+pub(super) fn back(form: &Form, realm: Realm) -> String {
+    let home = format!("{}/", realm.base());
     let back = form.get("back").map_or("", |v| v.as_str());
-    let ours = back.starts_with("/console/")
+    let ours = back.starts_with(&home)
         && !back.contains("//")
         && !back.contains('\\')
         && back.len() <= 2048
         && back.bytes().all(|b| b.is_ascii_graphic());
-    if ours {
-        back.to_owned()
-    } else {
-        "/console/".to_owned()
-    }
+    if ours { back.to_owned() } else { home }
 }
 
 pub(super) fn problem(status: StatusCode, message: &str) -> Response {
@@ -179,6 +219,15 @@ impl Form {
 
     pub(super) fn push(&mut self, name: &str, value: String) {
         self.0.push((name.to_owned(), Zeroizing::new(value)));
+    }
+
+    /// Every value of `name`, in order (checkboxes).
+    pub(super) fn all(&self, name: &str) -> Vec<&str> {
+        self.0
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
 
     pub(super) fn get(&self, name: &str) -> Option<&Zeroizing<String>> {

@@ -1,5 +1,8 @@
 //! The web console under `/console/` on the HTTP listener: an admin signs
-//! in with an admin credential and manages the tokens ([`tokens`]).
+//! in with an admin credential and manages the tokens ([`tokens`]); and the
+//! hosted token page under `/console/mine/`, where a product's user, sent
+//! with a one-time link (`/console/link/…`, made by CreateConsoleLink),
+//! manages their own tokens.
 //!
 //! Pages are HTML rendered on the server from templates checked at compile
 //! time ([`pages`]), with plain forms that work without script; one small
@@ -18,52 +21,74 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{Path, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use hyper::StatusCode;
 use hyper::header::{self, HeaderMap, HeaderValue};
-use zeroize::Zeroizing;
 
 use self::exchange::{
-    Form, SESSION_COOKIE, console, cookie, cookie_value, problem, refused, require_session,
-    see_other, set_cookie, signed_in,
+    Form, Realm, console, cookie, cookie_value, posted, problem, refused, see_other, set_cookie,
+    signed_in,
 };
 use super::api::{Console, WebApi, read_body};
 use crate::error::Error;
-use crate::lifecycle::ListQuery;
-use crate::query::ListFilter;
 
 /// The sign-in form's own cookie, whose value its CSRF token is made from.
 const LOGIN_COOKIE: &str = "latchkey_console_login";
 /// How long a sign-in form stays usable.
 const LOGIN_FORM_SECONDS: u64 = 600;
-/// Tokens per page.
-const PAGE_SIZE: i32 = 50;
+/// The Content-Security-Policy of every page but the frame ancestors.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+                   form-action 'self'; base-uri 'none'";
 
-/// The console's routes, each answer with the console's security headers.
-pub(super) fn routes() -> Router<Arc<WebApi>> {
-    Router::new()
+/// The console's routes, each answer with the console's security headers:
+/// the admin's pages may not be framed; the hosted page only by
+/// `console.frame_ancestors`.
+pub(super) fn routes(api: &WebApi) -> Router<Arc<WebApi>> {
+    let admin = Router::new()
         .route("/console", get(|| async { see_other("/console/") }))
-        .route("/console/", get(token_list))
         .route("/console/login", get(login_form).post(login))
-        .route("/console/logout", post(logout))
+        .route("/console/logout", post(|s, r| logout(s, r, Realm::Admin)))
         .route("/console/console.css", get(stylesheet))
         .route("/console/console.js", get(script))
-        .merge(tokens::routes())
-        .layer(axum::middleware::map_response(security_headers))
+        .merge(tokens::admin_routes())
+        .layer(axum::middleware::map_response(|r| {
+            security_headers(r, None)
+        }));
+    let ancestors = console(api).frame_ancestors.clone();
+    let ancestors: Option<Arc<str>> = (!ancestors.is_empty()).then(|| ancestors.into());
+    let hosted = Router::new()
+        .route("/console/link/{secret}", get(open_link))
+        .route(
+            "/console/mine/logout",
+            post(|s, r| logout(s, r, Realm::Hosted)),
+        )
+        .route(
+            "/console/mine",
+            get(|| async { see_other("/console/mine/") }),
+        )
+        .merge(tokens::hosted_routes())
+        .layer(axum::middleware::map_response(move |r| {
+            security_headers(r, ancestors.clone())
+        }));
+    admin.merge(hosted)
 }
 
-async fn security_headers(mut response: Response) -> Response {
+/// The console's security headers; `ancestors`: the sources that may frame
+/// the page (none: no page may).
+async fn security_headers(mut response: Response, ancestors: Option<Arc<str>>) -> Response {
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
-             form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-        ),
-    );
-    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    let csp = match &ancestors {
+        Some(sources) => format!("{CSP}; frame-ancestors {sources}"),
+        None => format!("{CSP}; frame-ancestors 'none'"),
+    };
+    if let Ok(csp) = HeaderValue::from_str(&csp) {
+        headers.insert(header::CONTENT_SECURITY_POLICY, csp);
+    }
+    if ancestors.is_none() {
+        headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    }
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
@@ -100,57 +125,46 @@ async fn script() -> Response {
         .into_response()
 }
 
-/// The token list, filtered by the query's `owner` and `status`.
-async fn token_list(State(api): State<Arc<WebApi>>, request: Request<Body>) -> Response {
+/// Opens a console link, once: a session on the hosted page of the link's
+/// owner, in a cookie of its own; then on to the page. The answer is a
+/// page, not a redirect: the browser arrived from the product's site, and
+/// a `SameSite=Strict` cookie set now is sent only with a navigation that
+/// starts here.
+async fn open_link(State(api): State<Arc<WebApi>>, Path(secret): Path<String>) -> Response {
     let console = console(&api);
-    let (secret, session) = match require_session(console, request.headers()).await {
-        Ok(found) => found,
-        Err(answer) => return answer,
+    let well_formed = secret.len() == 64 && secret.bytes().all(|b| b.is_ascii_hexdigit());
+    let opened = if well_formed {
+        match console.sessions.open_link(&secret).await {
+            Ok(opened) => opened,
+            Err(e) => return refused(&e),
+        }
+    } else {
+        None
     };
-    let query = pages::TokenQuery::parse(request.uri().query().unwrap_or(""));
-    if !query.owner.is_empty()
-        && let Err(e) = crate::token::check_owner("owner", &query.owner)
-    {
+    let Some((session_secret, session)) = opened else {
         return problem(
-            StatusCode::BAD_REQUEST,
-            &format!("{}: {}", e.field, e.reason),
-        );
-    }
-    let Some(statuses) = query.statuses() else {
-        return problem(
-            StatusCode::BAD_REQUEST,
-            "status: one of active, revoked, expired, inactive",
+            StatusCode::GONE,
+            "This link has expired or was already used. Go back and open your tokens page again.",
         );
     };
-    let list = ListQuery {
-        filter: ListFilter {
-            owner: Some(query.owner.clone()).filter(|o| !o.is_empty()),
-            statuses,
-        },
-        page_size: PAGE_SIZE,
-        page_token: query.page_token.clone(),
-    };
-    match console.lifecycle.list(list).await {
-        Ok(page) => pages::tokens(
-            &session,
-            &console.sessions.csrf_token(&secret),
-            &query,
-            request
-                .uri()
-                .path_and_query()
-                .map_or("/console/", |p| p.as_str()),
-            console.sessions.now(),
-            &page.items,
-            &page.next_page_token,
+    let mut page = pages::opening(&session);
+    set_cookie(
+        &mut page,
+        &cookie(
+            Realm::Hosted.cookie(),
+            &session_secret,
+            Realm::Hosted.base(),
+            console.sessions.ttl().as_secs(),
+            console.secure,
         ),
-        Err(e) => refused(&e),
-    }
+    );
+    page
 }
 
 /// The sign-in form, with a fresh form cookie.
 async fn login_form(State(api): State<Arc<WebApi>>, headers: HeaderMap) -> Response {
     let console = console(&api);
-    if let Ok(Some(_)) = signed_in(console, &headers).await {
+    if let Ok(Some(_)) = signed_in(console, &headers, Realm::Admin).await {
         return see_other("/console/");
     }
     login_page(console, StatusCode::OK, None)
@@ -202,7 +216,13 @@ async fn login(State(api): State<Arc<WebApi>>, request: Request<Body>) -> Respon
             let mut answer = see_other("/console/");
             set_cookie(
                 &mut answer,
-                &cookie(SESSION_COOKIE, &secret, "/console", ttl, console.secure),
+                &cookie(
+                    Realm::Admin.cookie(),
+                    &secret,
+                    Realm::Admin.base(),
+                    ttl,
+                    console.secure,
+                ),
             );
             set_cookie(
                 &mut answer,
@@ -224,34 +244,25 @@ async fn login(State(api): State<Arc<WebApi>>, request: Request<Body>) -> Respon
     }
 }
 
-async fn logout(State(api): State<Arc<WebApi>>, request: Request<Body>) -> Response {
+/// Signs out: the session ends on every replica; then to the sign-in page,
+/// or from the hosted page back to the product (or a page saying so).
+async fn logout(State(api): State<Arc<WebApi>>, request: Request<Body>, realm: Realm) -> Response {
     let console = console(&api);
-    let secret =
-        cookie_value(request.headers(), SESSION_COOKIE).map(|s| Zeroizing::new(s.to_owned()));
-    let (_, body) = match read_body(request).await {
-        Ok(read) => read,
-        Err(refused) => return refused.into_response(),
+    let (secret, session, _) = match posted(console, request, realm).await {
+        Ok(posted) => posted,
+        Err(answer) => return answer,
     };
-    let Some(secret) = secret else {
-        return see_other("/console/login");
-    };
-    let form = Form::parse(&body);
-    if !console
-        .sessions
-        .csrf_matches(&secret, form.get("csrf").map_or("", |v| v.as_str()))
-    {
-        return problem(
-            StatusCode::FORBIDDEN,
-            "The form expired or came from elsewhere; nothing was changed.",
-        );
-    }
     if let Err(e) = console.sessions.sign_out(&secret).await {
         return refused(&e);
     }
-    let mut answer = see_other("/console/login");
+    let mut answer = match realm {
+        Realm::Admin => see_other("/console/login"),
+        Realm::Hosted if !session.return_url.is_empty() => see_other(&session.return_url),
+        Realm::Hosted => pages::signed_out(),
+    };
     set_cookie(
         &mut answer,
-        &cookie(SESSION_COOKIE, "", "/console", 0, console.secure),
+        &cookie(realm.cookie(), "", realm.base(), 0, console.secure),
     );
     answer
 }

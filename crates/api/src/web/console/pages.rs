@@ -11,6 +11,7 @@ use crate::audit::Event;
 use crate::clock::Timestamp;
 use crate::console::Session;
 use crate::token::{Secret, Status, TokenRecord};
+use crate::web::api::Console;
 
 /// How long a renewed token's old secret may keep working: (seconds, label).
 pub(super) const GRACE_PERIODS: [(u64, &str); 4] = [
@@ -63,8 +64,8 @@ impl TokenQuery {
         })
     }
 
-    /// This query's link with `page_token`.
-    fn link(&self, page_token: &str) -> String {
+    /// This query's link under `base` with `page_token`.
+    fn link(&self, base: &str, page_token: &str) -> String {
         let mut query = form_urlencoded::Serializer::new(String::new());
         if !self.owner.is_empty() {
             query.append_pair("owner", &self.owner);
@@ -73,7 +74,7 @@ impl TokenQuery {
             query.append_pair("status", &self.status);
         }
         query.append_pair("page_token", page_token);
-        format!("/console/?{}", query.finish())
+        format!("{base}/?{}", query.finish())
     }
 }
 
@@ -88,11 +89,46 @@ pub(super) fn login(status: StatusCode, csrf: &str, problem: Option<&str>) -> Re
     render(status, &Login { csrf, problem })
 }
 
-/// Who is signed in, as the page header says it.
-fn actor(session: &Session) -> String {
-    match session.actor {
-        crate::auth::Actor::Admin => "the admin credential".to_owned(),
-        actor => format!("token {actor}"),
+/// What every signed-in page shows around its content: who is signed in,
+/// the CSRF token of its forms, and where its realm's pages are.
+pub(super) struct Chrome {
+    /// Who is signed in, as the header says it.
+    actor: String,
+    csrf: String,
+    /// `/console` or `/console/mine`: where the forms post.
+    base: &'static str,
+    /// The hosted page's owner; `None` on an admin's pages.
+    owner: Option<String>,
+    /// The hosted page's link back to the product, and its host.
+    return_url: String,
+    return_host: String,
+}
+
+pub(super) fn chrome(session: &Session, csrf: &str) -> Chrome {
+    let return_host = session
+        .return_url
+        .split_once("://")
+        .map(|(_, rest)| {
+            rest.split(['/', '?', '#'])
+                .next()
+                .unwrap_or(rest)
+                .to_owned()
+        })
+        .unwrap_or_default();
+    Chrome {
+        actor: match session.actor {
+            crate::auth::Actor::Admin => "the admin credential".to_owned(),
+            actor => format!("token {actor}"),
+        },
+        csrf: csrf.to_owned(),
+        base: if session.owner.is_some() {
+            "/console/mine"
+        } else {
+            "/console"
+        },
+        owner: session.owner.clone(),
+        return_url: session.return_url.clone(),
+        return_host,
     }
 }
 
@@ -150,8 +186,7 @@ impl TokenView {
 #[derive(Template)]
 #[template(path = "console/tokens.html")]
 struct Tokens<'a> {
-    actor: String,
-    csrf: &'a str,
+    chrome: &'a Chrome,
     owner: &'a str,
     /// The status filter's choices: (value, label, selected).
     statuses: Vec<(&'static str, &'static str, bool)>,
@@ -164,8 +199,7 @@ struct Tokens<'a> {
 }
 
 pub(super) fn tokens(
-    session: &Session,
-    csrf: &str,
+    chrome: &Chrome,
     query: &TokenQuery,
     here: &str,
     now: Timestamp,
@@ -173,12 +207,11 @@ pub(super) fn tokens(
     next_page_token: &str,
 ) -> Response {
     let mut new_link = form_urlencoded::Serializer::new(String::new());
-    if !query.owner.is_empty() {
+    if !query.owner.is_empty() && chrome.owner.is_none() {
         new_link.append_pair("owner", &query.owner);
     }
     let page = Tokens {
-        actor: actor(session),
-        csrf,
+        chrome,
         owner: &query.owner,
         statuses: STATUSES
             .iter()
@@ -186,8 +219,8 @@ pub(super) fn tokens(
             .collect(),
         tokens: tokens.iter().map(|t| TokenView::new(t, now)).collect(),
         here,
-        new_link: format!("/console/tokens/new?{}", new_link.finish()),
-        next: (!next_page_token.is_empty()).then(|| query.link(next_page_token)),
+        new_link: format!("{}/tokens/new?{}", chrome.base, new_link.finish()),
+        next: (!next_page_token.is_empty()).then(|| query.link(chrome.base, next_page_token)),
     };
     render(StatusCode::OK, &page)
 }
@@ -207,19 +240,19 @@ pub(super) struct NewTokenForm {
 #[derive(Template)]
 #[template(path = "console/new_token.html")]
 struct NewTokenPage<'a> {
-    actor: String,
-    csrf: &'a str,
+    chrome: &'a Chrome,
     form: &'a NewTokenForm,
     /// The lifetimes offered: (value, label, checked).
     expiries: Vec<(String, String, bool)>,
+    /// The hosted page's scopes: (scope, what it allows, checked).
+    scopes: Vec<(&'a str, &'a str, bool)>,
     problem: Option<&'a str>,
 }
 
 pub(super) fn new_token(
     status: StatusCode,
-    session: &Session,
-    csrf: &str,
-    presets: &[Duration],
+    chrome: &Chrome,
+    console: &Console,
     form: &NewTokenForm,
     problem: Option<&str>,
 ) -> Response {
@@ -228,21 +261,38 @@ pub(super) fn new_token(
     } else {
         &form.expiry
     };
-    let expiries = presets
+    // Only an admin may make a token that never expires.
+    let never = chrome
+        .owner
+        .is_none()
+        .then(|| ("never".to_owned(), "Never".to_owned()));
+    let expiries = console
+        .expiry_presets
         .iter()
         .enumerate()
         .map(|(i, preset)| (i.to_string(), lifetime(*preset)))
-        .chain([("never".to_owned(), "Never".to_owned())])
+        .chain(never)
         .map(|(value, label)| {
             let checked = value == chosen;
             (value, label, checked)
         })
         .collect();
+    let picked: Vec<&str> = form.scopes.split_whitespace().collect();
     let page = NewTokenPage {
-        actor: actor(session),
-        csrf,
+        chrome,
         form,
         expiries,
+        scopes: console
+            .scopes
+            .iter()
+            .map(|(scope, about)| {
+                (
+                    scope.as_str(),
+                    about.as_str(),
+                    picked.contains(&scope.as_str()),
+                )
+            })
+            .collect(),
         problem,
     };
     render(status, &page)
@@ -267,28 +317,33 @@ fn lifetime(d: Duration) -> String {
 #[derive(Template)]
 #[template(path = "console/created.html")]
 struct Created<'a> {
-    actor: String,
-    csrf: &'a str,
+    chrome: &'a Chrome,
     heading: &'a str,
     token: TokenView,
     secret: &'a str,
+    /// Where "Done" leads: the token's page, or the hosted list.
+    done: String,
 }
 
 /// The dialog that shows a new token's secret, the only page that ever
 /// shows one.
 pub(super) fn created(
-    session: &Session,
-    csrf: &str,
+    chrome: &Chrome,
     heading: &str,
     record: &TokenRecord,
     secret: &Secret,
 ) -> Response {
+    let token = TokenView::new(record, record.create_time);
+    let done = match chrome.owner {
+        Some(_) => format!("{}/", chrome.base),
+        None => format!("/console/tokens/{}", token.id),
+    };
     let page = Created {
-        actor: actor(session),
-        csrf,
+        chrome,
         heading,
-        token: TokenView::new(record, record.create_time),
+        token,
         secret: secret.expose(),
+        done,
     };
     render(StatusCode::OK, &page)
 }
@@ -304,8 +359,7 @@ struct EventRow {
 #[derive(Template)]
 #[template(path = "console/token.html")]
 struct TokenPage<'a> {
-    actor: String,
-    csrf: &'a str,
+    chrome: &'a Chrome,
     token: TokenView,
     here: String,
     /// The renewal form's choices: (seconds, label).
@@ -314,16 +368,14 @@ struct TokenPage<'a> {
 }
 
 pub(super) fn token(
-    session: &Session,
-    csrf: &str,
+    chrome: &Chrome,
     now: Timestamp,
     record: &TokenRecord,
     events: &[Event],
 ) -> Response {
     let token = TokenView::new(record, now);
     let page = TokenPage {
-        actor: actor(session),
-        csrf,
+        chrome,
         here: format!("/console/tokens/{}", token.id),
         token,
         grace_periods: &GRACE_PERIODS,
@@ -348,21 +400,14 @@ pub(super) fn token(
 #[derive(Template)]
 #[template(path = "console/confirm_delete.html")]
 struct ConfirmDelete<'a> {
-    actor: String,
-    csrf: &'a str,
+    chrome: &'a Chrome,
     token: TokenView,
     back: &'a str,
 }
 
-pub(super) fn confirm_delete(
-    session: &Session,
-    csrf: &str,
-    record: &TokenRecord,
-    back: &str,
-) -> Response {
+pub(super) fn confirm_delete(chrome: &Chrome, record: &TokenRecord, back: &str) -> Response {
     let page = ConfirmDelete {
-        actor: actor(session),
-        csrf,
+        chrome,
         token: TokenView::new(record, record.update_time),
         back,
     };
@@ -370,8 +415,32 @@ pub(super) fn confirm_delete(
 }
 
 #[derive(Template)]
+#[template(path = "console/opening.html")]
+struct Opening<'a> {
+    owner: &'a str,
+}
+
+/// The page a console link answers with: it sends the browser on to the
+/// hosted page (a navigation that starts here carries the new cookie).
+pub(super) fn opening(session: &Session) -> Response {
+    let owner = session.owner.as_deref().unwrap_or("");
+    render(StatusCode::OK, &Opening { owner })
+}
+
+#[derive(Template)]
 #[template(
-    source = r#"{% extends "console/base.html" %}{% block title %}Problem{% endblock %}{% block main %}<h1>Something is wrong</h1><p class="problem" role="alert">{{ message }}</p><p><a href="/console/">Back to the tokens</a></p>{% endblock %}"#,
+    source = r#"{% extends "console/base.html" %}{% block title %}Signed out{% endblock %}{% block main %}<h1>Signed out</h1><p>You have left your tokens page. To come back, open it again from where you came.</p>{% endblock %}"#,
+    ext = "html"
+)]
+struct SignedOut;
+
+pub(super) fn signed_out() -> Response {
+    render(StatusCode::OK, &SignedOut)
+}
+
+#[derive(Template)]
+#[template(
+    source = r#"{% extends "console/base.html" %}{% block title %}Problem{% endblock %}{% block main %}<h1>Something is wrong</h1><p class="problem" role="alert">{{ message }}</p><p>Go back to the page you came from to try again.</p>{% endblock %}"#,
     ext = "html"
 )]
 struct Problem<'a> {

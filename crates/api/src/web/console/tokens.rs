@@ -1,9 +1,14 @@
-//! The console's token pages: a new token (its secret shown once, in a
-//! dialog), a token's own page (rename, revoke with a reason, restore,
-//! renew with a grace period, its audit trail), and deleting one after a
-//! confirmation. Every change is a form posted with the session's CSRF
-//! token, made as the signed-in admin; then the browser is sent back to the
-//! page it came from.
+//! The token pages, for both realms: the list, a new token (its secret
+//! shown once, in a dialog), revoke, restore, and delete after a
+//! confirmation; for admins also a token's own page (rename, revoke with a
+//! reason, renew with a grace period, its audit trail).
+//!
+//! On the hosted page (`/console/mine/`) every token is the session's
+//! owner's: the list shows only theirs, a new token is theirs with the
+//! lifetimes and scopes the operator offers, and a token of anyone else is
+//! "not found". Every change is a form posted with the session's CSRF
+//! token, made as the session's actor; then the browser is sent back to
+//! the page it came from.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,33 +22,77 @@ use hyper::StatusCode;
 use uuid::Uuid;
 
 use super::exchange::{
-    Form, back, console, posted, problem, refusal, refused, require_session, see_other,
+    Form, Realm, back, console, posted, problem, refusal, refused, require_session, see_other,
 };
-use super::pages::{self, GRACE_PERIODS, NewTokenForm};
+use super::pages::{self, GRACE_PERIODS, NewTokenForm, TokenQuery};
 use crate::audit::EventFilter;
-use crate::lifecycle::{EventQuery, Expiry, NewToken, Renewal};
-use crate::query::TokenPatch;
-use crate::web::api::WebApi;
+use crate::console::Session;
+use crate::error::Error;
+use crate::lifecycle::{EventQuery, Expiry, ListQuery, NewToken, Renewal};
+use crate::query::{ListFilter, TokenPatch};
+use crate::web::api::{Console, WebApi};
 
 /// The audit events a token's page shows, newest first.
 const EVENTS_SHOWN: i32 = 50;
+/// Tokens per page.
+const PAGE_SIZE: i32 = 50;
 
-pub(super) fn routes() -> Router<Arc<WebApi>> {
+/// The admin console's token routes.
+pub(super) fn admin_routes() -> Router<Arc<WebApi>> {
     Router::new()
-        .route("/console/tokens/new", get(new_form))
-        .route("/console/tokens", post(create))
+        .route("/console/", get(|s, r| list(s, r, Realm::Admin)))
+        .route(
+            "/console/tokens/new",
+            get(|s, r| new_form(s, r, Realm::Admin)),
+        )
+        .route("/console/tokens", post(|s, r| create(s, r, Realm::Admin)))
         .route("/console/tokens/{id}", get(token_page))
         .route("/console/tokens/{id}/update", post(update))
-        .route("/console/tokens/{id}/revoke", post(revoke))
-        .route("/console/tokens/{id}/restore", post(restore))
+        .route(
+            "/console/tokens/{id}/revoke",
+            post(|s, p, r| revoke(s, p, r, Realm::Admin)),
+        )
+        .route(
+            "/console/tokens/{id}/restore",
+            post(|s, p, r| restore(s, p, r, Realm::Admin)),
+        )
         .route("/console/tokens/{id}/renew", post(renew))
         .route(
             "/console/tokens/{id}/delete",
-            get(confirm_delete).post(delete),
+            get(|s, p, r| confirm_delete(s, p, r, Realm::Admin))
+                .post(|s, p, r| delete(s, p, r, Realm::Admin)),
         )
 }
 
-/// The page for a path that names no token.
+/// The hosted token page's routes.
+pub(super) fn hosted_routes() -> Router<Arc<WebApi>> {
+    Router::new()
+        .route("/console/mine/", get(|s, r| list(s, r, Realm::Hosted)))
+        .route(
+            "/console/mine/tokens/new",
+            get(|s, r| new_form(s, r, Realm::Hosted)),
+        )
+        .route(
+            "/console/mine/tokens",
+            post(|s, r| create(s, r, Realm::Hosted)),
+        )
+        .route(
+            "/console/mine/tokens/{id}/revoke",
+            post(|s, p, r| revoke(s, p, r, Realm::Hosted)),
+        )
+        .route(
+            "/console/mine/tokens/{id}/restore",
+            post(|s, p, r| restore(s, p, r, Realm::Hosted)),
+        )
+        .route(
+            "/console/mine/tokens/{id}/delete",
+            get(|s, p, r| confirm_delete(s, p, r, Realm::Hosted))
+                .post(|s, p, r| delete(s, p, r, Realm::Hosted)),
+        )
+}
+
+/// The page for a path that names no token (or, on the hosted page, a
+/// token of someone else: the two look the same).
 fn no_such_token() -> Response {
     problem(StatusCode::NOT_FOUND, "There is no such token.")
 }
@@ -55,9 +104,79 @@ fn query_value(request: &Request<Body>, name: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
-async fn new_form(State(api): State<Arc<WebApi>>, request: Request<Body>) -> Response {
+/// The token `id` names, if the session may see it: any token for an
+/// admin, only the owner's own on the hosted page.
+async fn visible(
+    console: &Console,
+    session: &Session,
+    id: &str,
+) -> Result<crate::token::TokenRecord, Response> {
+    let Ok(id) = Uuid::parse_str(id) else {
+        return Err(no_such_token());
+    };
+    match console.lifecycle.get(id).await {
+        Ok(record) if session.owner.as_ref().is_none_or(|o| *o == record.owner) => Ok(record),
+        Ok(_) | Err(Error::NotFound) => Err(no_such_token()),
+        Err(e) => Err(refused(&e)),
+    }
+}
+
+/// The token list: an admin's filtered by the query's `owner` and
+/// `status`, the hosted page's the owner's own by `status`.
+async fn list(State(api): State<Arc<WebApi>>, request: Request<Body>, realm: Realm) -> Response {
     let console = console(&api);
-    let (secret, session) = match require_session(console, request.headers()).await {
+    let (secret, session) = match require_session(console, request.headers(), realm).await {
+        Ok(found) => found,
+        Err(answer) => return answer,
+    };
+    let mut query = TokenQuery::parse(request.uri().query().unwrap_or(""));
+    if let Some(owner) = &session.owner {
+        query.owner.clone_from(owner);
+    } else if !query.owner.is_empty()
+        && let Err(e) = crate::token::check_owner("owner", &query.owner)
+    {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            &format!("{}: {}", e.field, e.reason),
+        );
+    }
+    let Some(statuses) = query.statuses() else {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "status: one of active, revoked, expired, inactive",
+        );
+    };
+    let list = ListQuery {
+        filter: ListFilter {
+            owner: Some(query.owner.clone()).filter(|o| !o.is_empty()),
+            statuses,
+        },
+        page_size: PAGE_SIZE,
+        page_token: query.page_token.clone(),
+    };
+    match console.lifecycle.list(list).await {
+        Ok(page) => pages::tokens(
+            &pages::chrome(&session, &console.sessions.csrf_token(&secret)),
+            &query,
+            request
+                .uri()
+                .path_and_query()
+                .map_or("/console/", |p| p.as_str()),
+            console.sessions.now(),
+            &page.items,
+            &page.next_page_token,
+        ),
+        Err(e) => refused(&e),
+    }
+}
+
+async fn new_form(
+    State(api): State<Arc<WebApi>>,
+    request: Request<Body>,
+    realm: Realm,
+) -> Response {
+    let console = console(&api);
+    let (secret, session) = match require_session(console, request.headers(), realm).await {
         Ok(found) => found,
         Err(answer) => return answer,
     };
@@ -67,40 +186,38 @@ async fn new_form(State(api): State<Arc<WebApi>>, request: Request<Body>) -> Res
     };
     pages::new_token(
         StatusCode::OK,
-        &session,
-        &console.sessions.csrf_token(&secret),
-        &console.expiry_presets,
+        &pages::chrome(&session, &console.sessions.csrf_token(&secret)),
+        console,
         &form,
         None,
     )
 }
 
-async fn create(State(api): State<Arc<WebApi>>, request: Request<Body>) -> Response {
+async fn create(State(api): State<Arc<WebApi>>, request: Request<Body>, realm: Realm) -> Response {
     let console = console(&api);
-    let (secret, session, form) = match posted(console, request).await {
+    let (secret, session, form) = match posted(console, request, realm).await {
         Ok(posted) => posted,
         Err(answer) => return answer,
     };
+    let chrome = pages::chrome(&session, &console.sessions.csrf_token(&secret));
     let field = |name: &str| form.get(name).map_or_else(String::new, |v| v.to_string());
     let entered = NewTokenForm {
-        owner: field("owner").trim().to_owned(),
+        owner: session
+            .owner
+            .clone()
+            .unwrap_or_else(|| field("owner").trim().to_owned()),
         name: field("name").trim().to_owned(),
         description: field("description").trim().to_owned(),
-        scopes: field("scopes"),
+        scopes: match realm {
+            Realm::Admin => field("scopes"),
+            Realm::Hosted => form.all("scope").join(" "),
+        },
         expiry: field("expiry"),
     };
-    let again = |status, message: &str| {
-        pages::new_token(
-            status,
-            &session,
-            &console.sessions.csrf_token(&secret),
-            &console.expiry_presets,
-            &entered,
-            Some(message),
-        )
-    };
+    let again =
+        |status, message: &str| pages::new_token(status, &chrome, console, &entered, Some(message));
     let expiry = match entered.expiry.as_str() {
-        "never" => Expiry::Never,
+        "never" if realm == Realm::Admin => Expiry::Never,
         chosen => match chosen
             .parse::<usize>()
             .ok()
@@ -115,27 +232,33 @@ async fn create(State(api): State<Arc<WebApi>>, request: Request<Body>) -> Respo
             }
         },
     };
+    let scopes: Vec<String> = entered
+        .scopes
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    // A product's user gets only the scopes the operator offers.
+    if realm == Realm::Hosted
+        && let Some(other) = scopes
+            .iter()
+            .find(|s| !console.scopes.iter().any(|(offered, _)| offered == *s))
+    {
+        return again(
+            StatusCode::BAD_REQUEST,
+            &format!("scope: {other:?} is not one of the scopes offered"),
+        );
+    }
     let new = NewToken {
         owner: entered.owner.clone(),
         name: entered.name.clone(),
         description: entered.description.clone(),
-        scopes: entered
-            .scopes
-            .split_whitespace()
-            .map(str::to_owned)
-            .collect(),
+        scopes,
         metadata: Default::default(),
         expiry,
         idle_timeout: None,
     };
     match console.lifecycle.create(new, session.actor).await {
-        Ok((record, token)) => pages::created(
-            &session,
-            &console.sessions.csrf_token(&secret),
-            "Token created",
-            &record,
-            &token,
-        ),
+        Ok((record, token)) => pages::created(&chrome, "Token created", &record, &token),
         Err(e) => {
             let (status, message) = refusal(&e);
             again(status, &message)
@@ -149,22 +272,19 @@ async fn token_page(
     request: Request<Body>,
 ) -> Response {
     let console = console(&api);
-    let (secret, session) = match require_session(console, request.headers()).await {
+    let (secret, session) = match require_session(console, request.headers(), Realm::Admin).await {
         Ok(found) => found,
         Err(answer) => return answer,
     };
-    let Ok(id) = Uuid::parse_str(&id) else {
-        return no_such_token();
-    };
-    let record = match console.lifecycle.get(id).await {
+    let record = match visible(console, &session, &id).await {
         Ok(record) => record,
-        Err(e) => return refused(&e),
+        Err(answer) => return answer,
     };
     let events = console
         .lifecycle
         .list_events(EventQuery {
             filter: EventFilter {
-                token_id: Some(id),
+                token_id: Some(record.id),
                 owner: None,
             },
             page_size: EVENTS_SHOWN,
@@ -173,8 +293,7 @@ async fn token_page(
         .await;
     match events {
         Ok(events) => pages::token(
-            &session,
-            &console.sessions.csrf_token(&secret),
+            &pages::chrome(&session, &console.sessions.csrf_token(&secret)),
             console.sessions.now(),
             &record,
             &events.items,
@@ -183,22 +302,31 @@ async fn token_page(
     }
 }
 
-/// Runs `change` for the token of a posted form, then sends the browser
-/// to `then` (given the form's `back`), or shows why it was refused.
-async fn change<F, Fut>(api: Arc<WebApi>, id: String, request: Request<Body>, change: F) -> Response
+/// Runs `change` on the token of a posted form, if the session may see
+/// it, then sends the browser where `change` says (given the form), or
+/// shows why it was refused.
+async fn change<F, Fut>(
+    api: Arc<WebApi>,
+    id: String,
+    request: Request<Body>,
+    realm: Realm,
+    change: F,
+) -> Response
 where
     F: FnOnce(Uuid, Form, crate::auth::Actor, Arc<crate::lifecycle::Lifecycle>) -> Fut,
-    Fut: Future<Output = Result<String, crate::error::Error>>,
+    Fut: Future<Output = Result<String, Error>>,
 {
     let console = console(&api);
-    let (_, session, form) = match posted(console, request).await {
+    let (_, session, form) = match posted(console, request, realm).await {
         Ok(posted) => posted,
         Err(answer) => return answer,
     };
-    let Ok(id) = Uuid::parse_str(&id) else {
-        return no_such_token();
+    let record = match visible(console, &session, &id).await {
+        Ok(record) => record,
+        Err(answer) => return answer,
     };
-    match change(id, form, session.actor, Arc::clone(&console.lifecycle)).await {
+    let lifecycle = Arc::clone(&console.lifecycle);
+    match change(record.id, form, session.actor, lifecycle).await {
         Ok(location) => see_other(&location),
         Err(e) => refused(&e),
     }
@@ -209,15 +337,21 @@ async fn update(
     Path(id): Path<String>,
     request: Request<Body>,
 ) -> Response {
-    change(api, id, request, |id, form, actor, lifecycle| async move {
-        let patch = TokenPatch {
-            name: form.get("name").map(|v| v.trim().to_owned()),
-            description: form.get("description").map(|v| v.trim().to_owned()),
-            metadata: None,
-        };
-        lifecycle.update(id, patch, actor).await?;
-        Ok(format!("/console/tokens/{id}"))
-    })
+    change(
+        api,
+        id,
+        request,
+        Realm::Admin,
+        |id, form, actor, lifecycle| async move {
+            let patch = TokenPatch {
+                name: form.get("name").map(|v| v.trim().to_owned()),
+                description: form.get("description").map(|v| v.trim().to_owned()),
+                metadata: None,
+            };
+            lifecycle.update(id, patch, actor).await?;
+            Ok(format!("/console/tokens/{id}"))
+        },
+    )
     .await
 }
 
@@ -225,12 +359,22 @@ async fn revoke(
     State(api): State<Arc<WebApi>>,
     Path(id): Path<String>,
     request: Request<Body>,
+    realm: Realm,
 ) -> Response {
-    change(api, id, request, |id, form, actor, lifecycle| async move {
-        let reason = form.get("reason").map_or("", |v| v.trim());
-        lifecycle.revoke(id, reason, actor).await?;
-        Ok(back(&form))
-    })
+    change(
+        api,
+        id,
+        request,
+        realm,
+        move |id, form, actor, lifecycle| async move {
+            let reason = match realm {
+                Realm::Admin => form.get("reason").map_or("", |v| v.trim()),
+                Realm::Hosted => "revoked by its owner",
+            };
+            lifecycle.revoke(id, reason, actor).await?;
+            Ok(back(&form, realm))
+        },
+    )
     .await
 }
 
@@ -238,11 +382,18 @@ async fn restore(
     State(api): State<Arc<WebApi>>,
     Path(id): Path<String>,
     request: Request<Body>,
+    realm: Realm,
 ) -> Response {
-    change(api, id, request, |id, form, actor, lifecycle| async move {
-        lifecycle.restore(id, actor).await?;
-        Ok(back(&form))
-    })
+    change(
+        api,
+        id,
+        request,
+        realm,
+        move |id, form, actor, lifecycle| async move {
+            lifecycle.restore(id, actor).await?;
+            Ok(back(&form, realm))
+        },
+    )
     .await
 }
 
@@ -252,12 +403,13 @@ async fn renew(
     request: Request<Body>,
 ) -> Response {
     let console = console(&api);
-    let (secret, session, form) = match posted(console, request).await {
+    let (secret, session, form) = match posted(console, request, Realm::Admin).await {
         Ok(posted) => posted,
         Err(answer) => return answer,
     };
-    let Ok(id) = Uuid::parse_str(&id) else {
-        return no_such_token();
+    let record = match visible(console, &session, &id).await {
+        Ok(record) => record,
+        Err(answer) => return answer,
     };
     let grace = form.get("grace").map_or("", |v| v.as_str());
     let Some(&(seconds, _)) = GRACE_PERIODS.iter().find(|(s, _)| s.to_string() == grace) else {
@@ -267,14 +419,13 @@ async fn renew(
         );
     };
     let renewal = Renewal {
-        id,
+        id: record.id,
         grace_period: Duration::from_secs(seconds),
         expiry: None,
     };
     match console.lifecycle.renew(renewal, session.actor).await {
         Ok((record, token)) => pages::created(
-            &session,
-            &console.sessions.csrf_token(&secret),
+            &pages::chrome(&session, &console.sessions.csrf_token(&secret)),
             "Token renewed",
             &record,
             &token,
@@ -287,44 +438,49 @@ async fn confirm_delete(
     State(api): State<Arc<WebApi>>,
     Path(id): Path<String>,
     request: Request<Body>,
+    realm: Realm,
 ) -> Response {
     let console = console(&api);
-    let (secret, session) = match require_session(console, request.headers()).await {
+    let (secret, session) = match require_session(console, request.headers(), realm).await {
         Ok(found) => found,
         Err(answer) => return answer,
     };
-    let Ok(id) = Uuid::parse_str(&id) else {
-        return no_such_token();
+    let record = match visible(console, &session, &id).await {
+        Ok(record) => record,
+        Err(answer) => return answer,
     };
     let mut asked = Form::default();
     if let Some(back) = query_value(&request, "back") {
         asked.push("back", back);
     }
-    match console.lifecycle.get(id).await {
-        Ok(record) => pages::confirm_delete(
-            &session,
-            &console.sessions.csrf_token(&secret),
-            &record,
-            &back(&asked),
-        ),
-        Err(e) => refused(&e),
-    }
+    pages::confirm_delete(
+        &pages::chrome(&session, &console.sessions.csrf_token(&secret)),
+        &record,
+        &back(&asked, realm),
+    )
 }
 
 async fn delete(
     State(api): State<Arc<WebApi>>,
     Path(id): Path<String>,
     request: Request<Body>,
+    realm: Realm,
 ) -> Response {
-    change(api, id, request, |id, form, actor, lifecycle| async move {
-        lifecycle.delete(id, actor).await?;
-        let back = back(&form);
-        // The token's own pages are gone with it.
-        Ok(if back.starts_with(&format!("/console/tokens/{id}")) {
-            "/console/".to_owned()
-        } else {
-            back
-        })
-    })
+    change(
+        api,
+        id,
+        request,
+        realm,
+        move |id, form, actor, lifecycle| async move {
+            lifecycle.delete(id, actor).await?;
+            let back = back(&form, realm);
+            // The token's own pages are gone with it.
+            Ok(if back.starts_with(&format!("/console/tokens/{id}")) {
+                "/console/".to_owned()
+            } else {
+                back
+            })
+        },
+    )
     .await
 }
