@@ -417,6 +417,7 @@ impl Application {
                         .map(|s| (s.name.clone(), s.description.clone()))
                         .collect(),
                     frame_ancestors: settings.console.frame_ancestors.join(" "),
+                    key_ids: key_ids.clone(),
                 }),
             );
             tracing::info!(%addr, "HTTP on /oauth2/introspect, /apis/authentication.k8s.io/v1/tokenreviews and /console/");

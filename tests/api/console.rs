@@ -409,6 +409,13 @@ async fn console_refuses_hostile_sign_ins_and_queries() {
         assert_eq!(page.status, 400, "{query}: {}", page.body);
         assert!(page.body.contains(field), "{query}: {}", page.body);
     }
+    for query in ["owner=%07bell", &format!("owner={}", "o".repeat(300))] {
+        for path in ["/console/owners", "/console/owners/delete"] {
+            let page = request(addr, "GET", &format!("{path}?{query}"), Some(&session), "").await;
+            assert_eq!(page.status, 400, "{path}?{query}: {}", page.body);
+            assert!(page.body.contains("owner"), "{path}?{query}");
+        }
+    }
     // The console answers only its methods.
     assert_eq!(
         request(addr, "DELETE", "/console/", Some(&session), "")
@@ -495,6 +502,18 @@ async fn console_changes_tokens_only_with_a_session_and_its_csrf_token(backend: 
             encode(&[("grace", "0")]),
         ),
         (format!("/console/tokens/{id}/delete"), String::new()),
+        (
+            "/console/owners/disable".to_owned(),
+            encode(&[("owner", "user-7"), ("reason", "x")]),
+        ),
+        (
+            "/console/owners/enable".to_owned(),
+            encode(&[("owner", "user-7")]),
+        ),
+        (
+            "/console/owners/delete".to_owned(),
+            encode(&[("owner", "user-7")]),
+        ),
         ("/console/logout".to_owned(), String::new()),
     ];
     let someone_elses = {

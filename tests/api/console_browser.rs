@@ -40,13 +40,16 @@ async fn an_admin_manages_tokens_in_the_browser(backend: Backend) {
     .await;
     let base = format!("http://{}", app.http_addr.unwrap());
     // A name that would run as script if the page did not escape it.
-    app.create(pb::CreateTokenRequest {
-        owner: "user-7".into(),
-        name: "<script>document.title=\"owned\"</script>".into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let hostile = app
+        .create(pb::CreateTokenRequest {
+            owner: "user-7".into(),
+            name: "<script>document.title=\"owned\"</script>".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .secret
+        .clone();
 
     // Signing in.
     browser.goto(&format!("{base}/console/")).await;
@@ -211,6 +214,64 @@ async fn an_admin_manages_tokens_in_the_browser(backend: Backend) {
         app.verify(&secret, &[]).await.verdict(),
         pb::Verdict::Unknown
     );
+
+    // The owner: disabled with a reason, enabled, all its tokens deleted
+    // after a confirmation; each in its audit trail.
+    browser
+        .find("//nav//a[normalize-space(.)='Owners']")
+        .await
+        .click()
+        .await
+        .unwrap();
+    browser.until_heading("Owners").await;
+    accessible(&browser, "owner search").await;
+    browser.fill("Owner", "user-7").await;
+    browser.click("Look up").await;
+    browser.until_heading("Owner user-7").await;
+    browser.fill("Reason", "left the company").await;
+    browser.click("Disable").await;
+    browser
+        .find("//dd[contains(., 'disabled since') and contains(., '(left the company)')]")
+        .await;
+    assert_eq!(
+        app.verify(&hostile, &[]).await.verdict(),
+        pb::Verdict::OwnerDisabled
+    );
+    accessible(&browser, "owner page").await;
+    browser.screenshot("owner").await;
+    browser.click("Enable").await;
+    browser.find("//dd[normalize-space(.)='enabled']").await;
+    assert_eq!(
+        app.verify(&hostile, &[]).await.verdict(),
+        pb::Verdict::Valid
+    );
+    browser.click("Delete all tokens").await;
+    browser.until_heading("Delete all tokens of user-7?").await;
+    accessible(&browser, "owner delete confirmation").await;
+    browser.click("Delete all tokens").await;
+    browser.until_heading("Owner user-7").await;
+    browser
+        .find("//dd[normalize-space(.)='0 active, 0 revoked, 0 expired, 0 inactive']")
+        .await;
+    assert_eq!(
+        app.verify(&hostile, &[]).await.verdict(),
+        pb::Verdict::Unknown
+    );
+    let trail = browser.text().await;
+    for kind in ["OWNER_DISABLED", "OWNER_ENABLED", "DELETED"] {
+        assert!(trail.contains(kind), "{kind}: {trail}");
+    }
+
+    // The keys, with the tokens under each.
+    browser
+        .find("//nav//a[normalize-space(.)='Keys']")
+        .await
+        .click()
+        .await
+        .unwrap();
+    browser.until_heading("Keys").await;
+    accessible(&browser, "keys").await;
+    browser.find("//td[normalize-space(.)='primary']").await;
 
     // On a phone's width, and in dark mode, the pages still fit and pass
     // the check (colour contrast included).

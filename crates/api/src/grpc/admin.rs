@@ -290,35 +290,18 @@ impl TokenAdmin for AdminService {
     ) -> Result<Response<pb::ListKeysResponse>, Status> {
         answer(async {
             self.authorize(&request).await?;
-            let stored = self.lifecycle.tokens_by_key().await?;
-            let count = |id: &str| {
-                stored
-                    .iter()
-                    .find(|(k, _)| k == id)
-                    .map_or(0, |(_, n)| i64::try_from(*n).unwrap_or(i64::MAX))
-            };
-            let mut keys: Vec<pb::KeyUsage> = self
-                .key_ids
-                .iter()
-                .enumerate()
-                .map(|(i, id)| pb::KeyUsage {
-                    id: id.clone(),
-                    primary: i == 0,
-                    configured: true,
-                    token_count: count(id),
+            let keys = self
+                .lifecycle
+                .keys(&self.key_ids)
+                .await?
+                .into_iter()
+                .map(|k| pb::KeyUsage {
+                    id: k.id,
+                    primary: k.primary,
+                    configured: k.configured,
+                    token_count: i64::try_from(k.tokens).unwrap_or(i64::MAX),
                 })
                 .collect();
-            keys.extend(
-                stored
-                    .iter()
-                    .filter(|(id, _)| !self.key_ids.contains(id))
-                    .map(|(id, n)| pb::KeyUsage {
-                        id: id.clone(),
-                        primary: false,
-                        configured: false,
-                        token_count: i64::try_from(*n).unwrap_or(i64::MAX),
-                    }),
-            );
             Ok(Response::new(pb::ListKeysResponse { keys }))
         })
         .await

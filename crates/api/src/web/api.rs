@@ -62,6 +62,8 @@ pub struct Console {
     /// The CSP `frame-ancestors` sources that may embed the hosted token
     /// page, separated by spaces; empty: none may.
     pub frame_ancestors: String,
+    /// The configured HMAC keys' ids, the primary first.
+    pub key_ids: Vec<String>,
 }
 
 pub struct WebApi {

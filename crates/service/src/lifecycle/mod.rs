@@ -28,6 +28,7 @@ pub use paging::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 pub use requests::{EventQuery, Expiry, ListQuery, NewToken, Page, Renewal};
 pub use self_renewal::SELF_REVOKE_REASON;
 pub use settings::{ADMIN_OWNER, Limits, Policy, RATE_WINDOW, SelfRenew, Settings};
+pub use tokens::KeyUsage;
 
 pub struct Lifecycle {
     store: Store,

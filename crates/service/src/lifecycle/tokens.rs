@@ -325,11 +325,48 @@ impl Lifecycle {
         self.create(new, Actor::System).await
     }
 
-    /// How many tokens are stored under each HMAC key id.
+    /// The HMAC keys: each of `configured` (the primary first), then any
+    /// other that stored tokens still name, with how many tokens each has.
     ///
     /// # Errors
     /// Store faults.
-    pub async fn tokens_by_key(&self) -> Result<Vec<(String, u64)>, Error> {
-        Ok(self.store.tokens_by_key().await?)
+    pub async fn keys(&self, configured: &[String]) -> Result<Vec<KeyUsage>, Error> {
+        let stored = self.store.tokens_by_key().await?;
+        let count = |id: &str| stored.iter().find(|(k, _)| k == id).map_or(0, |(_, n)| *n);
+        let mut keys: Vec<KeyUsage> = configured
+            .iter()
+            .enumerate()
+            .map(|(i, id)| KeyUsage {
+                id: id.clone(),
+                primary: i == 0,
+                configured: true,
+                tokens: count(id),
+            })
+            .collect();
+        keys.extend(
+            stored
+                .iter()
+                .filter(|(id, _)| !configured.contains(id))
+                .map(|(id, n)| KeyUsage {
+                    id: id.clone(),
+                    primary: false,
+                    configured: false,
+                    tokens: *n,
+                }),
+        );
+        Ok(keys)
     }
+}
+
+/// An HMAC key and the tokens stored under it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyUsage {
+    /// Derived from the key; names it without revealing it.
+    pub id: String,
+    /// New tokens are digested with it.
+    pub primary: bool,
+    /// In the server's configuration: tokens under a key that is not
+    /// verify as UNKNOWN.
+    pub configured: bool,
+    pub tokens: u64,
 }

@@ -14,6 +14,7 @@
 //! of its own). Every answer carries a strict Content-Security-Policy.
 
 mod exchange;
+mod owners;
 mod pages;
 mod tokens;
 
@@ -53,6 +54,7 @@ pub(super) fn routes(api: &WebApi) -> Router<Arc<WebApi>> {
         .route("/console/console.css", get(stylesheet))
         .route("/console/console.js", get(script))
         .merge(tokens::admin_routes())
+        .merge(owners::routes())
         .layer(axum::middleware::map_response(|r| {
             security_headers(r, None)
         }));

@@ -10,6 +10,8 @@ use hyper::StatusCode;
 use crate::audit::Event;
 use crate::clock::Timestamp;
 use crate::console::Session;
+use crate::lifecycle::KeyUsage;
+use crate::owner::{OwnerRecord, TokenCounts};
 use crate::token::{Secret, Status, TokenRecord};
 use crate::web::api::Console;
 
@@ -140,6 +142,8 @@ struct TokenView {
     owner: String,
     /// The owner's token list.
     owner_link: String,
+    /// The owner's own page.
+    owner_page: String,
     hint: String,
     scopes: Vec<String>,
     /// (RFC 3339, as shown)
@@ -152,6 +156,13 @@ struct TokenView {
     replaced_by: Option<String>,
 }
 
+/// `owner=…`, encoded for a URL.
+fn owner_query(owner: &str) -> String {
+    form_urlencoded::Serializer::new(String::new())
+        .append_pair("owner", owner)
+        .finish()
+}
+
 impl TokenView {
     fn new(t: &TokenRecord, now: Timestamp) -> TokenView {
         TokenView {
@@ -159,12 +170,8 @@ impl TokenView {
             name: t.name.clone(),
             description: t.description.clone(),
             owner: t.owner.clone(),
-            owner_link: format!(
-                "/console/?{}",
-                form_urlencoded::Serializer::new(String::new())
-                    .append_pair("owner", &t.owner)
-                    .finish()
-            ),
+            owner_link: format!("/console/?{}", owner_query(&t.owner)),
+            owner_page: format!("/console/owners?{}", owner_query(&t.owner)),
             hint: t.display_hint.clone(),
             scopes: t.scopes.clone(),
             created: time(t.create_time),
@@ -353,7 +360,104 @@ struct EventRow {
     time: (String, String),
     kind: String,
     actor: String,
+    /// The token it is about, if any: (id, name).
+    token: Option<(String, String)>,
     detail: String,
+}
+
+fn event_rows(events: &[Event]) -> Vec<EventRow> {
+    events
+        .iter()
+        .map(|e| EventRow {
+            time: time(e.time),
+            kind: e.kind.as_str().to_owned(),
+            actor: e.actor.clone(),
+            token: e.token_id.map(|id| {
+                let name = e.detail.get("name").cloned().unwrap_or_default();
+                (id.to_string(), name)
+            }),
+            detail: e
+                .detail
+                .iter()
+                .map(|(k, v)| format!("{k}: {v}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+        .collect()
+}
+
+/// An owner as its page shows it.
+struct OwnerView {
+    name: String,
+    disabled: Option<(String, String)>,
+    reason: String,
+    counts: TokenCounts,
+    tokens_link: String,
+    page_link: String,
+}
+
+impl OwnerView {
+    fn new(record: &OwnerRecord, counts: &TokenCounts) -> OwnerView {
+        let query = owner_query(&record.owner);
+        OwnerView {
+            name: record.owner.clone(),
+            disabled: record.disable_time.map(time),
+            reason: record.reason.clone(),
+            counts: *counts,
+            tokens_link: format!("/console/?{query}"),
+            page_link: format!("/console/owners?{query}"),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "console/owners.html")]
+struct OwnerPage<'a> {
+    chrome: &'a Chrome,
+    owner: Option<OwnerView>,
+    events: Vec<EventRow>,
+}
+
+pub(super) fn owner(
+    chrome: &Chrome,
+    found: Option<&(OwnerRecord, TokenCounts)>,
+    events: &[Event],
+) -> Response {
+    let page = OwnerPage {
+        chrome,
+        owner: found.map(|(record, counts)| OwnerView::new(record, counts)),
+        events: event_rows(events),
+    };
+    render(StatusCode::OK, &page)
+}
+
+#[derive(Template)]
+#[template(path = "console/confirm_delete_owner.html")]
+struct ConfirmDeleteOwner<'a> {
+    chrome: &'a Chrome,
+    owner: OwnerView,
+}
+
+pub(super) fn confirm_delete_owner(
+    chrome: &Chrome,
+    (record, counts): &(OwnerRecord, TokenCounts),
+) -> Response {
+    let page = ConfirmDeleteOwner {
+        chrome,
+        owner: OwnerView::new(record, counts),
+    };
+    render(StatusCode::OK, &page)
+}
+
+#[derive(Template)]
+#[template(path = "console/keys.html")]
+struct Keys<'a> {
+    chrome: &'a Chrome,
+    keys: &'a [KeyUsage],
+}
+
+pub(super) fn keys(chrome: &Chrome, keys: &[KeyUsage]) -> Response {
+    render(StatusCode::OK, &Keys { chrome, keys })
 }
 
 #[derive(Template)]
@@ -379,20 +483,7 @@ pub(super) fn token(
         here: format!("/console/tokens/{}", token.id),
         token,
         grace_periods: &GRACE_PERIODS,
-        events: events
-            .iter()
-            .map(|e| EventRow {
-                time: time(e.time),
-                kind: e.kind.as_str().to_owned(),
-                actor: e.actor.clone(),
-                detail: e
-                    .detail
-                    .iter()
-                    .map(|(k, v)| format!("{k}: {v}"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            })
-            .collect(),
+        events: event_rows(events),
     };
     render(StatusCode::OK, &page)
 }
