@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use fantoccini::key::Key;
 use latchkey::grpc::pb;
 
 use crate::helpers::*;
@@ -64,8 +65,9 @@ async fn an_admin_manages_tokens_in_the_browser(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(said, "That is not a valid admin credential.");
+    // With the keyboard alone: the credential, Enter; Tab to New token.
     browser.fill("Admin credential", ADMIN_TOKEN).await;
-    browser.click("Sign in").await;
+    browser.press(Key::Enter).await;
     browser.until_heading("Tokens").await;
     accessible(&browser, "token list").await;
     let title = browser.client.title().await.unwrap();
@@ -79,7 +81,8 @@ async fn an_admin_manages_tokens_in_the_browser(backend: Backend) {
 
     // A new token from a preset; its secret, copied from the dialog,
     // verifies.
-    browser.click("New token").await;
+    browser.tab_to("New token").await;
+    browser.press(Key::Enter).await;
     browser.until_heading("New token").await;
     accessible(&browser, "new token").await;
     browser.screenshot("new-token").await;

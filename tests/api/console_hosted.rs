@@ -283,6 +283,13 @@ async fn a_console_link_opens_once_a_page_of_its_owners_tokens(backend: Backend)
         60 * 86_400
     );
     assert_eq!(tokens_of(&app, "user-10").await.len(), 1);
+    // Shown in the dialog only.
+    let list = request(addr, "GET", "/console/mine/", Some(&hosted), "").await;
+    assert!(list.body.contains(&token.display_hint));
+    assert!(
+        !list.body.contains(&secret[3..20]),
+        "the list shows the secret"
+    );
 
     // Revoke, restore, delete their own: back to the hosted list only.
     for (action, back, goes) in [

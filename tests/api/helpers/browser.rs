@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
+use fantoccini::actions::{InputSource, KeyAction, KeyActions};
+use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
@@ -148,6 +150,30 @@ impl Browser {
 
     pub async fn click(&self, name: &str) {
         self.button(name).await.click().await.unwrap();
+    }
+
+    /// Presses `key` on the keyboard, wherever the focus is.
+    pub async fn press(&self, key: Key) {
+        let key = char::from(key);
+        let press = KeyActions::new("keyboard".to_owned())
+            .then(KeyAction::Down { value: key })
+            .then(KeyAction::Up { value: key });
+        self.client.perform_actions(press).await.unwrap();
+    }
+
+    /// Moves the focus with Tab, from wherever it is, until it is on the
+    /// control whose text is `name`; panics after 40 presses.
+    pub async fn tab_to(&self, name: &str) {
+        for _ in 0..40 {
+            self.press(Key::Tab).await;
+            let focused = self
+                .run("return document.activeElement ? document.activeElement.innerText || '' : ''")
+                .await;
+            if focused.as_str().is_some_and(|t| t.trim() == name) {
+                return;
+            }
+        }
+        panic!("Tab never reached {name:?} on {}", self.path().await);
     }
 
     /// Types `text` into the field labelled `label`.
