@@ -277,7 +277,22 @@ async fn an_admin_manages_tokens_in_the_browser(backend: Backend) {
     browser.find("//td[normalize-space(.)='primary']").await;
 
     // On a phone's width, and in dark mode, the pages still fit and pass
-    // the check (colour contrast included).
+    // the check (colour contrast included), with a few tokens listed.
+    for (name, scopes) in [
+        ("deploy bot", vec!["deploy:*".to_owned()]),
+        ("laptop", vec![]),
+    ] {
+        let made = app
+            .create(pb::CreateTokenRequest {
+                owner: "user-7".into(),
+                name: name.into(),
+                scopes,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        app.verify(&made.secret, &[]).await;
+    }
     browser.viewport_width(320).await;
     for path in ["/console/?owner=user-7", "/console/tokens/new"] {
         browser.goto(&format!("{base}{path}")).await;
