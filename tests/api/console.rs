@@ -426,7 +426,7 @@ async fn console_refuses_hostile_sign_ins_and_queries() {
 }
 
 /// The tokens of `owner`.
-async fn tokens_of(app: &TestApp, owner: &str) -> Vec<latchkey::grpc::pb::Token> {
+pub(crate) async fn tokens_of(app: &TestApp, owner: &str) -> Vec<latchkey::grpc::pb::Token> {
     app.admin
         .clone()
         .list_tokens(app.admin_request(latchkey::grpc::pb::ListTokensRequest {

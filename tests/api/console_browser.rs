@@ -20,6 +20,43 @@ async fn accessible(browser: &Browser, page: &str) {
     }
 }
 
+/// The creation dialog.
+const DIALOG: &str = "//*[self::dialog or @role='dialog']";
+
+/// Copies the secret with the creation dialog's Copy button, and reads it
+/// back from the clipboard.
+async fn copy_secret(browser: &Browser) -> String {
+    browser.grant("clipboard-read").await;
+    browser.grant("clipboard-write").await;
+    browser.click_in(DIALOG, "Copy").await;
+    browser
+        .find("//*[@role='status'][normalize-space(.)='Copied to the clipboard.']")
+        .await;
+    let copied = browser
+        .run_async(
+            "const done = arguments[arguments.length - 1];
+             navigator.clipboard.readText().then(done, e => done('refused: ' + e));",
+        )
+        .await;
+    copied.as_str().unwrap().to_owned()
+}
+
+/// Checks that `secret` verifies VALID with `scope`, as a token of
+/// `owner` named `name` lasting `days`.
+async fn verifies(
+    app: &TestApp,
+    secret: &str,
+    scope: &str,
+    (owner, name, days): (&str, &str, i64),
+) {
+    let verified = app.verify(secret, &[scope]).await;
+    assert_eq!(verified.verdict(), pb::Verdict::Valid, "{secret:.8}…");
+    let token = verified.token.unwrap();
+    assert_eq!((token.owner.as_str(), token.name.as_str()), (owner, name));
+    let lifetime = token.expire_time.unwrap().seconds - token.create_time.unwrap().seconds;
+    assert_eq!(lifetime, days * 86_400);
+}
+
 /// The cell of `column` in the token table's row named `name`.
 fn cell(name: &str, column: &str) -> String {
     format!(
@@ -101,9 +138,8 @@ async fn an_admin_manages_tokens_in_the_browser(backend: Backend) {
         )
         .await;
     browser.click("Create token").await;
-    let dialog = "//*[self::dialog or @role='dialog']";
     browser
-        .until(&format!("{dialog}//h1"), "Token created")
+        .until(&format!("{DIALOG}//h1"), "Token created")
         .await;
     assert!(
         browser
@@ -112,28 +148,8 @@ async fn an_admin_manages_tokens_in_the_browser(backend: Backend) {
             .contains("Copy the token now. It will not be shown again.")
     );
     accessible(&browser, "creation dialog").await;
-    browser.grant("clipboard-read").await;
-    browser.grant("clipboard-write").await;
-    browser.click_in(dialog, "Copy").await;
-    browser
-        .find("//*[@role='status'][normalize-space(.)='Copied to the clipboard.']")
-        .await;
-    let copied = browser
-        .run_async(
-            "const done = arguments[arguments.length - 1];
-             navigator.clipboard.readText().then(done, e => done('refused: ' + e));",
-        )
-        .await;
-    let secret = copied.as_str().unwrap().to_owned();
-    let verified = app.verify(&secret, &["repo:read"]).await;
-    assert_eq!(verified.verdict(), pb::Verdict::Valid, "{secret:.8}…");
-    let token = verified.token.unwrap();
-    assert_eq!(
-        (token.owner.as_str(), token.name.as_str()),
-        ("user-7", "CI deploy")
-    );
-    let lifetime = token.expire_time.unwrap().seconds - token.create_time.unwrap().seconds;
-    assert_eq!(lifetime, 90 * 86_400);
+    let secret = copy_secret(&browser).await;
+    verifies(&app, &secret, "repo:read", ("user-7", "CI deploy", 90)).await;
 
     // The list: "Never" until the token is used, then the time of its use.
     browser.goto(&format!("{base}/console/?owner=user-7")).await;
@@ -378,36 +394,15 @@ async fn a_products_user_manages_their_tokens_on_the_hosted_page(backend: Backen
         .await
         .unwrap();
     browser.click("Create token").await;
-    let dialog = "//*[self::dialog or @role='dialog']";
     browser
-        .until(&format!("{dialog}//h1"), "Token created")
+        .until(&format!("{DIALOG}//h1"), "Token created")
         .await;
-    browser.grant("clipboard-read").await;
-    browser.grant("clipboard-write").await;
-    browser.click_in(dialog, "Copy").await;
-    browser
-        .find("//*[@role='status'][normalize-space(.)='Copied to the clipboard.']")
-        .await;
-    let copied = browser
-        .run_async(
-            "const done = arguments[arguments.length - 1];
-             navigator.clipboard.readText().then(done, e => done('refused: ' + e));",
-        )
-        .await;
-    let secret = copied.as_str().unwrap().to_owned();
-    let verified = app.verify(&secret, &["repo:read"]).await;
-    assert_eq!(verified.verdict(), pb::Verdict::Valid, "{secret:.8}…");
-    let token = verified.token.unwrap();
-    assert_eq!(
-        (token.owner.as_str(), token.name.as_str()),
-        ("user-9", "laptop")
-    );
-    let lifetime = token.expire_time.unwrap().seconds - token.create_time.unwrap().seconds;
-    assert_eq!(lifetime, 365 * 86_400);
+    let secret = copy_secret(&browser).await;
+    verifies(&app, &secret, "repo:read", ("user-9", "laptop", 365)).await;
 
     // Revoke, restore, delete with a confirmation, all on the list.
     browser
-        .find(&format!("{dialog}//a[normalize-space(.)='Done']"))
+        .find(&format!("{DIALOG}//a[normalize-space(.)='Done']"))
         .await
         .click()
         .await

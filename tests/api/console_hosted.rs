@@ -9,7 +9,7 @@ use latchkey::config::ConsoleScope;
 use latchkey::grpc::pb;
 use tonic::Code;
 
-use crate::console::{Page, encode, request, sign_in};
+use crate::console::{Page, encode, request, sign_in, tokens_of};
 use crate::helpers::*;
 use crate::on_both_databases;
 
@@ -391,20 +391,6 @@ async fn a_console_link_opens_once_a_page_of_its_owners_tokens(backend: Backend)
     );
     let refused = console_link(&app, "user-9", None, "").await.unwrap_err();
     assert_eq!(refused.code(), Code::FailedPrecondition);
-}
-
-/// The tokens of `owner`.
-async fn tokens_of(app: &TestApp, owner: &str) -> Vec<pb::Token> {
-    app.admin
-        .clone()
-        .list_tokens(app.admin_request(pb::ListTokensRequest {
-            owner: owner.to_owned(),
-            ..Default::default()
-        }))
-        .await
-        .unwrap()
-        .into_inner()
-        .tokens
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
