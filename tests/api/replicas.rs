@@ -182,14 +182,18 @@ pub async fn try_create(
 /// address it bound.
 async fn listening_addr(child: &mut Child) -> String {
     let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    // What it said meanwhile, for the failure message.
+    let mut said = Vec::new();
     let found = tokio::time::timeout(Duration::from_secs(30), async {
         while let Some(line) = lines.next_line().await.expect("read the log") {
             let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else {
+                said.push(line);
                 continue;
             };
             if entry["message"] == "latchkey listening" {
                 return entry["addr"].as_str().map(str::to_owned);
             }
+            said.push(line);
         }
         None
     })
@@ -202,10 +206,10 @@ async fn listening_addr(child: &mut Child) -> String {
             while let Ok(Some(_)) = lines.next_line().await {}
         });
     }
-    found
-        .ok()
-        .flatten()
-        .expect("the replica logged its address")
+    found.ok().flatten().unwrap_or_else(|| {
+        let tail = said[said.len().saturating_sub(20)..].join("\n");
+        panic!("the replica did not log its address; it said:\n{tail}")
+    })
 }
 
 /// Two replicas, the first migrating the database before the second starts.

@@ -257,10 +257,10 @@ impl Browser {
             .unwrap_or_else(|e| panic!("granting {name}: {e}"));
     }
 
-    /// Saves the page as `name.png` in `LATCHKEY_SCREENSHOTS`, when that
+    /// Saves the page as `name.png` in `CONSOLE_SCREENSHOTS`, when that
     /// names a directory (the docs' pictures are made so).
     pub async fn screenshot(&self, name: &str) {
-        if let Some(dir) = std::env::var_os("LATCHKEY_SCREENSHOTS") {
+        if let Some(dir) = std::env::var_os("CONSOLE_SCREENSHOTS") {
             let png = self.client.screenshot().await.unwrap();
             std::fs::write(PathBuf::from(dir).join(format!("{name}.png")), png).unwrap();
         }
@@ -345,15 +345,15 @@ impl Drop for Browser {
     }
 }
 
-/// axe-core's script: `LATCHKEY_AXE_CORE` (a path to `axe.min.js`), or
+/// axe-core's script: `AXE_CORE_SCRIPT` (a path to `axe.min.js`), or
 /// `None`, saying the check is skipped.
 fn axe_core() -> Option<String> {
-    let path = std::env::var_os("LATCHKEY_AXE_CORE").map(PathBuf::from);
+    let path = std::env::var_os("AXE_CORE_SCRIPT").map(PathBuf::from);
     match path.and_then(|p| std::fs::read_to_string(p).ok()) {
         Some(script) => Some(script),
         None => {
             notice(
-                "LATCHKEY_AXE_CORE does not name axe-core's axe.min.js (npm install axe-core@4); \
+                "AXE_CORE_SCRIPT does not name axe-core's axe.min.js (npm install axe-core@4); \
                  the accessibility check is skipped",
             );
             None
