@@ -14,7 +14,7 @@ use latchkey::lifecycle::{Expiry, Lifecycle, Limits, NewToken, Policy, SelfRenew
 use latchkey::store::Store;
 use latchkey::token::{Prefix, TokenKey, format};
 use latchkey::usage::LastUsed;
-use latchkey::verifier::{Verdict, Verifier};
+use latchkey::verifier::{Verdict, Verification, Verifier};
 
 const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
 
@@ -89,6 +89,7 @@ fn verify_hit(c: &mut Criterion) {
                     metadata: [("team".to_owned(), "infra".to_owned())].into(),
                     expiry: Expiry::Never,
                     idle_timeout: None,
+                    credits: None,
                 },
                 Actor::Admin,
             )
@@ -143,14 +144,15 @@ fn response_encoding(c: &mut Criterion) {
     c.bench_function("response: pre-encoded token (hit path)", |b| {
         b.iter(|| {
             buf.clear();
-            let reply = VerifyReply::new(
-                Verdict::Valid,
-                Some(Known {
+            let reply = VerifyReply::new(Verification {
+                verdict: Verdict::Valid,
+                token: Some(Known {
                     snapshot: Arc::clone(&snapshot),
                     status: Status::Active,
                 }),
-                Vec::new(),
-            );
+                missing_scopes: Vec::new(),
+                credits_remaining: None,
+            });
             reply.encode(&mut buf).unwrap();
             black_box(&buf);
         });
@@ -166,6 +168,7 @@ fn response_encoding(c: &mut Criterion) {
                     ..black_box(&token).clone()
                 }),
                 missing_scopes: Vec::new(),
+                credits_remaining: None,
             };
             reply.encode(&mut buf).unwrap();
             black_box(&buf);

@@ -23,6 +23,7 @@ use crate::changes::Freshness;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ServerSettings, Settings};
 use crate::console::ConsoleSessions;
+use crate::credits::CreditBook;
 use crate::grpc::{self, AdminService, ExtAuthzService, GrpcService, SelfService, VerifyService};
 use crate::lifecycle::Lifecycle;
 use crate::lookups::LookupLimit;
@@ -68,6 +69,8 @@ pub struct Application {
     console: Arc<ConsoleSessions>,
     last_used: Arc<LastUsed>,
     rekeys: Arc<Rekeys>,
+    /// Usage credits taken and not yet spent: given back at a graceful stop.
+    credits: Arc<CreditBook>,
     /// The configured keys' ids, the primary first.
     key_ids: Vec<String>,
     clock: Arc<dyn Clock>,
@@ -167,6 +170,7 @@ impl Application {
         let rekeys = Arc::new(Rekeys::new());
         let metrics = Arc::new(Metrics::new());
         let freshness = Arc::new(Freshness::new(settings.changes.max_staleness));
+        let credits = Arc::new(CreditBook::new(store.clone()));
         let verifier = Arc::new(
             Verifier::new(
                 prefix.clone(),
@@ -188,7 +192,8 @@ impl Application {
                 settings.lookups.max_pending,
                 settings.lookups.max_per_second,
             ))
-            .with_miss_hook(options.miss_hook),
+            .with_miss_hook(options.miss_hook)
+            .with_credits(Arc::clone(&credits)),
         );
         let lifecycle = Arc::new(Lifecycle::new(
             store.clone(),
@@ -238,6 +243,7 @@ impl Application {
             console,
             last_used,
             rekeys,
+            credits,
             key_ids: keys.ids(),
             clock,
             change_feed,
@@ -281,6 +287,7 @@ impl Application {
             console,
             last_used,
             rekeys,
+            credits,
             key_ids,
             clock,
             change_feed,
@@ -494,6 +501,12 @@ impl Application {
         stop_tasks.cancel();
         tasks.close();
         tasks.wait().await;
+        // Credits taken and not spent go back, for the other replicas.
+        match credits.give_back().await {
+            Ok(0) => {}
+            Ok(given) => tracing::info!(credits = given, "unspent credits given back"),
+            Err(e) => tracing::warn!(error = %e, "giving unspent credits back"),
+        }
         if let Err(e) = store.close().await {
             tracing::warn!(
                 error = format!("{:#}", anyhow::Error::from(e)),

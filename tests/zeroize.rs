@@ -100,6 +100,7 @@ fn a_verify_request_is_zeroed_when_dropped() {
     let encoded = pb::VerifyRequest {
         token: marked("lk_"),
         required_scopes: vec!["read".into()],
+        cost: None,
     }
     .encode_to_vec();
     // As the server receives it: decoded from the wire.

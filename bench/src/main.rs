@@ -179,6 +179,7 @@ async fn seed(count: usize, owners: usize, batch: usize, out: PathBuf) -> anyhow
                 metadata: Default::default(),
                 expiry: Expiry::Never,
                 idle_timeout: None,
+                credits: None,
             })
             .collect();
         let created = lifecycle
@@ -279,6 +280,7 @@ async fn warm(addr: &str, tokens: PathBuf, concurrency: usize) -> anyhow::Result
                     .verify(VerifyRequest {
                         token: token.clone(),
                         required_scopes: vec![],
+                        cost: None,
                     })
                     .await?
                     .into_inner();
@@ -405,6 +407,7 @@ async fn flood(
                 let request = VerifyRequest {
                     token,
                     required_scopes: vec![],
+                    cost: None,
                 };
                 match client.verify(request).await {
                     Ok(reply) if reply.get_ref().verdict() == pb::Verdict::Unknown => {

@@ -92,6 +92,9 @@ pub enum TokenCommand {
         /// Expire after this long unused, such as 30d.
         #[arg(long, value_parser = duration)]
         idle_timeout: Option<Duration>,
+        /// Usage credits: each VALID Verify spends its cost; unset: unlimited.
+        #[arg(long)]
+        credits: Option<i64>,
     },
     /// List tokens, newest first, every page.
     List {

@@ -144,6 +144,13 @@ pub fn token(token: &pb::Token) -> String {
         ("Last used", time(token.last_used_time.as_ref(), "Never")),
         ("Expires", time(token.expire_time.as_ref(), "Never")),
         ("Idle timeout", duration(token.idle_timeout.as_ref())),
+        (
+            "Credits",
+            token
+                .credits
+                .as_ref()
+                .map_or_else(|| "unlimited".to_owned(), |c| c.remaining.to_string()),
+        ),
     ];
     if token.revoke_time.is_some() {
         rows.push(("Revoked", time(token.revoke_time.as_ref(), "-")));
@@ -246,6 +253,9 @@ pub fn verdict(answer: &pb::VerifyResponse) -> String {
             "; missing scopes: {}",
             text(&answer.missing_scopes.join(" "))
         );
+    }
+    if let Some(left) = answer.credits_remaining {
+        let _ = write!(out, "; {left} credits left");
     }
     out.push('\n');
     out

@@ -181,6 +181,7 @@ async fn token(client: &Client, command: TokenCommand, json: bool) -> anyhow::Re
             metadata,
             expiry,
             idle_timeout,
+            credits,
         } => {
             let request = pb::CreateTokenRequest {
                 owner,
@@ -192,6 +193,7 @@ async fn token(client: &Client, command: TokenCommand, json: bool) -> anyhow::Re
                 idle_timeout: idle_timeout
                     .map(|d| proto_duration(d, "--idle-timeout"))
                     .transpose()?,
+                credits: credits.map(|remaining| pb::Credits { remaining }),
             };
             created(
                 admin

@@ -21,7 +21,10 @@ on_both_databases!(
 
 /// A check as Envoy sends it: the client's headers, and the route's
 /// context extensions.
-fn check_request(authorization: Option<&str>, required_scopes: Option<&str>) -> CheckRequest {
+pub(crate) fn check_request(
+    authorization: Option<&str>,
+    required_scopes: Option<&str>,
+) -> CheckRequest {
     let mut headers = HashMap::from([
         (":method".to_owned(), "GET".to_owned()),
         (":path".to_owned(), "/repos/42".to_owned()),
@@ -49,7 +52,10 @@ fn check_request(authorization: Option<&str>, required_scopes: Option<&str>) -> 
     }
 }
 
-async fn check(app: &TestApp, request: CheckRequest) -> Result<CheckResponse, tonic::Status> {
+pub(crate) async fn check(
+    app: &TestApp,
+    request: CheckRequest,
+) -> Result<CheckResponse, tonic::Status> {
     AuthorizationClient::new(app.channel.clone())
         .check(request)
         .await
@@ -68,7 +74,7 @@ fn headers(
 }
 
 /// The HTTP status Envoy sends the client, the headers, and the body.
-fn denial(answer: &CheckResponse) -> (i32, HashMap<String, String>, serde_json::Value) {
+pub(crate) fn denial(answer: &CheckResponse) -> (i32, HashMap<String, String>, serde_json::Value) {
     let Some(HttpResponse::DeniedResponse(denied)) = &answer.http_response else {
         panic!("not a denial: {answer:?}");
     };

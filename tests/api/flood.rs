@@ -37,6 +37,7 @@ fn verify_call(
         let request = VerifyRequest {
             token,
             required_scopes: vec![],
+            cost: None,
         };
         client
             .verify(request)
@@ -206,6 +207,7 @@ async fn a_flood_of_unknown_tokens_never_refuses_a_known_token_whose_answer_laps
                         .verify(VerifyRequest {
                             token: unknown_token(),
                             required_scopes: vec![],
+                            cost: None,
                         })
                         .await
                         .is_err()

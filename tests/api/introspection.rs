@@ -26,14 +26,14 @@ async fn spawn(backend: Backend) -> TestApp {
 }
 
 /// A resource server's credential: a token with scope latchkey:introspect.
-async fn resource_server(app: &TestApp) -> String {
+pub(crate) async fn resource_server(app: &TestApp) -> String {
     app.create_token("api-gateway", &["latchkey:introspect"])
         .await
         .1
 }
 
 /// RFC 7662 2.1's example request, with `caller` as the bearer credential.
-async fn introspect(app: &TestApp, caller: &str, token: &str) -> HttpAnswer {
+pub(crate) async fn introspect(app: &TestApp, caller: &str, token: &str) -> HttpAnswer {
     let authorization = format!("Bearer {caller}");
     http_request(
         app.http_addr.unwrap(),

@@ -39,6 +39,7 @@ async fn a_created_token_is_returned_with_its_secret_once_and_verifies(backend: 
                 30 * DAY as i64,
             ))),
             idle_timeout: None,
+            credits: None,
         })
         .await
         .unwrap();

@@ -13,6 +13,7 @@ mod connections;
 mod console;
 mod console_browser;
 mod console_hosted;
+mod credits;
 mod discovery;
 mod envoy;
 mod ext_authz;

@@ -194,6 +194,7 @@ async fn try_verify(replica: &Replica, secret: &str) -> Result<Verdict, Code> {
         .verify(pb::VerifyRequest {
             token: secret.to_owned(),
             required_scopes: vec![],
+            cost: None,
         })
         .await
         .map(|r| r.into_inner().verdict())

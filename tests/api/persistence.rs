@@ -128,6 +128,7 @@ async fn the_secret_appears_nowhere_but_the_create_response(backend: Backend) {
     let request = pb::VerifyRequest {
         token: secret.clone(),
         required_scopes: vec![],
+        cost: None,
     };
     assert!(
         !format!("{request:?}").contains(&secret),

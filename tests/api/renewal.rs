@@ -31,6 +31,7 @@ fn rich_request(owner: &str) -> pb::CreateTokenRequest {
             30 * DAY as i64,
         ))),
         idle_timeout: Some(duration(7 * DAY as i64)),
+        credits: None,
     }
 }
 

@@ -93,8 +93,22 @@ impl Replica {
         (created.token.expect("token"), created.secret)
     }
 
+    /// SIGTERM, and waits until it has drained and stopped.
+    pub async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-s", "TERM", &pid.to_string()])
+                .status();
+        }
+        let stopped = tokio::time::timeout(Duration::from_secs(60), self.child.wait()).await;
+        assert!(
+            stopped.is_ok_and(|s| s.is_ok_and(|s| s.success())),
+            "the replica did not stop cleanly"
+        );
+    }
+
     /// SIGKILL: no drain, no flush, no goodbye to the database.
-    async fn kill(mut self) {
+    pub async fn kill(mut self) {
         self.child.kill().await.expect("kill the replica");
     }
 
@@ -104,6 +118,7 @@ impl Replica {
             .verify(pb::VerifyRequest {
                 token: secret.to_owned(),
                 required_scopes: vec![],
+                cost: None,
             })
             .await
             .expect("Verify")
@@ -161,19 +176,28 @@ impl Replica {
 }
 
 pub async fn try_create(
-    mut admin: TokenAdminClient<Channel>,
+    admin: TokenAdminClient<Channel>,
     owner: &str,
 ) -> Result<pb::CreateTokenResponse, tonic::Status> {
+    try_create_with(
+        admin,
+        pb::CreateTokenRequest {
+            owner: owner.to_owned(),
+            name: "replicated".to_owned(),
+            scopes: vec!["read".to_owned()],
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+/// CreateToken `request` through `admin`, as the admin.
+pub async fn try_create_with(
+    mut admin: TokenAdminClient<Channel>,
+    request: pb::CreateTokenRequest,
+) -> Result<pb::CreateTokenResponse, tonic::Status> {
     admin
-        .create_token(with_bearer(
-            pb::CreateTokenRequest {
-                owner: owner.to_owned(),
-                name: "replicated".to_owned(),
-                scopes: vec!["read".to_owned()],
-                ..Default::default()
-            },
-            ADMIN_TOKEN,
-        ))
+        .create_token(with_bearer(request, ADMIN_TOKEN))
         .await
         .map(tonic::Response::into_inner)
 }
@@ -213,7 +237,7 @@ async fn listening_addr(child: &mut Child) -> String {
 }
 
 /// Two replicas, the first migrating the database before the second starts.
-async fn pair(db: &TestDb, env: &[(&str, &str)]) -> (Replica, Replica) {
+pub(crate) async fn pair(db: &TestDb, env: &[(&str, &str)]) -> (Replica, Replica) {
     let a = Replica::start(db, env).await;
     let b = Replica::start(db, env).await;
     (a, b)

@@ -36,6 +36,7 @@ fn new_token(owner: &str, i: usize) -> NewToken {
         metadata: Default::default(),
         expiry: Expiry::Never,
         idle_timeout: None,
+        credits: None,
     }
 }
 

@@ -97,6 +97,7 @@ async fn a_connection_holds_at_most_its_stream_limit_and_a_busy_client_waits_ins
     let request = VerifyRequest {
         token: secret.clone(),
         required_scopes: vec!["read".into()],
+        cost: None,
     };
     let first = grpc_status(hog.call_verify(&request).await.unwrap()).await;
     assert_eq!(first.as_deref(), Some("0"), "OK");
@@ -129,6 +130,7 @@ async fn a_connection_holds_at_most_its_stream_limit_and_a_busy_client_waits_ins
         let request = VerifyRequest {
             token: secret.clone(),
             required_scopes: vec!["read".into()],
+            cost: None,
         };
         calls.spawn(async move { client.verify(request).await.map(|r| r.into_inner().verdict) });
     }
@@ -208,6 +210,7 @@ fn verify_request(secret: &str) -> tonic::Request<VerifyRequest> {
     tonic::Request::new(VerifyRequest {
         token: secret.to_owned(),
         required_scopes: vec!["read".into()],
+        cost: None,
     })
 }
 

@@ -121,6 +121,7 @@ async fn sigterm_drains_and_flushes_last_use(backend: Backend) {
         .verify(pb::VerifyRequest {
             token: created.secret.clone(),
             required_scopes: vec![],
+            cost: None,
         })
         .await
         .unwrap();

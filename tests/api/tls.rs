@@ -106,6 +106,7 @@ async fn verify_over(channel: Channel) -> Result<pb::VerifyResponse, tonic::Stat
         .verify(pb::VerifyRequest {
             token: "lk_notatoken".into(),
             required_scopes: vec![],
+            cost: None,
         })
         .await
         .map(tonic::Response::into_inner)

@@ -304,6 +304,7 @@ async fn misses_waiting_together_each_get_their_own_answer() {
             let request = pb::VerifyRequest {
                 token: secret.clone(),
                 required_scopes: vec![(*scope).to_owned()],
+                cost: None,
             };
             let verdict = *verdict;
             calls.spawn(async move {

@@ -230,6 +230,7 @@ impl Client {
             let request = pb::VerifyRequest {
                 token: token.to_owned(),
                 required_scopes: required_scopes.to_vec(),
+                cost: None,
             };
             match client.verify(request).await {
                 Ok(answer) => break answer.into_inner(),
@@ -244,7 +245,11 @@ impl Client {
                 Err(status) => return Err(Error::from_status(&self.addr, status)),
             }
         };
-        if let Some(cache) = &self.cache {
+        // An answer that spent credits must not stand in for the next call,
+        // which has to spend its own.
+        if let Some(cache) = &self.cache
+            && answer.credits_remaining.is_none()
+        {
             cache.insert(token, required_scopes, answer.clone());
         }
         Ok(answer)

@@ -144,6 +144,7 @@ where
                         return inner.call(request).await;
                     }
                     Verdict::InsufficientScope => Refusal::InsufficientScope(&scopes),
+                    Verdict::UsageExceeded => Refusal::UsageExceeded,
                     verdict => Refusal::InvalidToken(verdict),
                 },
                 Err(error) => {
@@ -181,6 +182,8 @@ enum Refusal<'a> {
     NoToken,
     InvalidToken(Verdict),
     InsufficientScope(&'a [String]),
+    /// The token's credits are spent.
+    UsageExceeded,
     Unavailable,
 }
 
@@ -223,6 +226,12 @@ fn refuse<B: Default>(refusal: Refusal<'_>, grpc: bool) -> Response<B> {
                 format!("the token needs the scopes {scopes}"),
             )
         }
+        Refusal::UsageExceeded => (
+            StatusCode::TOO_MANY_REQUESTS,
+            tonic::Code::ResourceExhausted,
+            None,
+            "the token has used up its credits".to_owned(),
+        ),
         Refusal::Unavailable => (
             StatusCode::SERVICE_UNAVAILABLE,
             tonic::Code::Unavailable,

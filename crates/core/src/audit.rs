@@ -21,10 +21,12 @@ pub enum EventKind {
     Deleted,
     OwnerDisabled,
     OwnerEnabled,
+    /// The token's credits in the database reached 0.
+    CreditsExhausted,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 8] = [
+    pub const ALL: [EventKind; 9] = [
         EventKind::Created,
         EventKind::Updated,
         EventKind::Revoked,
@@ -33,6 +35,7 @@ impl EventKind {
         EventKind::Deleted,
         EventKind::OwnerDisabled,
         EventKind::OwnerEnabled,
+        EventKind::CreditsExhausted,
     ];
 
     /// The name stored and shown: `CREATED`, `OWNER_DISABLED`, …
@@ -46,6 +49,7 @@ impl EventKind {
             EventKind::Deleted => "DELETED",
             EventKind::OwnerDisabled => "OWNER_DISABLED",
             EventKind::OwnerEnabled => "OWNER_ENABLED",
+            EventKind::CreditsExhausted => "CREDITS_EXHAUSTED",
         }
     }
 

@@ -12,6 +12,8 @@ pub enum Verdict {
     OwnerDisabled,
     Inactive,
     InsufficientScope,
+    /// The token's credits do not cover the call's cost.
+    UsageExceeded,
 }
 
 impl Verdict {
@@ -21,6 +23,7 @@ impl Verdict {
         match self {
             Verdict::Valid => "the token is valid",
             Verdict::InsufficientScope => "the token lacks a required scope",
+            Verdict::UsageExceeded => "the token has used up its credits",
             Verdict::Expired | Verdict::Inactive => "the token has expired",
             Verdict::Revoked | Verdict::OwnerDisabled => "the token has been revoked",
             Verdict::Malformed | Verdict::Unknown => "the token is not valid",
@@ -30,7 +33,7 @@ impl Verdict {
 
 impl Verdict {
     /// Every verdict, in the order they are judged.
-    pub const ALL: [Verdict; 8] = [
+    pub const ALL: [Verdict; 9] = [
         Verdict::Valid,
         Verdict::Malformed,
         Verdict::Unknown,
@@ -39,6 +42,7 @@ impl Verdict {
         Verdict::OwnerDisabled,
         Verdict::Inactive,
         Verdict::InsufficientScope,
+        Verdict::UsageExceeded,
     ];
 
     /// Its name in metrics and logs.
@@ -52,6 +56,7 @@ impl Verdict {
             Verdict::OwnerDisabled => "owner_disabled",
             Verdict::Inactive => "inactive",
             Verdict::InsufficientScope => "insufficient_scope",
+            Verdict::UsageExceeded => "usage_exceeded",
         }
     }
 }

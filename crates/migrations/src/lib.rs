@@ -15,6 +15,7 @@ mod m20261124_000003_change_log;
 mod m20261129_000004_self_renewal;
 mod m20261129_000005_console_sessions;
 mod m20261205_000006_console_links;
+mod m20261205_000007_credits;
 
 /// Applies latchkey's migrations.
 pub struct Migrator;
@@ -29,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000004_self_renewal::Migration),
             Box::new(m20261129_000005_console_sessions::Migration),
             Box::new(m20261205_000006_console_links::Migration),
+            Box::new(m20261205_000007_credits::Migration),
         ]
     }
 }

@@ -39,6 +39,7 @@ impl std::fmt::Debug for VerifyRequest {
         f.debug_struct("VerifyRequest")
             .field("token", &"<redacted>")
             .field("required_scopes", &self.required_scopes)
+            .field("cost", &self.cost)
             .finish()
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod console;
+pub mod credits;
 pub mod error;
 pub mod lifecycle;
 pub mod verifier;

@@ -15,6 +15,7 @@ use uuid::Uuid;
 use crate::cache::{CacheConfig, Cached, Lookup, VerifyCache};
 use crate::changes::Freshness;
 use crate::clock::{Clock, Timestamp};
+use crate::credits::{CreditBook, Spent};
 use crate::error::Error;
 use crate::lookups::LookupLimit;
 use crate::observe::{Observe, Unobserved};
@@ -43,6 +44,8 @@ pub struct Snapshot {
     owner_end: u32,
     metadata_end: u32,
     pub owner_disabled: bool,
+    /// Whether the token has usage credits (each call spends some).
+    pub limited: bool,
     /// Taken by the one call that reads the token again as its answer
     /// lapses (see [`Verifier::verify`]).
     refreshing: std::sync::atomic::AtomicBool,
@@ -75,6 +78,7 @@ impl Snapshot {
             owner_end,
             metadata_end,
             owner_disabled,
+            limited: record.credits.is_some(),
             refreshing: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -140,13 +144,15 @@ pub struct Known {
     pub status: Status,
 }
 
-/// A verdict, the token it is about (for every known token), and for
-/// INSUFFICIENT_SCOPE the scopes that were missing.
+/// A verdict, the token it is about (for every known token), for
+/// INSUFFICIENT_SCOPE the scopes that were missing, and for a token with
+/// credits what is left.
 #[derive(Debug)]
 pub struct Verification {
     pub verdict: Verdict,
     pub token: Option<Known>,
     pub missing_scopes: Vec<String>,
+    pub credits_remaining: Option<u64>,
 }
 
 /// Runs after a cache miss has read the database and before the answer is
@@ -166,6 +172,7 @@ pub struct Verifier {
     rekeys: Arc<Rekeys>,
     observer: Arc<dyn Observe>,
     lookups: LookupLimit,
+    credits: Arc<CreditBook>,
 }
 
 impl Verifier {
@@ -182,7 +189,6 @@ impl Verifier {
             prefix,
             keys: keys.into(),
             cache: VerifyCache::new(cache),
-            store,
             last_used,
             clock,
             render,
@@ -192,7 +198,17 @@ impl Verifier {
             rekeys: Arc::new(Rekeys::new()),
             observer: Arc::new(Unobserved),
             lookups: LookupLimit::unbounded(),
+            credits: Arc::new(CreditBook::new(store.clone())),
+            store,
         }
+    }
+
+    /// Spends usage credits through `credits` (shared with whoever gives
+    /// them back at shutdown).
+    #[must_use]
+    pub fn with_credits(mut self, credits: Arc<CreditBook>) -> Self {
+        self.credits = credits;
+        self
     }
 
     /// Judges the cache's answers stale by `freshness`, which the change
@@ -241,6 +257,22 @@ impl Verifier {
         &self,
         token: &str,
         required_scopes: &[String],
+    ) -> Result<Verification, Error> {
+        self.verify_spending(token, required_scopes, 0).await
+    }
+
+    /// [`Verifier::verify`], spending `cost` of the token's credits if it
+    /// has credits and is otherwise VALID: USAGE_EXCEEDED, spending
+    /// nothing, when fewer are left. A cost of 0 checks without spending.
+    ///
+    /// # Errors
+    /// As [`Verifier::verify`]; `Unavailable` also when more credits had
+    /// to be taken from the database and it could not be reached.
+    pub async fn verify_spending(
+        &self,
+        token: &str,
+        required_scopes: &[String],
+        cost: u64,
     ) -> Result<Verification, Error> {
         token::check_scopes("required_scopes", required_scopes)?;
         if !format::is_well_formed(&self.prefix, token) {
@@ -325,10 +357,23 @@ impl Verifier {
         if matches!(verdict, Verdict::Valid | Verdict::InsufficientScope) {
             self.last_used.record(snapshot.id, &snapshot, at);
         }
+        let mut verdict = verdict;
+        let mut credits_remaining = None;
+        if verdict == Verdict::Valid && snapshot.limited && cost > 0 {
+            match Box::pin(self.credits.spend(snapshot.id, cost, at)).await? {
+                Spent::Spent { remaining } => credits_remaining = Some(remaining),
+                Spent::Exceeded { remaining } => {
+                    verdict = Verdict::UsageExceeded;
+                    credits_remaining = Some(remaining);
+                }
+                Spent::Unlimited => {}
+            }
+        }
         Ok(Verification {
             verdict,
             token: Some(Known { snapshot, status }),
             missing_scopes,
+            credits_remaining,
         })
     }
 
@@ -500,6 +545,7 @@ impl Verification {
             verdict,
             token: None,
             missing_scopes: Vec::new(),
+            credits_remaining: None,
         }
     }
 }

@@ -29,6 +29,8 @@ pub mod tokens {
         pub replaced_by: Option<Uuid>,
         pub idle_reset_time: Option<i64>,
         pub self_renewed: bool,
+        /// Usage credits left; NULL: unlimited.
+        pub credits_remaining: Option<i64>,
     }
 
     /// Tokens name their owner; the owner's row may not exist (enabled).

@@ -344,9 +344,19 @@ impl Txn {
         retirement: Retirement,
         now: Timestamp,
     ) -> Result<Option<StoredToken>> {
+        // Its credits move to the replacement ([`Txn::lock_credits`]).
         let mut update = tokens::Entity::update_many()
             .col_expr(tokens::Column::ReplacedBy, Expr::value(replaced_by))
-            .col_expr(tokens::Column::UpdateTime, Expr::value(now.as_micros()));
+            .col_expr(tokens::Column::UpdateTime, Expr::value(now.as_micros()))
+            .col_expr(
+                tokens::Column::CreditsRemaining,
+                Expr::case(
+                    Expr::col(tokens::Column::CreditsRemaining).is_null(),
+                    Expr::value(Option::<i64>::None),
+                )
+                .finally(0i64)
+                .into(),
+            );
         update = match retirement {
             Retirement::RevokeNow => update
                 .col_expr(tokens::Column::RevokeTime, Expr::value(now.as_micros()))
@@ -362,6 +372,23 @@ impl Txn {
             .exec_with_returning(&self.txn)
             .await?;
         first_stored(rows)
+    }
+
+    /// Token `id`'s credits (`None`: unlimited, or no such token), locked
+    /// until the transaction ends, so that no replica takes any meanwhile:
+    /// a renewal moves them to the replacement.
+    ///
+    /// # Errors
+    /// On a database fault.
+    pub async fn lock_credits(&self, id: Uuid) -> Result<Option<u64>> {
+        let found: Option<Option<i64>> = tokens::Entity::find_by_id(id)
+            .select_only()
+            .column(tokens::Column::CreditsRemaining)
+            .lock_exclusive()
+            .into_tuple()
+            .one(&self.txn)
+            .await?;
+        Ok(found.flatten().map(|n| u64::try_from(n).unwrap_or(0)))
     }
 
     /// Points `id`'s renewal link from `from` to `to` (a retried renewal
@@ -492,6 +519,7 @@ fn to_active_model(row: &NewRow<'_>) -> tokens::ActiveModel {
         replaced_by: Set(r.replaced_by),
         idle_reset_time: Set(r.idle_reset_time.map(Timestamp::as_micros)),
         self_renewed: Set(r.self_renewed),
+        credits_remaining: Set(r.credits.map(|c| i64::try_from(c).unwrap_or(i64::MAX))),
     }
 }
 
@@ -524,5 +552,6 @@ fn to_record(m: tokens::Model) -> Result<TokenRecord> {
         replaced_by: m.replaced_by,
         idle_reset_time: m.idle_reset_time.map(Timestamp::from_micros),
         self_renewed: m.self_renewed,
+        credits: m.credits_remaining.map(|c| u64::try_from(c).unwrap_or(0)),
     })
 }

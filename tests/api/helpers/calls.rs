@@ -48,6 +48,7 @@ impl TestApp {
             .verify(pb::VerifyRequest {
                 token: secret.to_owned(),
                 required_scopes: required.iter().map(|s| (*s).to_owned()).collect(),
+                cost: None,
             })
             .await
             .map(|r| r.into_inner())
@@ -65,6 +66,7 @@ impl TestApp {
         let request = pb::VerifyRequest {
             token: secret.to_owned(),
             required_scopes: vec![],
+            cost: None,
         };
         let call =
             tokio::spawn(async move { client.verify(request).await.map(|r| r.into_inner()) });

@@ -91,6 +91,14 @@ impl TokenAdmin for AdminService {
                         metadata: req.metadata,
                         expiry,
                         idle_timeout,
+                        credits: req
+                            .credits
+                            .map(|c| {
+                                u64::try_from(c.remaining).map_err(|_| {
+                                    Error::invalid("credits.remaining", "must not be negative")
+                                })
+                            })
+                            .transpose()?,
                     },
                     actor,
                 )

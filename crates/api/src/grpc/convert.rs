@@ -45,6 +45,9 @@ pub fn token_without_status(r: &TokenRecord) -> pb::Token {
         revoke_reason: r.revoke_reason.clone(),
         replaces: r.replaces.map(|u| u.to_string()).unwrap_or_default(),
         replaced_by: r.replaced_by.map(|u| u.to_string()).unwrap_or_default(),
+        credits: r.credits.map(|remaining| pb::Credits {
+            remaining: i64::try_from(remaining).unwrap_or(i64::MAX),
+        }),
     }
 }
 
@@ -74,6 +77,7 @@ pub fn event(e: &Event) -> pb::TokenEvent {
         EventKind::Deleted => pb::EventKind::Deleted,
         EventKind::OwnerDisabled => pb::EventKind::OwnerDisabled,
         EventKind::OwnerEnabled => pb::EventKind::OwnerEnabled,
+        EventKind::CreditsExhausted => pb::EventKind::CreditsExhausted,
     };
     pb::TokenEvent {
         id: e.id.to_string(),
@@ -158,6 +162,7 @@ pub fn verdict(v: Verdict) -> pb::Verdict {
         Verdict::OwnerDisabled => pb::Verdict::OwnerDisabled,
         Verdict::Inactive => pb::Verdict::Inactive,
         Verdict::InsufficientScope => pb::Verdict::InsufficientScope,
+        Verdict::UsageExceeded => pb::Verdict::UsageExceeded,
     }
 }
 

@@ -84,7 +84,7 @@ impl Authorization for ExtAuthzService {
         };
         let checked = self
             .verifier
-            .verify(token, &required)
+            .verify_spending(token, &required, 1)
             .await
             .map_err(|e| match e {
                 // The route's configuration, not the client, is at fault.
@@ -108,6 +108,12 @@ impl Authorization for ExtAuthzService {
                 ),
                 "insufficient_scope",
                 &format!("the token lacks {}", checked.missing_scopes.join(" ")),
+            ),
+            (Verdict::UsageExceeded, _) => denied(
+                HttpStatusCode::TooManyRequests,
+                "Bearer realm=\"latchkey\"".to_owned(),
+                "usage_exceeded",
+                Verdict::UsageExceeded.reason(),
             ),
             (verdict, _) => denied(
                 HttpStatusCode::Unauthorized,

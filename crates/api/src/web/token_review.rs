@@ -123,7 +123,7 @@ impl WebApi {
     async fn review(&self, token: &str) -> Result<serde_json::Value, Answer> {
         let checked = self
             .verifier
-            .verify(token, &self.review_scopes)
+            .verify_spending(token, &self.review_scopes, 1)
             .await
             .map_err(undecided)?;
         checked.record_in_span();

@@ -33,6 +33,8 @@ pub mod limits {
     pub const MAX_DESCRIPTION_CHARS: usize = 1024;
     pub const MAX_REASON_CHARS: usize = 1024;
     pub const MAX_SCOPES: usize = 64;
+    /// The most usage credits a token may be given.
+    pub const MAX_CREDITS: u64 = 1_000_000_000_000_000;
     pub const MAX_METADATA_PAIRS: usize = 32;
     pub const MAX_METADATA_KEY_CHARS: usize = 64;
     pub const MAX_METADATA_VALUE_CHARS: usize = 1024;
@@ -74,6 +76,8 @@ pub struct TokenRecord {
     /// reuse detection follows. False for an admin renewal, and cleared by
     /// RestoreToken, either of which starts a new chain.
     pub self_renewed: bool,
+    /// Usage credits left in the database; `None`: unlimited use.
+    pub credits: Option<u64>,
 }
 
 impl TokenRecord {
@@ -100,6 +104,7 @@ impl TokenRecord {
             replaced_by: None,
             idle_reset_time: None,
             self_renewed: false,
+            credits: None,
         }
     }
 

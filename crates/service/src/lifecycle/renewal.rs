@@ -76,7 +76,9 @@ impl Lifecycle {
             Some(t) => t,
             None => self.inherited_expiry(&old, now),
         };
-        let (record, secret, digest) = self.mint_replacement(&old, expire_time, now, renewer)?;
+        let (mut record, secret, digest) =
+            self.mint_replacement(&old, expire_time, now, renewer)?;
+        record.credits = txn.lock_credits(old.id).await?;
         let retirement = if renewal.grace_period.is_zero() {
             Retirement::RevokeNow
         } else {
@@ -140,6 +142,7 @@ impl Lifecycle {
                 metadata: old.metadata.clone(),
                 expiry: Expiry::Never,
                 idle_timeout: old.idle_timeout,
+                credits: None,
             },
             expire_time,
             now,

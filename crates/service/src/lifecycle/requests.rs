@@ -58,6 +58,8 @@ pub struct NewToken {
     pub metadata: BTreeMap<String, String>,
     pub expiry: Expiry,
     pub idle_timeout: Option<Duration>,
+    /// Usage credits; `None`: unlimited.
+    pub credits: Option<u64>,
 }
 
 /// A RenewToken request, before validation.

@@ -165,8 +165,10 @@ impl Lifecycle {
         };
         let old = &unused.record;
         // The unused replacement's lifetime, on a copy of the presented token.
-        let (record, secret, digest) =
+        let (mut record, secret, digest) =
             self.mint_replacement(presented, old.expire_time, now, Renewer::Holder)?;
+        // The unused replacement is revoked below: its credits come along.
+        record.credits = txn.lock_credits(old.id).await?;
         let Some(relinked) = txn
             .relink_token(presented.id, old.id, record.id, now)
             .await?

@@ -321,6 +321,7 @@ impl Lifecycle {
             metadata: BTreeMap::new(),
             expiry: ttl.map_or(Expiry::Never, Expiry::After),
             idle_timeout: None,
+            credits: None,
         };
         self.create(new, Actor::System).await
     }

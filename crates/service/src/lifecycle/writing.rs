@@ -160,6 +160,12 @@ impl Lifecycle {
         )?;
         token::check_scopes("scopes", &new.scopes)?;
         token::check_metadata("metadata", &new.metadata)?;
+        if new.credits.is_some_and(|c| c > limits::MAX_CREDITS) {
+            return Err(Error::invalid(
+                "credits.remaining",
+                format!("from 0 to {}", limits::MAX_CREDITS),
+            ));
+        }
         let expire_time = self.expire_time(new.expiry, now)?;
         let new = NewToken {
             idle_timeout: new.idle_timeout.or(self.policy.default_idle_timeout),
@@ -187,6 +193,7 @@ impl Lifecycle {
             display_hint: format::display_hint(&self.prefix, &secret),
             expire_time,
             idle_timeout: new.idle_timeout,
+            credits: new.credits,
             ..TokenRecord::new(self.new_id(now), new.owner, now)
         };
         let digest = self.key.digest(secret.expose());

@@ -256,6 +256,7 @@ async fn create(State(api): State<Arc<WebApi>>, request: Request<Body>, realm: R
         metadata: Default::default(),
         expiry,
         idle_timeout: None,
+        credits: None,
     };
     match console.lifecycle.create(new, session.actor).await {
         Ok((record, token)) => pages::created(&chrome, "Token created", &record, &token),

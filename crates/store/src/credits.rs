@@ -1,0 +1,123 @@
+//! Usage credits (`tokens.credits_remaining`): a replica takes a block of a
+//! token's credits from the database with one compare-and-set update and
+//! spends it in memory, so however many replicas spend, the total never
+//! exceeds what the token was given.
+
+use sea_orm::sea_query::{Expr, ExprTrait as _};
+use sea_orm::{ColumnTrait, DbErr, EntityTrait, QueryFilter, QuerySelect};
+use uuid::Uuid;
+
+use crate::connection::Store;
+use crate::entity::tokens;
+use crate::error::{Result, StoreError};
+use latchkey_core::audit::{Event, EventKind};
+use latchkey_core::clock::Timestamp;
+
+/// The most a replica takes at once.
+pub const MAX_CREDIT_BLOCK: u64 = 1000;
+
+/// What a take found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CreditTake {
+    /// `taken` credits moved from the database to the caller; `left`
+    /// remain in the database.
+    Taken { taken: u64, left: u64 },
+    /// Fewer than needed are left: nothing was taken.
+    Short { left: u64 },
+    /// The token has no credits (unlimited use).
+    Unlimited,
+    /// No such token.
+    Missing,
+}
+
+impl Store {
+    /// Takes at least `need` of token `id`'s credits: a sixteenth of what is
+    /// left (so that replicas share the last ones), at least `need`, at
+    /// most [`MAX_CREDIT_BLOCK`] (or `need` if more). The take that leaves
+    /// none records a CREDITS_EXHAUSTED event at `now`.
+    ///
+    /// # Errors
+    /// On a database fault, or when other takes kept winning the race.
+    pub async fn take_credits(&self, id: Uuid, need: u64, now: Timestamp) -> Result<CreditTake> {
+        // Single statements, no transaction: the update only applies if the
+        // count is still what was read, and SQLite lets a statement wait for
+        // the write lock where a read-then-write transaction would fail.
+        // Each lost race means another replica took credits meanwhile; a
+        // few in a row are possible, a hundred are not.
+        for _ in 0..100 {
+            let row: Option<(Option<i64>, String)> = tokens::Entity::find_by_id(id)
+                .select_only()
+                .column(tokens::Column::CreditsRemaining)
+                .column(tokens::Column::Owner)
+                .into_tuple()
+                .one(&self.db)
+                .await?;
+            let Some((remaining, owner)) = row else {
+                return Ok(CreditTake::Missing);
+            };
+            let Some(remaining) = remaining else {
+                return Ok(CreditTake::Unlimited);
+            };
+            let remaining = u64::try_from(remaining).unwrap_or(0);
+            if remaining < need {
+                return Ok(CreditTake::Short { left: remaining });
+            }
+            let taken = Ord::min(
+                (remaining / 16).clamp(need, Ord::max(MAX_CREDIT_BLOCK, need)),
+                remaining,
+            );
+            let left = remaining - taken;
+            let updated = tokens::Entity::update_many()
+                .col_expr(tokens::Column::CreditsRemaining, Expr::value(as_i64(left)))
+                .filter(tokens::Column::Id.eq(id))
+                .filter(tokens::Column::CreditsRemaining.eq(as_i64(remaining)))
+                .exec(&self.db)
+                .await?;
+            if updated.rows_affected != 1 {
+                continue;
+            }
+            // Only the take that reached zero gets here with `left == 0`.
+            if left == 0 {
+                let event = Event {
+                    id: Uuid::now_v7(),
+                    time: now,
+                    kind: EventKind::CreditsExhausted,
+                    token_id: Some(id),
+                    owner,
+                    actor: "system".to_owned(),
+                    detail: Default::default(),
+                };
+                let txn = self.begin().await?;
+                txn.insert_event(&event).await?;
+                txn.commit().await?;
+            }
+            return Ok(CreditTake::Taken { taken, left });
+        }
+        Err(StoreError::Database(DbErr::Custom(format!(
+            "taking credits of token {id} lost the race 100 times"
+        ))))
+    }
+
+    /// Gives `amount` credits back to token `id` (a replica stopping with
+    /// credits taken and not spent). A token deleted, or made unlimited,
+    /// meanwhile takes nothing back.
+    ///
+    /// # Errors
+    /// On a database fault.
+    pub async fn return_credits(&self, id: Uuid, amount: u64) -> Result<()> {
+        tokens::Entity::update_many()
+            .col_expr(
+                tokens::Column::CreditsRemaining,
+                Expr::col(tokens::Column::CreditsRemaining).add(as_i64(amount)),
+            )
+            .filter(tokens::Column::Id.eq(id))
+            .filter(tokens::Column::CreditsRemaining.is_not_null())
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+}
+
+fn as_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
