@@ -232,8 +232,23 @@ async fn only_valid_calls_spend_credits_and_none_overspends(backend: Backend) {
     );
 }
 
-/// Tallies the verdicts of `calls` Verify calls on `secret`, alternating
-/// over `replicas`, `concurrency` at a time.
+/// A token of `owner` with `credits`, created through `replica`.
+async fn metered(replica: &Replica, owner: &str, credits: i64) -> pb::CreateTokenResponse {
+    crate::replicas::try_create_with(
+        replica.admin.clone(),
+        pb::CreateTokenRequest {
+            owner: owner.into(),
+            name: "metered".into(),
+            credits: Some(pb::Credits { remaining: credits }),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+}
+
+/// Tallies the verdicts (VALID, USAGE_EXCEEDED) of `calls` Verify calls on
+/// `secret`, all at once, alternating over `replicas`.
 async fn spread(replicas: &[&Replica], secret: &str, calls: usize) -> (usize, usize) {
     let mut handles = Vec::new();
     for i in 0..calls {
@@ -265,17 +280,7 @@ async fn spread(replicas: &[&Replica], secret: &str, calls: usize) -> (usize, us
 async fn credits_are_exact_over_two_replicas(backend: Backend) {
     let db = TestDb::new(backend).await;
     let (a, b) = pair(&db, &[]).await;
-    let created = crate::replicas::try_create_with(
-        a.admin.clone(),
-        pb::CreateTokenRequest {
-            owner: "user-1".into(),
-            name: "metered".into(),
-            credits: Some(pb::Credits { remaining: 100 }),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let created = metered(&a, "user-1", 100).await;
     // Rounds of concurrent calls over both, as a load balancer spreads them.
     let mut valid = 0;
     for _ in 0..3 {
@@ -288,17 +293,7 @@ async fn credits_are_exact_over_two_replicas(backend: Backend) {
 async fn a_killed_replica_never_lets_credits_be_spent_twice(backend: Backend) {
     let db = TestDb::new(backend).await;
     let (a, b) = pair(&db, &[]).await;
-    let created = crate::replicas::try_create_with(
-        a.admin.clone(),
-        pb::CreateTokenRequest {
-            owner: "user-1".into(),
-            name: "metered".into(),
-            credits: Some(pb::Credits { remaining: 100 }),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let created = metered(&a, "user-1", 100).await;
     let (first, _) = spread(&[&a, &b], &created.secret, 100).await;
     // Killed with a block of credits in hand: those are lost, never spent.
     a.kill().await;
@@ -313,17 +308,7 @@ async fn a_killed_replica_never_lets_credits_be_spent_twice(backend: Backend) {
     );
     // A replica stopped gracefully gives back what it held.
     let (c, d) = pair(&db, &[]).await;
-    let more = crate::replicas::try_create_with(
-        c.admin.clone(),
-        pb::CreateTokenRequest {
-            owner: "user-2".into(),
-            name: "metered".into(),
-            credits: Some(pb::Credits { remaining: 1000 }),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let more = metered(&c, "user-2", 1000).await;
     let (spent, _) = spread(&[&c], &more.secret, 10).await;
     assert_eq!(spent, 10);
     c.stop().await;
