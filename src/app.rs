@@ -464,12 +464,12 @@ impl Application {
         });
         let observer = Arc::clone(&metrics) as Arc<dyn Observe>;
         let routes = grpc::routes(grpc::Services {
-            admin: match console_links {
-                Some((sessions, base)) => {
-                    AdminService::new(lifecycle.clone(), auth, Arc::clone(&clock), key_ids)
-                        .with_console_links(sessions, base)
+            admin: {
+                let admin = AdminService::new(lifecycle.clone(), auth, Arc::clone(&clock), key_ids);
+                match console_links {
+                    Some((sessions, base)) => admin.with_console_links(sessions, base),
+                    None => admin,
                 }
-                None => AdminService::new(lifecycle.clone(), auth, Arc::clone(&clock), key_ids),
             },
             token_self: SelfService::new(lifecycle, Arc::clone(&verifier), Arc::clone(&clock)),
             verify: VerifyService::new(Arc::clone(&verifier), Arc::clone(&observer)),

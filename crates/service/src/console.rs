@@ -129,12 +129,7 @@ impl ConsoleSessions {
             return Err(Error::invalid("ttl", "must be positive and at most 1h"));
         }
         check_return_url(return_url)?;
-        if self
-            .store
-            .get_owner(owner)
-            .await?
-            .is_some_and(|o| o.disable_time.is_some())
-        {
+        if self.owner_disabled(owner).await? {
             return Err(Error::FailedPrecondition(format!(
                 "owner {owner:?} is disabled"
             )));
@@ -225,11 +220,7 @@ impl ConsoleSessions {
         now: Timestamp,
     ) -> Result<Option<Session>, Error> {
         if let Some(owner) = &stored.owner
-            && self
-                .store
-                .get_owner(owner)
-                .await?
-                .is_some_and(|o| o.disable_time.is_some())
+            && self.owner_disabled(owner).await?
         {
             return Ok(None);
         }
@@ -253,18 +244,22 @@ impl ConsoleSessions {
         }))
     }
 
+    /// Whether `owner` is disabled.
+    async fn owner_disabled(&self, owner: &str) -> Result<bool, Error> {
+        Ok(self
+            .store
+            .get_owner(owner)
+            .await?
+            .is_some_and(|o| o.is_disabled()))
+    }
+
     /// Whether token `id` is still an admin credential at `now`.
     async fn token_admits(&self, id: Uuid, now: Timestamp) -> Result<bool, Error> {
         let Some(token) = self.store.get_token(id).await? else {
             return Ok(false);
         };
-        let owner_disabled = self
-            .store
-            .get_owner(&token.owner)
-            .await?
-            .is_some_and(|o| o.disable_time.is_some());
         Ok(token.status(now) == Status::Active
-            && !owner_disabled
+            && !self.owner_disabled(&token.owner).await?
             && token.scopes.iter().any(|s| s == ADMIN_SCOPE))
     }
 

@@ -10,9 +10,14 @@ use hyper::header::{self, HeaderMap, HeaderValue};
 use zeroize::Zeroizing;
 
 use super::pages;
+use crate::audit::{Event, EventFilter};
 use crate::console::Session;
 use crate::error::Error;
+use crate::lifecycle::EventQuery;
 use crate::web::api::{Console, WebApi, read_body};
+
+/// The audit events a token's or an owner's page shows, newest first.
+const EVENTS_SHOWN: i32 = 50;
 
 /// Whose pages: an admin's console over every token, or the hosted token
 /// page over one owner's. Each has its own session cookie, and a session
@@ -130,7 +135,36 @@ pub(super) fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(n, _)| *n == name)
         .map(|(_, value)| value)
-        .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
+        .filter(|v| is_secret(v))
+}
+
+/// Whether `s` has the shape of a console secret (a session's, a form's or
+/// a link's): 64 hex digits.
+pub(super) fn is_secret(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// The query parameter `name` of `request`, if given.
+pub(super) fn query_value(request: &Request<Body>, name: &str) -> Option<String> {
+    form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes())
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// The newest audit events `filter` selects, as many as a page shows.
+pub(super) async fn recent_events(
+    console: &Console,
+    filter: EventFilter,
+) -> Result<Vec<Event>, Error> {
+    let page = console
+        .lifecycle
+        .list_events(EventQuery {
+            filter,
+            page_size: EVENTS_SHOWN,
+            page_token: String::new(),
+        })
+        .await?;
+    Ok(page.items)
 }
 
 pub(super) fn cookie(name: &str, value: &str, path: &str, max_age: u64, secure: bool) -> String {
@@ -151,11 +185,12 @@ pub(super) fn see_other(location: &str) -> Response {
     }
 }
 
-/// Where a form's `back` field says to go afterwards: a page of this
-/// server in `realm` (a path under its base), or the realm's token list.
-pub(super) fn back(form: &Form, realm: Realm) -> String {
+/// Where a `back` field or parameter says to go afterwards: a page of
+/// this server in `realm` (a path under its base), or the realm's token
+/// list.
+pub(super) fn back(back: Option<&str>, realm: Realm) -> String {
     let home = format!("{}/", realm.base());
-    let back = form.get("back").map_or("", |v| v.as_str());
+    let back = back.unwrap_or("");
     let ours = back.starts_with(&home)
         && !back.contains("//")
         && !back.contains('\\')
@@ -205,7 +240,6 @@ pub(super) fn refusal(error: &Error) -> (StatusCode, String) {
 
 /// A submitted form's fields (the last of each name), zeroed when dropped:
 /// the sign-in form carries a credential.
-#[derive(Default)]
 pub(super) struct Form(Vec<(String, Zeroizing<String>)>);
 
 impl Form {
@@ -215,10 +249,6 @@ impl Form {
                 .map(|(k, v)| (k.into_owned(), Zeroizing::new(v.into_owned())))
                 .collect(),
         )
-    }
-
-    pub(super) fn push(&mut self, name: &str, value: String) {
-        self.0.push((name.to_owned(), Zeroizing::new(value)));
     }
 
     /// Every value of `name`, in order (checkboxes).
@@ -232,5 +262,10 @@ impl Form {
 
     pub(super) fn get(&self, name: &str) -> Option<&Zeroizing<String>> {
         self.0.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v)
+    }
+
+    /// The value of `name`, trimmed; empty if not given.
+    pub(super) fn text(&self, name: &str) -> &str {
+        self.get(name).map_or("", |v| v.trim())
     }
 }

@@ -29,8 +29,8 @@ use hyper::StatusCode;
 use hyper::header::{self, HeaderMap, HeaderValue};
 
 use self::exchange::{
-    Form, Realm, console, cookie, cookie_value, posted, problem, refused, see_other, set_cookie,
-    signed_in,
+    Form, Realm, console, cookie, cookie_value, is_secret, posted, problem, refused, see_other,
+    set_cookie, signed_in,
 };
 use super::api::{Console, WebApi, read_body};
 use crate::error::Error;
@@ -40,8 +40,15 @@ const LOGIN_COOKIE: &str = "latchkey_console_login";
 /// How long a sign-in form stays usable.
 const LOGIN_FORM_SECONDS: u64 = 600;
 /// The Content-Security-Policy of every page but the frame ancestors.
-const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
-                   form-action 'self'; base-uri 'none'";
+macro_rules! csp {
+    () => {
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+         form-action 'self'; base-uri 'none'"
+    };
+}
+const CSP: &str = csp!();
+/// The policy of a page no other page may frame.
+const CSP_UNFRAMED: &str = concat!(csp!(), "; frame-ancestors 'none'");
 
 /// The console's routes, each answer with the console's security headers:
 /// the admin's pages may not be framed; the hosted page only by
@@ -56,10 +63,16 @@ pub(super) fn routes(api: &WebApi) -> Router<Arc<WebApi>> {
         .merge(tokens::admin_routes())
         .merge(owners::routes())
         .layer(axum::middleware::map_response(|r| {
-            security_headers(r, None)
+            security_headers(r, Framing::Nobody)
         }));
-    let ancestors = console(api).frame_ancestors.clone();
-    let ancestors: Option<Arc<str>> = (!ancestors.is_empty()).then(|| ancestors.into());
+    let ancestors = &console(api).frame_ancestors;
+    let framing = if ancestors.is_empty() {
+        Framing::Nobody
+    } else {
+        // Checked at start-up: origins and 'self', nothing a header refuses.
+        HeaderValue::from_str(&format!("{CSP}; frame-ancestors {ancestors}"))
+            .map_or(Framing::Nobody, Framing::By)
+    };
     let hosted = Router::new()
         .route("/console/link/{secret}", get(open_link))
         .route(
@@ -72,24 +85,33 @@ pub(super) fn routes(api: &WebApi) -> Router<Arc<WebApi>> {
         )
         .merge(tokens::hosted_routes())
         .layer(axum::middleware::map_response(move |r| {
-            security_headers(r, ancestors.clone())
+            security_headers(r, framing.clone())
         }));
     admin.merge(hosted)
 }
 
-/// The console's security headers; `ancestors`: the sources that may frame
-/// the page (none: no page may).
-async fn security_headers(mut response: Response, ancestors: Option<Arc<str>>) -> Response {
+/// Who may show a page in a frame.
+#[derive(Clone)]
+enum Framing {
+    Nobody,
+    /// The Content-Security-Policy naming the pages that may.
+    By(HeaderValue),
+}
+
+/// The console's security headers.
+async fn security_headers(mut response: Response, framing: Framing) -> Response {
     let headers = response.headers_mut();
-    let csp = match &ancestors {
-        Some(sources) => format!("{CSP}; frame-ancestors {sources}"),
-        None => format!("{CSP}; frame-ancestors 'none'"),
-    };
-    if let Ok(csp) = HeaderValue::from_str(&csp) {
-        headers.insert(header::CONTENT_SECURITY_POLICY, csp);
-    }
-    if ancestors.is_none() {
-        headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    match framing {
+        Framing::Nobody => {
+            headers.insert(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(CSP_UNFRAMED),
+            );
+            headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+        }
+        Framing::By(csp) => {
+            headers.insert(header::CONTENT_SECURITY_POLICY, csp);
+        }
     }
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
@@ -106,23 +128,27 @@ async fn security_headers(mut response: Response, ancestors: Option<Arc<str>>) -
 }
 
 async fn stylesheet() -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
-            (header::CACHE_CONTROL, "public, max-age=3600"),
-        ],
+    asset(
+        "text/css; charset=utf-8",
         include_str!("../../../assets/console.css"),
     )
-        .into_response()
 }
 
 async fn script() -> Response {
+    asset(
+        "text/javascript; charset=utf-8",
+        include_str!("../../../assets/console.js"),
+    )
+}
+
+/// A file embedded in the binary, cacheable for an hour.
+fn asset(content_type: &'static str, body: &'static str) -> Response {
     (
         [
-            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CONTENT_TYPE, content_type),
             (header::CACHE_CONTROL, "public, max-age=3600"),
         ],
-        include_str!("../../../assets/console.js"),
+        body,
     )
         .into_response()
 }
@@ -134,8 +160,7 @@ async fn script() -> Response {
 /// starts here.
 async fn open_link(State(api): State<Arc<WebApi>>, Path(secret): Path<String>) -> Response {
     let console = console(&api);
-    let well_formed = secret.len() == 64 && secret.bytes().all(|b| b.is_ascii_hexdigit());
-    let opened = if well_formed {
+    let opened = if is_secret(&secret) {
         match console.sessions.open_link(&secret).await {
             Ok(opened) => opened,
             Err(e) => return refused(&e),

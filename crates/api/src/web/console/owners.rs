@@ -8,22 +8,23 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{get, post};
 
-use super::exchange::{Realm, console, posted, refused, require_session, see_other};
+use super::exchange::{
+    Form, Realm, console, posted, query_value, recent_events, refused, require_session, see_other,
+};
 use super::pages;
 use crate::audit::EventFilter;
-use crate::lifecycle::EventQuery;
+use crate::auth::Actor;
+use crate::error::Error;
+use crate::lifecycle::Lifecycle;
 use crate::web::api::WebApi;
-
-/// The audit events an owner's page shows, newest first.
-const EVENTS_SHOWN: i32 = 50;
 
 pub(super) fn routes() -> Router<Arc<WebApi>> {
     Router::new()
         .route("/console/owners", get(owner_page))
-        .route("/console/owners/disable", axum::routing::post(disable))
-        .route("/console/owners/enable", axum::routing::post(enable))
+        .route("/console/owners/disable", post(disable))
+        .route("/console/owners/enable", post(enable))
         .route(
             "/console/owners/delete",
             get(confirm_delete).post(delete_tokens),
@@ -31,22 +32,31 @@ pub(super) fn routes() -> Router<Arc<WebApi>> {
         .route("/console/keys", get(keys))
 }
 
-/// The `owner` of a query string, trimmed; empty if not given.
+/// The `owner` of the request's query, trimmed; empty if not given.
 fn owner_of(request: &Request<Body>) -> String {
-    form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes())
-        .find(|(n, _)| n == "owner")
-        .map(|(_, v)| v.trim().to_owned())
+    query_value(request, "owner")
+        .map(|v| v.trim().to_owned())
         .unwrap_or_default()
 }
 
-/// The owner page's address.
-fn owner_link(owner: &str) -> String {
-    format!(
-        "/console/owners?{}",
-        form_urlencoded::Serializer::new(String::new())
-            .append_pair("owner", owner)
-            .finish()
-    )
+/// Runs `change` on the owner a posted form names, then shows the owner's
+/// page, or why it was refused.
+async fn change<F, Fut>(api: Arc<WebApi>, request: Request<Body>, change: F) -> Response
+where
+    F: FnOnce(Arc<Lifecycle>, String, Form, Actor) -> Fut,
+    Fut: Future<Output = Result<(), Error>>,
+{
+    let console = console(&api);
+    let (_, session, form) = match posted(console, request, Realm::Admin).await {
+        Ok(posted) => posted,
+        Err(answer) => return answer,
+    };
+    let owner = form.text("owner").to_owned();
+    let lifecycle = Arc::clone(&console.lifecycle);
+    match change(lifecycle, owner.clone(), form, session.actor).await {
+        Ok(()) => see_other(&pages::owner_page_link(&owner)),
+        Err(e) => refused(&e),
+    }
 }
 
 /// The search form, and with `owner` given, the owner: its status, its
@@ -66,52 +76,31 @@ async fn owner_page(State(api): State<Arc<WebApi>>, request: Request<Body>) -> R
         Ok(found) => found,
         Err(e) => return refused(&e),
     };
-    let events = console
-        .lifecycle
-        .list_events(EventQuery {
-            filter: EventFilter {
-                token_id: None,
-                owner: Some(owner.clone()),
-            },
-            page_size: EVENTS_SHOWN,
-            page_token: String::new(),
-        })
-        .await;
-    match events {
-        Ok(events) => pages::owner(&chrome, Some(&found), &events.items),
+    let filter = EventFilter {
+        token_id: None,
+        owner: Some(owner),
+    };
+    match recent_events(console, filter).await {
+        Ok(events) => pages::owner(&chrome, Some(&found), &events),
         Err(e) => refused(&e),
     }
 }
 
 async fn disable(State(api): State<Arc<WebApi>>, request: Request<Body>) -> Response {
-    let console = console(&api);
-    let (_, session, form) = match posted(console, request, Realm::Admin).await {
-        Ok(posted) => posted,
-        Err(answer) => return answer,
-    };
-    let owner = form.get("owner").map_or("", |v| v.trim());
-    let reason = form.get("reason").map_or("", |v| v.trim());
-    match console
-        .lifecycle
-        .disable_owner(owner, reason, session.actor)
-        .await
-    {
-        Ok(_) => see_other(&owner_link(owner)),
-        Err(e) => refused(&e),
-    }
+    change(api, request, |lifecycle, owner, form, actor| async move {
+        lifecycle
+            .disable_owner(&owner, form.text("reason"), actor)
+            .await
+            .map(drop)
+    })
+    .await
 }
 
 async fn enable(State(api): State<Arc<WebApi>>, request: Request<Body>) -> Response {
-    let console = console(&api);
-    let (_, session, form) = match posted(console, request, Realm::Admin).await {
-        Ok(posted) => posted,
-        Err(answer) => return answer,
-    };
-    let owner = form.get("owner").map_or("", |v| v.trim());
-    match console.lifecycle.enable_owner(owner, session.actor).await {
-        Ok(_) => see_other(&owner_link(owner)),
-        Err(e) => refused(&e),
-    }
+    change(api, request, |lifecycle, owner, _, actor| async move {
+        lifecycle.enable_owner(&owner, actor).await.map(drop)
+    })
+    .await
 }
 
 async fn confirm_delete(State(api): State<Arc<WebApi>>, request: Request<Body>) -> Response {
@@ -131,20 +120,10 @@ async fn confirm_delete(State(api): State<Arc<WebApi>>, request: Request<Body>) 
 }
 
 async fn delete_tokens(State(api): State<Arc<WebApi>>, request: Request<Body>) -> Response {
-    let console = console(&api);
-    let (_, session, form) = match posted(console, request, Realm::Admin).await {
-        Ok(posted) => posted,
-        Err(answer) => return answer,
-    };
-    let owner = form.get("owner").map_or("", |v| v.trim());
-    match console
-        .lifecycle
-        .delete_owner_tokens(owner, session.actor)
-        .await
-    {
-        Ok(_) => see_other(&owner_link(owner)),
-        Err(e) => refused(&e),
-    }
+    change(api, request, |lifecycle, owner, _, actor| async move {
+        lifecycle.delete_owner_tokens(&owner, actor).await.map(drop)
+    })
+    .await
 }
 
 async fn keys(State(api): State<Arc<WebApi>>, request: Request<Body>) -> Response {

@@ -163,6 +163,11 @@ fn owner_query(owner: &str) -> String {
         .finish()
 }
 
+/// The owner's own page.
+pub(super) fn owner_page_link(owner: &str) -> String {
+    format!("/console/owners?{}", owner_query(owner))
+}
+
 impl TokenView {
     fn new(t: &TokenRecord, now: Timestamp) -> TokenView {
         TokenView {
@@ -171,7 +176,7 @@ impl TokenView {
             description: t.description.clone(),
             owner: t.owner.clone(),
             owner_link: format!("/console/?{}", owner_query(&t.owner)),
-            owner_page: format!("/console/owners?{}", owner_query(&t.owner)),
+            owner_page: owner_page_link(&t.owner),
             hint: t.display_hint.clone(),
             scopes: t.scopes.clone(),
             created: time(t.create_time),
@@ -405,7 +410,7 @@ impl OwnerView {
             reason: record.reason.clone(),
             counts: *counts,
             tokens_link: format!("/console/?{query}"),
-            page_link: format!("/console/owners?{query}"),
+            page_link: owner_page_link(&record.owner),
         }
     }
 }

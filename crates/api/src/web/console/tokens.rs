@@ -22,18 +22,17 @@ use hyper::StatusCode;
 use uuid::Uuid;
 
 use super::exchange::{
-    Form, Realm, back, console, posted, problem, refusal, refused, require_session, see_other,
+    Form, Realm, back, console, posted, problem, query_value, recent_events, refusal, refused,
+    require_session, see_other,
 };
 use super::pages::{self, GRACE_PERIODS, NewTokenForm, TokenQuery};
 use crate::audit::EventFilter;
 use crate::console::Session;
 use crate::error::Error;
-use crate::lifecycle::{EventQuery, Expiry, ListQuery, NewToken, Renewal};
+use crate::lifecycle::{Expiry, ListQuery, NewToken, Renewal};
 use crate::query::{ListFilter, TokenPatch};
 use crate::web::api::{Console, WebApi};
 
-/// The audit events a token's page shows, newest first.
-const EVENTS_SHOWN: i32 = 50;
 /// Tokens per page.
 const PAGE_SIZE: i32 = 50;
 
@@ -95,13 +94,6 @@ pub(super) fn hosted_routes() -> Router<Arc<WebApi>> {
 /// token of someone else: the two look the same).
 fn no_such_token() -> Response {
     problem(StatusCode::NOT_FOUND, "There is no such token.")
-}
-
-/// The query parameter `name` of `request`, if given.
-fn query_value(request: &Request<Body>, name: &str) -> Option<String> {
-    form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes())
-        .find(|(n, _)| n == name)
-        .map(|(_, v)| v.into_owned())
 }
 
 /// The token `id` names, if the session may see it: any token for an
@@ -281,23 +273,16 @@ async fn token_page(
         Ok(record) => record,
         Err(answer) => return answer,
     };
-    let events = console
-        .lifecycle
-        .list_events(EventQuery {
-            filter: EventFilter {
-                token_id: Some(record.id),
-                owner: None,
-            },
-            page_size: EVENTS_SHOWN,
-            page_token: String::new(),
-        })
-        .await;
-    match events {
+    let filter = EventFilter {
+        token_id: Some(record.id),
+        owner: None,
+    };
+    match recent_events(console, filter).await {
         Ok(events) => pages::token(
             &pages::chrome(&session, &console.sessions.csrf_token(&secret)),
             console.sessions.now(),
             &record,
-            &events.items,
+            &events,
         ),
         Err(e) => refused(&e),
     }
@@ -369,11 +354,11 @@ async fn revoke(
         realm,
         move |id, form, actor, lifecycle| async move {
             let reason = match realm {
-                Realm::Admin => form.get("reason").map_or("", |v| v.trim()),
+                Realm::Admin => form.text("reason"),
                 Realm::Hosted => "revoked by its owner",
             };
             lifecycle.revoke(id, reason, actor).await?;
-            Ok(back(&form, realm))
+            Ok(back(form.get("back").map(|v| v.as_str()), realm))
         },
     )
     .await
@@ -392,7 +377,7 @@ async fn restore(
         realm,
         move |id, form, actor, lifecycle| async move {
             lifecycle.restore(id, actor).await?;
-            Ok(back(&form, realm))
+            Ok(back(form.get("back").map(|v| v.as_str()), realm))
         },
     )
     .await
@@ -450,14 +435,10 @@ async fn confirm_delete(
         Ok(record) => record,
         Err(answer) => return answer,
     };
-    let mut asked = Form::default();
-    if let Some(back) = query_value(&request, "back") {
-        asked.push("back", back);
-    }
     pages::confirm_delete(
         &pages::chrome(&session, &console.sessions.csrf_token(&secret)),
         &record,
-        &back(&asked, realm),
+        &back(query_value(&request, "back").as_deref(), realm),
     )
 }
 
@@ -474,7 +455,7 @@ async fn delete(
         realm,
         move |id, form, actor, lifecycle| async move {
             lifecycle.delete(id, actor).await?;
-            let back = back(&form, realm);
+            let back = back(form.get("back").map(|v| v.as_str()), realm);
             // The token's own pages are gone with it.
             Ok(if back.starts_with(&format!("/console/tokens/{id}")) {
                 "/console/".to_owned()
