@@ -90,6 +90,7 @@ fn verify_hit(c: &mut Criterion) {
                     expiry: Expiry::Never,
                     idle_timeout: None,
                     credits: None,
+                    rate_limits: Vec::new(),
                 },
                 Actor::Admin,
             )
@@ -152,6 +153,8 @@ fn response_encoding(c: &mut Criterion) {
                 }),
                 missing_scopes: Vec::new(),
                 credits_remaining: None,
+                rate: None,
+                retry_after: None,
             });
             reply.encode(&mut buf).unwrap();
             black_box(&buf);
@@ -169,6 +172,8 @@ fn response_encoding(c: &mut Criterion) {
                 }),
                 missing_scopes: Vec::new(),
                 credits_remaining: None,
+                rate_limit: None,
+                retry_after: None,
             };
             reply.encode(&mut buf).unwrap();
             black_box(&buf);

@@ -23,9 +23,9 @@ use crate::changes::Freshness;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ServerSettings, Settings};
 use crate::console::ConsoleSessions;
-use crate::credits::CreditBook;
 use crate::grpc::{self, AdminService, ExtAuthzService, GrpcService, SelfService, VerifyService};
 use crate::lifecycle::Lifecycle;
+use crate::limits::Allowances;
 use crate::lookups::LookupLimit;
 use crate::metrics::Metrics;
 use crate::serve::{self, Listener, Protocol, Stop};
@@ -70,7 +70,7 @@ pub struct Application {
     last_used: Arc<LastUsed>,
     rekeys: Arc<Rekeys>,
     /// Usage credits taken and not yet spent: given back at a graceful stop.
-    credits: Arc<CreditBook>,
+    allowances: Arc<Allowances>,
     /// The configured keys' ids, the primary first.
     key_ids: Vec<String>,
     clock: Arc<dyn Clock>,
@@ -170,7 +170,7 @@ impl Application {
         let rekeys = Arc::new(Rekeys::new());
         let metrics = Arc::new(Metrics::new());
         let freshness = Arc::new(Freshness::new(settings.changes.max_staleness));
-        let credits = Arc::new(CreditBook::new(store.clone()));
+        let allowances = Arc::new(Allowances::new(store.clone()));
         let verifier = Arc::new(
             Verifier::new(
                 prefix.clone(),
@@ -193,7 +193,7 @@ impl Application {
                 settings.lookups.max_per_second,
             ))
             .with_miss_hook(options.miss_hook)
-            .with_credits(Arc::clone(&credits)),
+            .with_allowances(Arc::clone(&allowances)),
         );
         let lifecycle = Arc::new(Lifecycle::new(
             store.clone(),
@@ -243,7 +243,7 @@ impl Application {
             console,
             last_used,
             rekeys,
-            credits,
+            allowances,
             key_ids: keys.ids(),
             clock,
             change_feed,
@@ -287,7 +287,7 @@ impl Application {
             console,
             last_used,
             rekeys,
-            credits,
+            allowances,
             key_ids,
             clock,
             change_feed,
@@ -502,7 +502,7 @@ impl Application {
         tasks.close();
         tasks.wait().await;
         // Credits taken and not spent go back, for the other replicas.
-        match credits.give_back().await {
+        match allowances.give_back().await {
             Ok(0) => {}
             Ok(given) => tracing::info!(credits = given, "unspent credits given back"),
             Err(e) => tracing::warn!(error = %e, "giving unspent credits back"),

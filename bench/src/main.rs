@@ -180,6 +180,7 @@ async fn seed(count: usize, owners: usize, batch: usize, out: PathBuf) -> anyhow
                 expiry: Expiry::Never,
                 idle_timeout: None,
                 credits: None,
+                rate_limits: Vec::new(),
             })
             .collect();
         let created = lifecycle

@@ -95,6 +95,10 @@ pub enum TokenCommand {
         /// Usage credits: each VALID Verify spends its cost; unset: unlimited.
         #[arg(long)]
         credits: Option<i64>,
+        /// A rate limit as NAME=LIMIT/WINDOW, such as per-second=50/1s;
+        /// repeat for more.
+        #[arg(long = "rate-limit", value_name = "NAME=LIMIT/WINDOW", value_parser = rate_limit)]
+        rate_limits: Vec<RateLimitArg>,
     },
     /// List tokens, newest first, every page.
     List {
@@ -169,6 +173,15 @@ pub enum OwnerCommand {
     },
     /// Let the owner's tokens verify again.
     Enable { owner: String },
+    /// Set the rate limits all of the owner's tokens share (none given:
+    /// remove them).
+    Limits {
+        owner: String,
+        /// A rate limit as NAME=LIMIT/WINDOW, such as per-minute=600/1m;
+        /// repeat for more.
+        #[arg(long = "rate-limit", value_name = "NAME=LIMIT/WINDOW", value_parser = rate_limit)]
+        rate_limits: Vec<RateLimitArg>,
+    },
     /// Delete every token of the owner (asks first on a terminal).
     DeleteTokens {
         owner: String,
@@ -207,6 +220,28 @@ fn duration(text: &str) -> Result<Duration, String> {
 fn time(text: &str) -> Result<SystemTime, String> {
     humantime::parse_rfc3339_weak(text)
         .map_err(|e| format!("{e} (use RFC 3339, such as 2027-01-31T00:00:00Z)"))
+}
+
+/// A rate limit given on the command line.
+#[derive(Clone, Debug)]
+pub struct RateLimitArg {
+    pub name: String,
+    pub limit: i64,
+    pub window: Duration,
+}
+
+/// NAME=LIMIT/WINDOW.
+fn rate_limit(text: &str) -> Result<RateLimitArg, String> {
+    let usage = "expected NAME=LIMIT/WINDOW, such as per-second=50/1s";
+    let (name, rest) = text.split_once('=').ok_or(usage)?;
+    let (limit, window) = rest.split_once('/').ok_or(usage)?;
+    Ok(RateLimitArg {
+        name: name.to_owned(),
+        limit: limit
+            .parse()
+            .map_err(|_| format!("{limit:?} is not a number ({usage})"))?,
+        window: duration(window)?,
+    })
 }
 
 fn key_value(text: &str) -> Result<(String, String), String> {

@@ -151,6 +151,7 @@ pub fn token(token: &pb::Token) -> String {
                 .as_ref()
                 .map_or_else(|| "unlimited".to_owned(), |c| c.remaining.to_string()),
         ),
+        ("Rate limits", rate_limits(&token.rate_limits)),
     ];
     if token.revoke_time.is_some() {
         rows.push(("Revoked", time(token.revoke_time.as_ref(), "-")));
@@ -175,6 +176,25 @@ pub fn created(answer: &pb::CreateTokenResponse) -> String {
     )
 }
 
+/// `name limit/window` each, comma-separated; "none" for none.
+fn rate_limits(limits: &[pb::RateLimit]) -> String {
+    if limits.is_empty() {
+        return "none".to_owned();
+    }
+    limits
+        .iter()
+        .map(|l| {
+            format!(
+                "{} {}/{}",
+                text(&l.name),
+                l.limit,
+                duration(l.window.as_ref())
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 pub fn owner(owner: &pb::Owner) -> String {
     let mut rows = vec![
         ("Owner", text(&owner.owner)),
@@ -187,6 +207,7 @@ pub fn owner(owner: &pb::Owner) -> String {
         rows.push(("Disabled at", time(owner.disable_time.as_ref(), "-")));
         rows.push(("Reason", text(&owner.reason)));
     }
+    rows.push(("Rate limits", rate_limits(&owner.rate_limits)));
     let counts = &owner.token_counts;
     if let Some(c) = counts {
         rows.push((
@@ -256,6 +277,19 @@ pub fn verdict(answer: &pb::VerifyResponse) -> String {
     }
     if let Some(left) = answer.credits_remaining {
         let _ = write!(out, "; {left} credits left");
+    }
+    if let Some(after) = &answer.retry_after {
+        let _ = write!(out, "; retry after {}", duration(Some(after)));
+    }
+    if let Some(rate) = &answer.rate_limit {
+        let _ = write!(
+            out,
+            "; {} calls left of {} ({}), window ends in {}",
+            rate.remaining,
+            rate.limit,
+            text(&rate.name),
+            duration(rate.reset.as_ref())
+        );
     }
     out.push('\n');
     out

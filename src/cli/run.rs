@@ -7,7 +7,8 @@ use latchkey_client::{Client, Error, pb};
 
 use super::render;
 use super::{
-    ClientArgs, ClientCommand, EventsArgs, Expiry, Output, OwnerCommand, Status, TokenCommand,
+    ClientArgs, ClientCommand, EventsArgs, Expiry, Output, OwnerCommand, RateLimitArg, Status,
+    TokenCommand,
 };
 
 /// Runs `command` against the server `args` name; prints the answer to
@@ -159,6 +160,19 @@ fn expiration_renew(expiry: Expiry) -> anyhow::Result<Option<pb::renew_token_req
     })
 }
 
+fn rate_limits_message(limits: Vec<RateLimitArg>) -> anyhow::Result<Vec<pb::RateLimit>> {
+    limits
+        .into_iter()
+        .map(|l| {
+            Ok(pb::RateLimit {
+                name: l.name,
+                limit: l.limit,
+                window: Some(proto_duration(l.window, "--rate-limit")?),
+            })
+        })
+        .collect()
+}
+
 fn proto_duration(d: std::time::Duration, flag: &str) -> anyhow::Result<prost_types::Duration> {
     prost_types::Duration::try_from(d).map_err(|_| anyhow::anyhow!("{flag}: too long"))
 }
@@ -182,6 +196,7 @@ async fn token(client: &Client, command: TokenCommand, json: bool) -> anyhow::Re
             expiry,
             idle_timeout,
             credits,
+            rate_limits,
         } => {
             let request = pb::CreateTokenRequest {
                 owner,
@@ -194,6 +209,7 @@ async fn token(client: &Client, command: TokenCommand, json: bool) -> anyhow::Re
                     .map(|d| proto_duration(d, "--idle-timeout"))
                     .transpose()?,
                 credits: credits.map(|remaining| pb::Credits { remaining }),
+                rate_limits: rate_limits_message(rate_limits)?,
             };
             created(
                 admin
@@ -353,6 +369,16 @@ async fn owner(client: &Client, command: OwnerCommand, json: bool) -> anyhow::Re
         OwnerCommand::Enable { owner } => detail(
             admin
                 .enable_owner(pb::EnableOwnerRequest { owner })
+                .await
+                .map_err(fail)?
+                .into_inner(),
+        ),
+        OwnerCommand::Limits { owner, rate_limits } => detail(
+            admin
+                .set_owner_limits(pb::SetOwnerLimitsRequest {
+                    owner,
+                    rate_limits: rate_limits_message(rate_limits)?,
+                })
                 .await
                 .map_err(fail)?
                 .into_inner(),

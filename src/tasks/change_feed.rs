@@ -115,6 +115,15 @@ impl ChangeFeed {
                         "pruning the change log"
                     );
                 }
+                // Rate-limit windows that ended a while ago (a replica whose
+                // clock runs a little behind may still count in the last).
+                let ended = self.clock.now().saturating_sub(Duration::from_secs(60));
+                if let Err(e) = self.store.prune_rate_windows(ended).await {
+                    tracing::warn!(
+                        error = format!("{:#}", anyhow::Error::from(e)),
+                        "pruning rate-limit windows"
+                    );
+                }
             }
         }
     }

@@ -63,7 +63,7 @@ pub(crate) async fn check(
 }
 
 /// (name, value) of each header an answer sets.
-fn headers(
+pub(crate) fn headers(
     options: &[envoy_types::ext_authz::v3::pb::HeaderValueOption],
 ) -> HashMap<String, String> {
     options

@@ -40,6 +40,7 @@ async fn a_created_token_is_returned_with_its_secret_once_and_verifies(backend: 
             ))),
             idle_timeout: None,
             credits: None,
+            rate_limits: Vec::new(),
         })
         .await
         .unwrap();

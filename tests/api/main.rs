@@ -29,6 +29,7 @@ mod outage;
 mod owners;
 mod partition;
 mod persistence;
+mod rate_limits;
 mod renewal;
 mod replicas;
 mod seeding;

@@ -32,6 +32,7 @@ fn rich_request(owner: &str) -> pb::CreateTokenRequest {
         ))),
         idle_timeout: Some(duration(7 * DAY as i64)),
         credits: None,
+        rate_limits: Vec::new(),
     }
 }
 

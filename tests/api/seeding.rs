@@ -37,6 +37,7 @@ fn new_token(owner: &str, i: usize) -> NewToken {
         expiry: Expiry::Never,
         idle_timeout: None,
         credits: None,
+        rate_limits: Vec::new(),
     }
 }
 

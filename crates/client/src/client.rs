@@ -245,10 +245,11 @@ impl Client {
                 Err(status) => return Err(Error::from_status(&self.addr, status)),
             }
         };
-        // An answer that spent credits must not stand in for the next call,
-        // which has to spend its own.
+        // An answer that spent credits or counted against a rate limit must
+        // not stand in for the next call, which has to count for itself.
         if let Some(cache) = &self.cache
             && answer.credits_remaining.is_none()
+            && answer.rate_limit.is_none()
         {
             cache.insert(token, required_scopes, answer.clone());
         }

@@ -145,6 +145,11 @@ where
                     }
                     Verdict::InsufficientScope => Refusal::InsufficientScope(&scopes),
                     Verdict::UsageExceeded => Refusal::UsageExceeded,
+                    Verdict::RateLimited => Refusal::RateLimited(
+                        answer
+                            .retry_after
+                            .and_then(|d| u64::try_from(d.seconds + i64::from(d.nanos > 0)).ok()),
+                    ),
                     verdict => Refusal::InvalidToken(verdict),
                 },
                 Err(error) => {
@@ -184,11 +189,17 @@ enum Refusal<'a> {
     InsufficientScope(&'a [String]),
     /// The token's credits are spent.
     UsageExceeded,
+    /// A rate limit is reached; retry after this many seconds.
+    RateLimited(Option<u64>),
     Unavailable,
 }
 
 /// The answer to a refused request, as RFC 6750 (or gRPC) words it.
 fn refuse<B: Default>(refusal: Refusal<'_>, grpc: bool) -> Response<B> {
+    let retry_after = match refusal {
+        Refusal::RateLimited(after) => after,
+        _ => None,
+    };
     let (status, grpc_status, challenge, message) = match refusal {
         Refusal::NoToken => (
             StatusCode::UNAUTHORIZED,
@@ -232,6 +243,12 @@ fn refuse<B: Default>(refusal: Refusal<'_>, grpc: bool) -> Response<B> {
             None,
             "the token has used up its credits".to_owned(),
         ),
+        Refusal::RateLimited(_) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            tonic::Code::ResourceExhausted,
+            None,
+            "the token has made too many calls; retry later".to_owned(),
+        ),
         Refusal::Unavailable => (
             StatusCode::SERVICE_UNAVAILABLE,
             tonic::Code::Unavailable,
@@ -243,6 +260,9 @@ fn refuse<B: Default>(refusal: Refusal<'_>, grpc: bool) -> Response<B> {
     let headers = response.headers_mut();
     if let Some(challenge) = challenge.and_then(|c| HeaderValue::try_from(c).ok()) {
         headers.insert(WWW_AUTHENTICATE, challenge);
+    }
+    if let Some(seconds) = retry_after {
+        headers.insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
     }
     if grpc {
         // Trailers-only: the status in the headers of an HTTP 200.

@@ -21,12 +21,14 @@ pub enum EventKind {
     Deleted,
     OwnerDisabled,
     OwnerEnabled,
+    /// An owner's rate limits were set.
+    LimitsChanged,
     /// The token's credits in the database reached 0.
     CreditsExhausted,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 9] = [
+    pub const ALL: [EventKind; 10] = [
         EventKind::Created,
         EventKind::Updated,
         EventKind::Revoked,
@@ -35,6 +37,7 @@ impl EventKind {
         EventKind::Deleted,
         EventKind::OwnerDisabled,
         EventKind::OwnerEnabled,
+        EventKind::LimitsChanged,
         EventKind::CreditsExhausted,
     ];
 
@@ -49,6 +52,7 @@ impl EventKind {
             EventKind::Deleted => "DELETED",
             EventKind::OwnerDisabled => "OWNER_DISABLED",
             EventKind::OwnerEnabled => "OWNER_ENABLED",
+            EventKind::LimitsChanged => "LIMITS_CHANGED",
             EventKind::CreditsExhausted => "CREDITS_EXHAUSTED",
         }
     }

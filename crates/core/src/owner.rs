@@ -3,6 +3,7 @@
 //! an owner with no record is enabled.
 
 use crate::clock::Timestamp;
+use crate::limit::RateLimit;
 use crate::token::Status;
 
 /// What is stored about an owner.
@@ -13,6 +14,8 @@ pub struct OwnerRecord {
     pub disable_time: Option<Timestamp>,
     /// Why it was disabled; empty while enabled.
     pub reason: String,
+    /// Shared by all of the owner's tokens.
+    pub rate_limits: Vec<RateLimit>,
 }
 
 impl OwnerRecord {

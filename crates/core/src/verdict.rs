@@ -12,6 +12,9 @@ pub enum Verdict {
     OwnerDisabled,
     Inactive,
     InsufficientScope,
+    /// A rate limit of the token or its owner has no calls left in this
+    /// window.
+    RateLimited,
     /// The token's credits do not cover the call's cost.
     UsageExceeded,
 }
@@ -23,6 +26,7 @@ impl Verdict {
         match self {
             Verdict::Valid => "the token is valid",
             Verdict::InsufficientScope => "the token lacks a required scope",
+            Verdict::RateLimited => "the token has made too many calls; retry later",
             Verdict::UsageExceeded => "the token has used up its credits",
             Verdict::Expired | Verdict::Inactive => "the token has expired",
             Verdict::Revoked | Verdict::OwnerDisabled => "the token has been revoked",
@@ -33,7 +37,7 @@ impl Verdict {
 
 impl Verdict {
     /// Every verdict, in the order they are judged.
-    pub const ALL: [Verdict; 9] = [
+    pub const ALL: [Verdict; 10] = [
         Verdict::Valid,
         Verdict::Malformed,
         Verdict::Unknown,
@@ -42,6 +46,7 @@ impl Verdict {
         Verdict::OwnerDisabled,
         Verdict::Inactive,
         Verdict::InsufficientScope,
+        Verdict::RateLimited,
         Verdict::UsageExceeded,
     ];
 
@@ -56,6 +61,7 @@ impl Verdict {
             Verdict::OwnerDisabled => "owner_disabled",
             Verdict::Inactive => "inactive",
             Verdict::InsufficientScope => "insufficient_scope",
+            Verdict::RateLimited => "rate_limited",
             Verdict::UsageExceeded => "usage_exceeded",
         }
     }

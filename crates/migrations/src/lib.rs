@@ -16,6 +16,7 @@ mod m20261129_000004_self_renewal;
 mod m20261129_000005_console_sessions;
 mod m20261205_000006_console_links;
 mod m20261205_000007_credits;
+mod m20261206_000008_rate_limits;
 
 /// Applies latchkey's migrations.
 pub struct Migrator;
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000005_console_sessions::Migration),
             Box::new(m20261205_000006_console_links::Migration),
             Box::new(m20261205_000007_credits::Migration),
+            Box::new(m20261206_000008_rate_limits::Migration),
         ]
     }
 }

@@ -8,9 +8,9 @@
 
 pub mod auth;
 pub mod console;
-pub mod credits;
 pub mod error;
 pub mod lifecycle;
+pub mod limits;
 pub mod verifier;
 
 // The core's vocabulary and the store, under the names this crate's modules

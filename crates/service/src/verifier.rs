@@ -15,11 +15,11 @@ use uuid::Uuid;
 use crate::cache::{CacheConfig, Cached, Lookup, VerifyCache};
 use crate::changes::Freshness;
 use crate::clock::{Clock, Timestamp};
-use crate::credits::{CreditBook, Spent};
 use crate::error::Error;
+use crate::limits::{Allowances, Limits, Outcome, RateState};
 use crate::lookups::LookupLimit;
 use crate::observe::{Observe, Unobserved};
-use crate::store::Store;
+use crate::store::{FoundToken, Store};
 use crate::token::{self, Digest, KeyRing, Lifetime, Prefix, Status, TokenRecord, format, scope};
 use crate::usage::{HoldsUses, LastUsed, Rekeys, UseCell};
 pub use crate::verdict::Verdict;
@@ -44,8 +44,8 @@ pub struct Snapshot {
     owner_end: u32,
     metadata_end: u32,
     pub owner_disabled: bool,
-    /// Whether the token has usage credits (each call spends some).
-    pub limited: bool,
+    /// The token's usage limits; `None` if it has none.
+    pub limits: Option<Box<Limits>>,
     /// Taken by the one call that reads the token again as its answer
     /// lapses (see [`Verifier::verify`]).
     refreshing: std::sync::atomic::AtomicBool,
@@ -78,9 +78,16 @@ impl Snapshot {
             owner_end,
             metadata_end,
             owner_disabled,
-            limited: record.credits.is_some(),
+            limits: None,
             refreshing: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// With usage limits.
+    #[must_use]
+    pub fn with_limits(mut self, limits: Option<Box<Limits>>) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Whether this call is the one to read the token again (no other is).
@@ -146,13 +153,17 @@ pub struct Known {
 
 /// A verdict, the token it is about (for every known token), for
 /// INSUFFICIENT_SCOPE the scopes that were missing, and for a token with
-/// credits what is left.
+/// usage limits what is left of them.
 #[derive(Debug)]
 pub struct Verification {
     pub verdict: Verdict,
     pub token: Option<Known>,
     pub missing_scopes: Vec<String>,
     pub credits_remaining: Option<u64>,
+    /// For a token with rate limits, the one closest to its end.
+    pub rate: Option<RateState>,
+    /// For RATE_LIMITED: until the window ends.
+    pub retry_after: Option<std::time::Duration>,
 }
 
 /// Runs after a cache miss has read the database and before the answer is
@@ -172,7 +183,7 @@ pub struct Verifier {
     rekeys: Arc<Rekeys>,
     observer: Arc<dyn Observe>,
     lookups: LookupLimit,
-    credits: Arc<CreditBook>,
+    allowances: Arc<Allowances>,
 }
 
 impl Verifier {
@@ -198,16 +209,16 @@ impl Verifier {
             rekeys: Arc::new(Rekeys::new()),
             observer: Arc::new(Unobserved),
             lookups: LookupLimit::unbounded(),
-            credits: Arc::new(CreditBook::new(store.clone())),
+            allowances: Arc::new(Allowances::new(store.clone())),
             store,
         }
     }
 
-    /// Spends usage credits through `credits` (shared with whoever gives
-    /// them back at shutdown).
+    /// Spends usage limits through `allowances` (shared with whoever
+    /// gives unspent credits back at shutdown).
     #[must_use]
-    pub fn with_credits(mut self, credits: Arc<CreditBook>) -> Self {
-        self.credits = credits;
+    pub fn with_allowances(mut self, allowances: Arc<Allowances>) -> Self {
+        self.allowances = allowances;
         self
     }
 
@@ -357,24 +368,32 @@ impl Verifier {
         if matches!(verdict, Verdict::Valid | Verdict::InsufficientScope) {
             self.last_used.record(snapshot.id, &snapshot, at);
         }
-        let mut verdict = verdict;
-        let mut credits_remaining = None;
-        if verdict == Verdict::Valid && snapshot.limited && cost > 0 {
-            match Box::pin(self.credits.spend(snapshot.id, cost, at)).await? {
-                Spent::Spent { remaining } => credits_remaining = Some(remaining),
-                Spent::Exceeded { remaining } => {
-                    verdict = Verdict::UsageExceeded;
-                    credits_remaining = Some(remaining);
-                }
-                Spent::Unlimited => {}
-            }
-        }
-        Ok(Verification {
+        let mut answer = Verification {
             verdict,
-            token: Some(Known { snapshot, status }),
+            token: None,
             missing_scopes,
-            credits_remaining,
-        })
+            credits_remaining: None,
+            rate: None,
+            retry_after: None,
+        };
+        if verdict == Verdict::Valid
+            && cost > 0
+            && let Some(limits) = &snapshot.limits
+        {
+            let spent = Box::pin(self.allowances.spend(limits, cost, at)).await?;
+            answer.verdict = match spent.outcome {
+                Outcome::Admitted => Verdict::Valid,
+                Outcome::RateLimited { retry_after } => {
+                    answer.retry_after = Some(retry_after);
+                    Verdict::RateLimited
+                }
+                Outcome::UsageExceeded => Verdict::UsageExceeded,
+            };
+            answer.credits_remaining = spent.credits_remaining;
+            answer.rate = spent.rate;
+        }
+        answer.token = Some(Known { snapshot, status });
+        Ok(answer)
     }
 
     /// Drops `digest` from this process's cache, and any fill of it under way.
@@ -425,11 +444,7 @@ impl Verifier {
         // holding it) is allocated apart from the request's own buffers.
         let entry = crate::memory::long_lived(|| {
             let entry = match found {
-                Some(found) => Cached::Known(Arc::new(Snapshot::new(
-                    &found.record,
-                    found.owner_disabled,
-                    self.render,
-                ))),
+                Some(found) => Cached::Known(Arc::new(self.snapshot(&found))),
                 None => Cached::Unknown,
             };
             self.cache.complete_fill(ticket, digest, entry.clone());
@@ -440,6 +455,17 @@ impl Verifier {
 }
 
 impl Verifier {
+    fn snapshot(&self, found: &FoundToken) -> Snapshot {
+        let r = &found.record;
+        Snapshot::new(r, found.owner_disabled, self.render).with_limits(self.allowances.limits(
+            r.id,
+            &r.owner,
+            r.credits.is_some(),
+            &r.rate_limits,
+            &found.owner_rate_limits,
+        ))
+    }
+
     /// A token stored under an older key, if any: answered from the row but
     /// not cached (invalidations name it by the digest it is stored under,
     /// not by the primary's), and queued to move to the primary key, after
@@ -453,11 +479,7 @@ impl Verifier {
             let stored = key.digest(token);
             if let Some(found) = self.store.find_by_digest(&stored).await? {
                 self.rekeys.push(found.record.id, stored, primary);
-                return Ok(Some(Cached::Known(Arc::new(Snapshot::new(
-                    &found.record,
-                    found.owner_disabled,
-                    self.render,
-                )))));
+                return Ok(Some(Cached::Known(Arc::new(self.snapshot(&found)))));
             }
         }
         Ok(None)
@@ -546,6 +568,8 @@ impl Verification {
             token: None,
             missing_scopes: Vec::new(),
             credits_remaining: None,
+            rate: None,
+            retry_after: None,
         }
     }
 }

@@ -16,6 +16,16 @@ use latchkey_core::clock::Timestamp;
 /// The most a replica takes at once.
 pub const MAX_CREDIT_BLOCK: u64 = 1000;
 
+/// How many to take of `remaining` when `need` are needed (at most
+/// `remaining`): a sixteenth, so that replicas share the last ones, at
+/// least `need`, at most [`MAX_CREDIT_BLOCK`] unless `need` is more.
+pub(crate) fn block(remaining: u64, need: u64) -> u64 {
+    Ord::min(
+        (remaining / 16).clamp(need, Ord::max(MAX_CREDIT_BLOCK, need)),
+        remaining,
+    )
+}
+
 /// What a take found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CreditTake {
@@ -62,10 +72,7 @@ impl Store {
             if remaining < need {
                 return Ok(CreditTake::Short { left: remaining });
             }
-            let taken = Ord::min(
-                (remaining / 16).clamp(need, Ord::max(MAX_CREDIT_BLOCK, need)),
-                remaining,
-            );
+            let taken = block(remaining, need);
             let left = remaining - taken;
             let updated = tokens::Entity::update_many()
                 .col_expr(tokens::Column::CreditsRemaining, Expr::value(as_i64(left)))

@@ -31,6 +31,9 @@ pub mod tokens {
         pub self_renewed: bool,
         /// Usage credits left; NULL: unlimited.
         pub credits_remaining: Option<i64>,
+        /// Rate limits, JSON (`[{name, limit, window}]`, window in
+        /// seconds); empty: none.
+        pub rate_limits: String,
     }
 
     /// Tokens name their owner; the owner's row may not exist (enabled).
@@ -64,6 +67,8 @@ pub mod owners {
         pub disable_time: Option<i64>,
         pub disable_reason: String,
         pub update_time: i64,
+        /// Rate limits shared by the owner's tokens, as `tokens.rate_limits`.
+        pub rate_limits: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -169,6 +174,28 @@ pub mod token_changes {
         pub digest: Option<Vec<u8>>,
         pub owner: Option<String>,
         pub origin: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod rate_windows {
+    use sea_orm::entity::prelude::*;
+
+    /// The calls taken in one window of one rate limit, by every replica.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "rate_windows")]
+    pub struct Model {
+        /// `t/<token id>/<name>` or `o/<owner>/<name>`.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub key: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub window_index: i64,
+        pub window_end: i64,
+        pub used: i64,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -12,12 +12,15 @@ use crate::entity::{owners, tokens};
 
 /// Column alias for the owner's disable time in [`Store::find_by_digest`].
 pub(crate) const OWNER_DISABLE_TIME: &str = "owner_disable_time";
+/// Column alias for the owner's rate limits in [`Store::find_by_digest`].
+pub(crate) const OWNER_RATE_LIMITS: &str = "owner_rate_limits";
 
 /// The token with a given digest (unique, so at most one row), with its
 /// owner's disable time; the digest is the only parameter.
 pub(crate) fn find_by_digest_sql(backend: DbBackend) -> Arc<str> {
     tokens::Entity::find()
         .column_as(owners::Column::DisableTime, OWNER_DISABLE_TIME)
+        .column_as(owners::Column::RateLimits, OWNER_RATE_LIMITS)
         .join(JoinType::LeftJoin, tokens::Relation::Owner.def())
         .filter(tokens::Column::Digest.eq(Vec::<u8>::new()))
         .build(backend)

@@ -9,6 +9,7 @@ use crate::entity::{owners, token_events};
 use crate::error::Result;
 use latchkey_core::audit::EventKind;
 use latchkey_core::clock::Timestamp;
+use latchkey_core::limit::RateLimit;
 use latchkey_core::owner::OwnerRecord;
 
 /// An owner's creations inside a rate window.
@@ -46,6 +47,7 @@ impl Txn {
             disable_time: Set(None),
             disable_reason: Set(String::new()),
             update_time: Set(now.as_micros()),
+            rate_limits: Set(String::new()),
         })
         .on_conflict(
             OnConflict::column(owners::Column::Owner)
@@ -113,10 +115,40 @@ impl Txn {
     }
 }
 
+impl Txn {
+    /// Replaces the owner's rate limits. Returns its record if this call
+    /// changed them; `None` if they were already these.
+    ///
+    /// # Errors
+    /// On a database fault.
+    pub async fn set_owner_rate_limits(
+        &self,
+        owner: &str,
+        limits: &[RateLimit],
+        now: Timestamp,
+    ) -> Result<Option<OwnerRecord>> {
+        let current = self.lock_owner(owner, now).await?;
+        if current.rate_limits == limits {
+            return Ok(None);
+        }
+        let rows = owners::Entity::update_many()
+            .col_expr(
+                owners::Column::RateLimits,
+                Expr::value(crate::rate::encode(limits)),
+            )
+            .col_expr(owners::Column::UpdateTime, Expr::value(now.as_micros()))
+            .filter(owners::Column::Owner.eq(owner))
+            .exec_with_returning(&self.txn)
+            .await?;
+        Ok(rows.into_iter().next().map(to_owner))
+    }
+}
+
 fn to_owner(m: owners::Model) -> OwnerRecord {
     OwnerRecord {
         owner: m.owner,
         disable_time: m.disable_time.map(Timestamp::from_micros),
         reason: m.disable_reason,
+        rate_limits: crate::rate::decode(&m.rate_limits).unwrap_or_default(),
     }
 }

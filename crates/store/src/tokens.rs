@@ -13,10 +13,11 @@ use uuid::Uuid;
 use crate::connection::{Store, Txn};
 use crate::entity::tokens;
 use crate::error::{Result, StoreError};
-use crate::lookup::OWNER_DISABLE_TIME;
+use crate::lookup::{OWNER_DISABLE_TIME, OWNER_RATE_LIMITS};
 use crate::sql::{BULK_CHUNK, before, encode_map};
 use crate::status::{not_expired, status_condition};
 use latchkey_core::clock::Timestamp;
+use latchkey_core::limit::RateLimit;
 use latchkey_core::query::{Cursor, ListFilter, TokenPatch};
 use latchkey_core::token::{Digest, Status, TokenRecord};
 
@@ -36,6 +37,8 @@ pub struct StoredToken {
 pub struct FoundToken {
     pub record: TokenRecord,
     pub owner_disabled: bool,
+    /// The owner's rate limits, shared by its tokens.
+    pub owner_rate_limits: Vec<RateLimit>,
 }
 
 /// How a renewal ends the old token.
@@ -77,9 +80,16 @@ impl Store {
             return Ok(None);
         };
         let owner_disable_time: Option<i64> = row.try_get("", OWNER_DISABLE_TIME)?;
+        let owner_rate_limits: Option<String> = row.try_get("", OWNER_RATE_LIMITS)?;
+        let record = to_record(tokens::Model::from_query_result(&row, "")?)?;
+        let owner_rate_limits = crate::rate::decode(owner_rate_limits.as_deref().unwrap_or(""))
+            .map_err(|e| {
+                StoreError::Corrupt(e.context(format!("rate limits of owner {:?}", record.owner)))
+            })?;
         Ok(Some(FoundToken {
-            record: to_record(tokens::Model::from_query_result(&row, "")?)?,
+            record,
             owner_disabled: owner_disable_time.is_some(),
+            owner_rate_limits,
         }))
     }
 
@@ -520,6 +530,7 @@ fn to_active_model(row: &NewRow<'_>) -> tokens::ActiveModel {
         idle_reset_time: Set(r.idle_reset_time.map(Timestamp::as_micros)),
         self_renewed: Set(r.self_renewed),
         credits_remaining: Set(r.credits.map(|c| i64::try_from(c).unwrap_or(i64::MAX))),
+        rate_limits: Set(crate::rate::encode(&r.rate_limits)),
     }
 }
 
@@ -553,5 +564,8 @@ fn to_record(m: tokens::Model) -> Result<TokenRecord> {
         idle_reset_time: m.idle_reset_time.map(Timestamp::from_micros),
         self_renewed: m.self_renewed,
         credits: m.credits_remaining.map(|c| u64::try_from(c).unwrap_or(0)),
+        rate_limits: crate::rate::decode(&m.rate_limits).map_err(|e| {
+            StoreError::Corrupt(e.context(format!("rate limits of token {}", m.id)))
+        })?,
     })
 }

@@ -99,6 +99,7 @@ impl TokenAdmin for AdminService {
                                 })
                             })
                             .transpose()?,
+                        rate_limits: convert::rate_limits_from("rate_limits", &req.rate_limits)?,
                     },
                     actor,
                 )
@@ -274,6 +275,23 @@ impl TokenAdmin for AdminService {
             let owner = self
                 .lifecycle
                 .enable_owner(&request.get_ref().owner, actor)
+                .await?;
+            Ok(Response::new(owner_message(owner)))
+        })
+        .await
+    }
+
+    async fn set_owner_limits(
+        &self,
+        request: Request<pb::SetOwnerLimitsRequest>,
+    ) -> Result<Response<pb::Owner>, Status> {
+        answer(async {
+            let actor = self.authorize(&request).await?;
+            let req = request.get_ref();
+            let limits = convert::rate_limits_from("rate_limits", &req.rate_limits)?;
+            let owner = self
+                .lifecycle
+                .set_owner_limits(&req.owner, &limits, actor)
                 .await?;
             Ok(Response::new(owner_message(owner)))
         })

@@ -10,9 +10,11 @@ use crate::audit::{Event, EventKind};
 use crate::clock::Timestamp;
 use crate::error::Error;
 use crate::lifecycle::Expiry;
+use crate::limits::RateState;
 use crate::owner::{OwnerRecord, TokenCounts};
 use crate::token::{Status, TokenRecord};
 use crate::verifier::Verdict;
+use latchkey_core::limit::RateLimit;
 
 /// Seconds from 0001-01-01 and to 9999-12-31, protobuf's Timestamp range.
 const MIN_SECONDS: i64 = -62_135_596_800;
@@ -48,6 +50,52 @@ pub fn token_without_status(r: &TokenRecord) -> pb::Token {
         credits: r.credits.map(|remaining| pb::Credits {
             remaining: i64::try_from(remaining).unwrap_or(i64::MAX),
         }),
+        rate_limits: rate_limits(&r.rate_limits),
+    }
+}
+
+pub fn rate_limits(limits: &[RateLimit]) -> Vec<pb::RateLimit> {
+    limits
+        .iter()
+        .map(|l| pb::RateLimit {
+            name: l.name.clone(),
+            limit: i64::try_from(l.limit).unwrap_or(i64::MAX),
+            window: Some(duration(l.window)),
+        })
+        .collect()
+}
+
+/// Rate limits as given (checked by the lifecycle); `field` names them in
+/// errors.
+///
+/// # Errors
+/// A negative limit, or a window missing or out of range.
+pub fn rate_limits_from(field: &str, limits: &[pb::RateLimit]) -> Result<Vec<RateLimit>, Error> {
+    limits
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let window = l
+                .window
+                .as_ref()
+                .ok_or_else(|| Error::invalid(format!("{field}[{i}].window"), "required"))?;
+            Ok(RateLimit {
+                name: l.name.clone(),
+                limit: u64::try_from(l.limit).map_err(|_| {
+                    Error::invalid(format!("{field}[{i}].limit"), "must not be negative")
+                })?,
+                window: positive_duration(&format!("{field}[{i}].window"), window)?,
+            })
+        })
+        .collect()
+}
+
+pub fn rate_state(r: &RateState) -> pb::RateLimitState {
+    pb::RateLimitState {
+        name: r.name.clone(),
+        limit: i64::try_from(r.limit).unwrap_or(i64::MAX),
+        remaining: i64::try_from(r.remaining).unwrap_or(i64::MAX),
+        reset: Some(duration(r.reset)),
     }
 }
 
@@ -64,6 +112,7 @@ pub fn owner(r: &OwnerRecord, counts: &TokenCounts) -> pb::Owner {
             expired: n(counts.expired),
             inactive: n(counts.inactive),
         }),
+        rate_limits: rate_limits(&r.rate_limits),
     }
 }
 
@@ -77,6 +126,7 @@ pub fn event(e: &Event) -> pb::TokenEvent {
         EventKind::Deleted => pb::EventKind::Deleted,
         EventKind::OwnerDisabled => pb::EventKind::OwnerDisabled,
         EventKind::OwnerEnabled => pb::EventKind::OwnerEnabled,
+        EventKind::LimitsChanged => pb::EventKind::LimitsChanged,
         EventKind::CreditsExhausted => pb::EventKind::CreditsExhausted,
     };
     pb::TokenEvent {
@@ -162,6 +212,7 @@ pub fn verdict(v: Verdict) -> pb::Verdict {
         Verdict::OwnerDisabled => pb::Verdict::OwnerDisabled,
         Verdict::Inactive => pb::Verdict::Inactive,
         Verdict::InsufficientScope => pb::Verdict::InsufficientScope,
+        Verdict::RateLimited => pb::Verdict::RateLimited,
         Verdict::UsageExceeded => pb::Verdict::UsageExceeded,
     }
 }

@@ -13,6 +13,7 @@
 //! own failure policy.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use envoy_types::ext_authz::v3::CheckRequestExt as _;
 use envoy_types::ext_authz::v3::pb::{
@@ -23,6 +24,7 @@ use envoy_types::pb::google::rpc;
 use tonic::{Request, Response, Status};
 
 use crate::auth::bearer_credential;
+use crate::limits::RateState;
 use crate::observe::{Api, Observe};
 use crate::verifier::{Snapshot, Verdict, Verifier};
 
@@ -98,8 +100,15 @@ impl Authorization for ExtAuthzService {
             })?;
         checked.record_in_span();
         self.observer.verdict(Api::Check, checked.verdict);
-        let answer = match (checked.verdict, checked.token) {
+        let rate_headers = rate_limit_headers(checked.rate.as_ref(), checked.retry_after);
+        let mut answer = match (checked.verdict, checked.token) {
             (Verdict::Valid, Some(known)) => self.allowed(&known.snapshot),
+            (Verdict::RateLimited, _) => denied(
+                HttpStatusCode::TooManyRequests,
+                "Bearer realm=\"latchkey\"".to_owned(),
+                "rate_limited",
+                Verdict::RateLimited.reason(),
+            ),
             (Verdict::InsufficientScope, _) => denied(
                 HttpStatusCode::Forbidden,
                 format!(
@@ -122,8 +131,52 @@ impl Authorization for ExtAuthzService {
                 verdict.reason(),
             ),
         };
+        if !rate_headers.is_empty() {
+            match &mut answer.http_response {
+                Some(HttpResponse::OkResponse(ok)) => ok.response_headers_to_add = rate_headers,
+                Some(HttpResponse::DeniedResponse(denied)) => denied.headers.extend(rate_headers),
+                _ => {}
+            }
+        }
         Ok(Response::new(answer))
     }
+}
+
+/// For a token with rate limits, the headers of the IETF draft
+/// "RateLimit header fields for HTTP" (`RateLimit-Policy: "name";q=..;w=..`
+/// and `RateLimit: "name";r=..;t=..`, for the limit with the fewest calls
+/// left), and `Retry-After` (seconds, rounded up) when it refused: on the
+/// client's response, allowed or not.
+fn rate_limit_headers(
+    rate: Option<&RateState>,
+    retry_after: Option<Duration>,
+) -> Vec<HeaderValueOption> {
+    let mut headers = Vec::new();
+    if let Some(rate) = rate {
+        let window_secs = rate.window.as_secs();
+        headers.push(header(
+            "ratelimit-policy",
+            format!("\"{}\";q={};w={window_secs}", rate.name, rate.limit),
+        ));
+        headers.push(header(
+            "ratelimit",
+            format!(
+                "\"{}\";r={};t={}",
+                rate.name,
+                rate.remaining,
+                seconds_up(rate.reset)
+            ),
+        ));
+    }
+    if let Some(after) = retry_after {
+        headers.push(header("retry-after", seconds_up(after).to_string()));
+    }
+    headers
+}
+
+/// Whole seconds, rounded up.
+fn seconds_up(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
 impl ExtAuthzService {

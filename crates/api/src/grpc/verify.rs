@@ -69,6 +69,16 @@ pub struct VerifyReply {
     token: Option<(Arc<Snapshot>, i32)>,
     missing_scopes: Vec<String>,
     credits_remaining: Option<i64>,
+    /// For a token with rate limits: boxed, so that replies about other
+    /// tokens stay small.
+    rate: Option<Box<RateReply>>,
+}
+
+/// `retry_after` and `rate_limit`.
+#[derive(Debug, Default)]
+struct RateReply {
+    retry_after: Option<prost_types::Duration>,
+    state: Option<pb::RateLimitState>,
 }
 
 impl VerifyReply {
@@ -82,6 +92,12 @@ impl VerifyReply {
             credits_remaining: checked
                 .credits_remaining
                 .map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
+            rate: (checked.rate.is_some() || checked.retry_after.is_some()).then(|| {
+                Box::new(RateReply {
+                    retry_after: checked.retry_after.map(convert::duration),
+                    state: checked.rate.map(|r| convert::rate_state(&r)),
+                })
+            }),
         }
     }
 
@@ -112,6 +128,14 @@ impl Message for VerifyReply {
         if let Some(remaining) = &self.credits_remaining {
             encoding::int64::encode(4, remaining, buf);
         }
+        if let Some(rate) = &self.rate {
+            if let Some(after) = &rate.retry_after {
+                encoding::message::encode(5, after, buf);
+            }
+            if let Some(state) = &rate.state {
+                encoding::message::encode(6, state, buf);
+            }
+        }
     }
 
     fn merge_field(
@@ -138,7 +162,20 @@ impl Message for VerifyReply {
             .credits_remaining
             .as_ref()
             .map_or(0, |n| encoding::int64::encoded_len(4, n));
-        verdict + token + encoding::string::encoded_len_repeated(3, &self.missing_scopes) + credits
+        let rate = self.rate.as_ref().map_or(0, |rate| {
+            rate.retry_after
+                .as_ref()
+                .map_or(0, |d| encoding::message::encoded_len(5, d))
+                + rate
+                    .state
+                    .as_ref()
+                    .map_or(0, |s| encoding::message::encoded_len(6, s))
+        });
+        verdict
+            + token
+            + encoding::string::encoded_len_repeated(3, &self.missing_scopes)
+            + credits
+            + rate
     }
 
     fn clear(&mut self) {
@@ -230,6 +267,7 @@ mod tests {
                 token: Some((Arc::clone(&snapshot), convert::status(status) as i32)),
                 missing_scopes: missing.clone(),
                 credits_remaining: (verdict == pb::Verdict::Valid).then_some(0),
+                rate: None,
             };
             let bytes = reply.encode_to_vec();
             assert_eq!(bytes.len(), reply.encoded_len());
@@ -241,6 +279,8 @@ mod tests {
                 }),
                 missing_scopes: missing,
                 credits_remaining: (verdict == pb::Verdict::Valid).then_some(0),
+                rate_limit: None,
+                retry_after: None,
             };
             assert_eq!(pb::VerifyResponse::decode(&*bytes).unwrap(), expected);
         }

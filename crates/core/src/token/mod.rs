@@ -12,6 +12,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use crate::clock::Timestamp;
+use crate::limit::RateLimit;
 
 pub use digest::{Digest, KeyRing, TokenKey};
 pub use format::{Prefix, Secret};
@@ -78,6 +79,8 @@ pub struct TokenRecord {
     pub self_renewed: bool,
     /// Usage credits left in the database; `None`: unlimited use.
     pub credits: Option<u64>,
+    /// The token's own rate limits (its owner's apply too).
+    pub rate_limits: Vec<RateLimit>,
 }
 
 impl TokenRecord {
@@ -105,6 +108,7 @@ impl TokenRecord {
             idle_reset_time: None,
             self_renewed: false,
             credits: None,
+            rate_limits: Vec::new(),
         }
     }
 

@@ -11,6 +11,7 @@ use crate::changes::Change;
 use crate::error::Error;
 use crate::owner::{OwnerRecord, TokenCounts};
 use crate::token::{self, Text, limits};
+use latchkey_core::limit::{RateLimit, check_rate_limits};
 
 use super::Lifecycle;
 
@@ -98,6 +99,56 @@ impl Lifecycle {
         self.commit_tokens(txn, &events, &digests, now).await?;
         tracing::info!(?owner, tokens = deleted.len(), %actor, "owner's tokens deleted");
         Ok(u64::try_from(deleted.len()).unwrap_or(u64::MAX))
+    }
+
+    /// Replaces the rate limits shared by the owner's tokens (empty: none),
+    /// with a LIMITS_CHANGED event. Setting the same limits changes nothing.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for a bad owner or limit, naming the field; store
+    /// faults.
+    #[tracing::instrument(skip_all, fields(owner = ?owner))]
+    pub async fn set_owner_limits(
+        &self,
+        owner: &str,
+        rate_limits: &[RateLimit],
+        actor: Actor,
+    ) -> Result<(OwnerRecord, TokenCounts), Error> {
+        token::check_owner("owner", owner)?;
+        check_rate_limits("rate_limits", rate_limits)
+            .map_err(|(field, reason)| Error::invalid(field, reason))?;
+        let now = self.clock.now();
+        let txn = self.store.begin().await?;
+        if txn
+            .set_owner_rate_limits(owner, rate_limits, now)
+            .await?
+            .is_some()
+        {
+            let described = rate_limits
+                .iter()
+                .map(|l| format!("{}={}/{}", l.name, l.limit, l.window.as_secs()))
+                .collect::<Vec<_>>()
+                .join(",");
+            txn.insert_event(&Event {
+                id: self.new_id(now),
+                time: now,
+                kind: EventKind::LimitsChanged,
+                token_id: None,
+                owner: owner.to_owned(),
+                actor: actor.to_string(),
+                detail: [("rate_limits".to_owned(), described)].into(),
+            })
+            .await?;
+            txn.log_changes(&[Change::Owner(owner.to_owned())], now)
+                .await?;
+            txn.commit().await?;
+            crate::verifier::forget_owner(&self.store, self.cache.as_ref(), owner).await;
+            tracing::info!(?owner, limits = rate_limits.len(), %actor, "owner's rate limits set");
+        } else {
+            // Unchanged: let go of the owner's row before reading it.
+            drop(txn);
+        }
+        self.get_owner(owner).await
     }
 
     async fn set_owner_disabled(

@@ -143,6 +143,7 @@ impl Lifecycle {
                 expiry: Expiry::Never,
                 idle_timeout: old.idle_timeout,
                 credits: None,
+                rate_limits: old.rate_limits.clone(),
             },
             expire_time,
             now,

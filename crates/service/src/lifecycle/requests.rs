@@ -8,6 +8,7 @@ use uuid::Uuid;
 use crate::audit::EventFilter;
 use crate::clock::Timestamp;
 use crate::store::ListFilter;
+use latchkey_core::limit::RateLimit;
 
 /// How an owner gains an active token, which decides the checks it passes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,6 +61,8 @@ pub struct NewToken {
     pub idle_timeout: Option<Duration>,
     /// Usage credits; `None`: unlimited.
     pub credits: Option<u64>,
+    /// The token's own rate limits.
+    pub rate_limits: Vec<RateLimit>,
 }
 
 /// A RenewToken request, before validation.

@@ -322,6 +322,7 @@ impl Lifecycle {
             expiry: ttl.map_or(Expiry::Never, Expiry::After),
             idle_timeout: None,
             credits: None,
+            rate_limits: Vec::new(),
         };
         self.create(new, Actor::System).await
     }

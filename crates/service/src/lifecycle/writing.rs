@@ -19,6 +19,7 @@ use crate::clock::Timestamp;
 use crate::error::Error;
 use crate::store::{NewRow, StoredToken, Txn};
 use crate::token::{self, Digest, Secret, Status, Text, TokenRecord, format, limits};
+use latchkey_core::limit::check_rate_limits;
 
 impl Lifecycle {
     /// Locks `owner` for the rest of `txn` (which serialises its changes
@@ -166,6 +167,8 @@ impl Lifecycle {
                 format!("from 0 to {}", limits::MAX_CREDITS),
             ));
         }
+        check_rate_limits("rate_limits", &new.rate_limits)
+            .map_err(|(field, reason)| Error::invalid(field, reason))?;
         let expire_time = self.expire_time(new.expiry, now)?;
         let new = NewToken {
             idle_timeout: new.idle_timeout.or(self.policy.default_idle_timeout),
@@ -194,6 +197,7 @@ impl Lifecycle {
             expire_time,
             idle_timeout: new.idle_timeout,
             credits: new.credits,
+            rate_limits: new.rate_limits,
             ..TokenRecord::new(self.new_id(now), new.owner, now)
         };
         let digest = self.key.digest(secret.expose());

@@ -249,6 +249,7 @@ async fn create(State(api): State<Arc<WebApi>>, request: Request<Body>, realm: R
         expiry,
         idle_timeout: None,
         credits: None,
+        rate_limits: Vec::new(),
     };
     match console.lifecycle.create(new, session.actor).await {
         Ok((record, token)) => pages::created(&chrome, "Token created", &record, &token),

@@ -1,0 +1,475 @@
+//! Spending a token's usage limits on this replica: its rate limits (the
+//! token's own and its owner's) and its credits.
+//!
+//! Each limit is a [`Bucket`]: what this replica has taken from the
+//! database and not yet spent. A call spends from what the bucket holds,
+//! under a lock held for a few instructions; when that is not enough it
+//! takes another block from the database ([`Store::take_credits`],
+//! [`Store::take_rate`]: a compare-and-set update, so replicas never take
+//! the same credit or call). While plenty is left, the next block is taken
+//! in the background before the bucket runs dry, so calls on a busy token
+//! seldom wait for the database. Blocks shrink as the count runs low (a
+//! sixteenth of what is left), so the last ones are shared one at a time:
+//! the total admitted over every replica never exceeds the limit, and a
+//! call is refused only when the database has no more to give.
+//!
+//! A replica killed with credits in hand loses them; one that stops
+//! gracefully gives them back ([`Allowances::give_back`]). Calls taken for
+//! a window and not admitted when it ends are not counted again.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use uuid::Uuid;
+
+use crate::clock::Timestamp;
+use crate::error::Error;
+use crate::store::{CreditTake, RateTake, Store};
+use latchkey_core::limit::{RateLimit, Window};
+
+/// After a database take found a credit count short, calls on the token
+/// are refused from memory for this long before it is read again (a
+/// replica stopping may give some back).
+const SHORT_CREDITS_RECHECK: Duration = Duration::from_secs(1);
+/// The next block is taken ahead only when blocks are at least this big:
+/// near the end of a count, blocks are taken one call at a time.
+const PREFETCH_MIN_BLOCK: u64 = 64;
+
+/// The limits of one token, found when its answer is cached: the buckets
+/// of its rate limits (its own, then its owner's) and of its credits.
+#[derive(Debug)]
+pub struct Limits {
+    rates: Vec<(RateLimit, Arc<Bucket>)>,
+    credits: Option<Arc<Bucket>>,
+}
+
+/// What spending found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Admitted,
+    /// A rate limit's window is full: nothing was spent.
+    RateLimited {
+        retry_after: Duration,
+    },
+    /// The credits do not cover the cost: nothing was spent.
+    UsageExceeded,
+}
+
+/// The state of the rate limit closest to its end after a call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RateState {
+    pub name: String,
+    pub limit: u64,
+    pub window: Duration,
+    /// Calls left in the window, as this replica knows.
+    pub remaining: u64,
+    /// Until the window ends.
+    pub reset: Duration,
+}
+
+/// What a call spent, or why it was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Spending {
+    pub outcome: Outcome,
+    /// For a token with credits: about how many are left (the database's
+    /// count at this replica's last take, plus what it holds).
+    pub credits_remaining: Option<u64>,
+    pub rate: Option<RateState>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Key {
+    Credits(Uuid),
+    /// `t/<token id>/<name>` or `o/<owner>/<name>` (names hold no `/`).
+    Rate(Arc<str>),
+}
+
+/// Where a bucket takes more from.
+#[derive(Clone, Copy, Debug)]
+enum Source {
+    Credits,
+    Rate { limit: u64, window: Window },
+}
+
+impl Source {
+    fn window(self) -> i64 {
+        match self {
+            Source::Credits => 0,
+            Source::Rate { window, .. } => window.index,
+        }
+    }
+}
+
+/// One limit's share on this replica.
+#[derive(Debug)]
+pub struct Bucket {
+    key: Key,
+    state: Mutex<State>,
+    /// One database take at a time per bucket on this replica.
+    taking: tokio::sync::Mutex<()>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// The window what is held belongs to (0 for credits).
+    window: i64,
+    /// Taken from the database, not yet spent.
+    held: u64,
+    /// The database's count after this replica's last take.
+    in_database: u64,
+    /// The last block taken.
+    block: u64,
+    /// The database had too few at the last take: refuse from memory
+    /// until then (for rate limits, until the window ends).
+    short_until: Option<Instant>,
+    /// A take ahead is under way.
+    prefetching: bool,
+}
+
+/// What one bucket's spend found.
+enum Take {
+    Spent {
+        remaining: u64,
+    },
+    Short {
+        remaining: u64,
+    },
+    /// The token has no credits now (its answer was older).
+    Unlimited,
+}
+
+impl Bucket {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Spends from what is held, if it can be judged without the database.
+    /// The second value says whether to take the next block ahead.
+    fn spend_held(&self, window: i64, need: u64) -> Option<(Take, bool)> {
+        let mut s = self.lock();
+        if window > s.window {
+            *s = State {
+                window,
+                ..State::default()
+            };
+        } else if window < s.window {
+            // A call from a window that has just ended: to the database.
+            return None;
+        }
+        if s.held >= need {
+            s.held -= need;
+            let ahead =
+                !s.prefetching && s.held < s.block / 2 && s.in_database / 16 >= PREFETCH_MIN_BLOCK;
+            if ahead {
+                s.prefetching = true;
+            }
+            return Some((
+                Take::Spent {
+                    remaining: s.held + s.in_database,
+                },
+                ahead,
+            ));
+        }
+        match s.short_until {
+            Some(until) if need > s.held + s.in_database && Instant::now() < until => Some((
+                Take::Short {
+                    remaining: s.held + s.in_database,
+                },
+                false,
+            )),
+            _ => None,
+        }
+    }
+
+    /// What is held for `window`.
+    fn held(&self, window: i64) -> u64 {
+        let s = self.lock();
+        if s.window == window { s.held } else { 0 }
+    }
+
+    /// Adds what a take found (if the window is still the same).
+    fn add(&self, window: i64, taken: u64, in_database: u64, short: Option<Instant>) {
+        let mut s = self.lock();
+        if s.window != window {
+            return;
+        }
+        s.held += taken;
+        s.in_database = in_database;
+        if taken > 0 {
+            s.block = taken;
+        }
+        s.short_until = short;
+    }
+
+    /// Puts back what a call spent and then did not use.
+    fn refund(&self, window: i64, amount: u64) {
+        let mut s = self.lock();
+        if s.window == window {
+            s.held += amount;
+        }
+    }
+}
+
+/// Every limit this replica has spent from, by key: one small entry each.
+pub struct Allowances {
+    store: Store,
+    buckets: Mutex<HashMap<Key, Arc<Bucket>>>,
+}
+
+impl Allowances {
+    pub fn new(store: Store) -> Self {
+        Allowances {
+            store,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn bucket(&self, key: Key) -> Arc<Bucket> {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(buckets.entry(key.clone()).or_insert_with(|| {
+            Arc::new(Bucket {
+                key,
+                state: Mutex::default(),
+                taking: tokio::sync::Mutex::new(()),
+            })
+        }))
+    }
+
+    /// The limits of token `id` of `owner`, or `None` if it has none.
+    pub fn limits(
+        &self,
+        id: Uuid,
+        owner: &str,
+        credits: bool,
+        own: &[RateLimit],
+        owners: &[RateLimit],
+    ) -> Option<Box<Limits>> {
+        if !credits && own.is_empty() && owners.is_empty() {
+            return None;
+        }
+        let rate = |prefix: String, l: &RateLimit| {
+            let key = Key::Rate(format!("{prefix}/{}", l.name).into());
+            (l.clone(), self.bucket(key))
+        };
+        let rates = own
+            .iter()
+            .map(|l| rate(format!("t/{id}"), l))
+            .chain(owners.iter().map(|l| rate(format!("o/{owner}"), l)))
+            .collect();
+        Some(Box::new(Limits {
+            rates,
+            credits: credits.then(|| self.bucket(Key::Credits(id))),
+        }))
+    }
+
+    /// Counts one call against every rate limit and spends `cost` credits
+    /// (at least 1), all or nothing.
+    ///
+    /// # Errors
+    /// `Unavailable` if more had to be taken and the database could not be
+    /// reached: the call fails closed, having spent nothing.
+    pub async fn spend(
+        &self,
+        limits: &Limits,
+        cost: u64,
+        at: Timestamp,
+    ) -> Result<Spending, Error> {
+        let mut spent: Vec<(&Bucket, i64, u64)> = Vec::with_capacity(limits.rates.len() + 1);
+        // (limit, calls left after this call, whether this call counted).
+        let mut states: Vec<(&RateLimit, u64, Duration, bool)> = Vec::new();
+        let mut outcome = Outcome::Admitted;
+        let mut credits_remaining = None;
+        for (limit, bucket) in &limits.rates {
+            let window = limit.window_at(at);
+            let reset = Duration::from_micros(
+                u64::try_from(window.end.as_micros() - at.as_micros()).unwrap_or(0),
+            );
+            let source = Source::Rate {
+                limit: limit.limit,
+                window,
+            };
+            match self.take(bucket, source, 1, at).await {
+                Ok(Take::Spent { remaining }) => {
+                    spent.push((bucket, window.index, 1));
+                    states.push((limit, remaining, reset, true));
+                }
+                Ok(Take::Short { remaining }) => {
+                    outcome = Outcome::RateLimited { retry_after: reset };
+                    states.push((limit, remaining, reset, false));
+                    break;
+                }
+                Ok(Take::Unlimited) => {}
+                Err(e) => {
+                    refund(&spent);
+                    return Err(e);
+                }
+            }
+        }
+        if outcome == Outcome::Admitted
+            && let Some(bucket) = &limits.credits
+        {
+            match self.take(bucket, Source::Credits, cost, at).await {
+                Ok(Take::Spent { remaining }) => credits_remaining = Some(remaining),
+                Ok(Take::Short { remaining }) => {
+                    outcome = Outcome::UsageExceeded;
+                    credits_remaining = Some(remaining);
+                }
+                Ok(Take::Unlimited) => {}
+                Err(e) => {
+                    refund(&spent);
+                    return Err(e);
+                }
+            }
+        }
+        let refused = outcome != Outcome::Admitted;
+        if refused {
+            refund(&spent);
+        }
+        let rate = states
+            .into_iter()
+            .map(|(limit, remaining, reset, counted)| RateState {
+                name: limit.name.clone(),
+                limit: limit.limit,
+                window: limit.window,
+                // A call refused by another limit was not counted.
+                remaining: remaining + u64::from(counted && refused),
+                reset,
+            })
+            .min_by_key(|r| r.remaining);
+        Ok(Spending {
+            outcome,
+            credits_remaining,
+            rate,
+        })
+    }
+
+    /// Spends `need` from `bucket`, taking more from the database when
+    /// what it holds is not enough.
+    async fn take(
+        &self,
+        bucket: &Arc<Bucket>,
+        source: Source,
+        need: u64,
+        at: Timestamp,
+    ) -> Result<Take, Error> {
+        let window = source.window();
+        if let Some((take, ahead)) = bucket.spend_held(window, need) {
+            if ahead {
+                self.take_ahead(bucket, source, at);
+            }
+            return Ok(take);
+        }
+        let _taking = bucket.taking.lock().await;
+        // Another call may have taken meanwhile.
+        if let Some((take, _)) = bucket.spend_held(window, need) {
+            return Ok(take);
+        }
+        let held = bucket.held(window);
+        let need_more = need.saturating_sub(held).max(1);
+        let short = match source {
+            Source::Credits => Instant::now() + SHORT_CREDITS_RECHECK,
+            Source::Rate { window, .. } => {
+                Instant::now()
+                    + Duration::from_micros(
+                        u64::try_from(window.end.as_micros() - at.as_micros()).unwrap_or(0),
+                    )
+            }
+        };
+        let (taken, left) =
+            match take_from_database(&self.store, &bucket.key, source, need_more, at).await? {
+                Taken::Some { taken, left } => (taken, left),
+                Taken::Short { left } => {
+                    bucket.add(window, 0, left, Some(short));
+                    return Ok(Take::Short {
+                        remaining: held + left,
+                    });
+                }
+                Taken::Unlimited => return Ok(Take::Unlimited),
+            };
+        bucket.add(window, taken, left, None);
+        Ok(bucket
+            .spend_held(window, need)
+            .map_or(Take::Spent { remaining: left }, |(take, _)| take))
+    }
+
+    /// Takes `bucket`'s next block in the background.
+    fn take_ahead(&self, bucket: &Arc<Bucket>, source: Source, at: Timestamp) {
+        let store = self.store.clone();
+        let bucket = Arc::clone(bucket);
+        tokio::spawn(async move {
+            let window = source.window();
+            {
+                let _taking = bucket.taking.lock().await;
+                if let Ok(Taken::Some { taken, left }) =
+                    take_from_database(&store, &bucket.key, source, 1, at).await
+                {
+                    bucket.add(window, taken, left, None);
+                }
+            }
+            bucket.lock().prefetching = false;
+        });
+    }
+
+    /// Gives every credit taken and not spent back to the database (at a
+    /// graceful stop). Returns how many were given back.
+    ///
+    /// # Errors
+    /// Store faults (what was not given back is lost, never spent twice).
+    pub async fn give_back(&self) -> Result<u64, Error> {
+        let buckets: Vec<_> = {
+            let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+            buckets.drain().collect()
+        };
+        let mut given = 0;
+        for (key, bucket) in buckets {
+            let Key::Credits(id) = key else { continue };
+            let _taking = bucket.taking.lock().await;
+            let held = std::mem::take(&mut bucket.lock().held);
+            if held > 0 {
+                self.store.return_credits(id, held).await?;
+                given += held;
+            }
+        }
+        Ok(given)
+    }
+}
+
+/// Takes at least `need` for the limit `key` from the database.
+async fn take_from_database(
+    store: &Store,
+    key: &Key,
+    source: Source,
+    need: u64,
+    at: Timestamp,
+) -> Result<Taken, Error> {
+    Ok(match (key, source) {
+        (Key::Credits(id), _) => match store.take_credits(*id, need, at).await? {
+            CreditTake::Taken { taken, left } => Taken::Some { taken, left },
+            CreditTake::Short { left } => Taken::Short { left },
+            CreditTake::Unlimited => Taken::Unlimited,
+            // Deleted since its answer was cached: nothing to spend.
+            CreditTake::Missing => Taken::Short { left: 0 },
+        },
+        (Key::Rate(key), Source::Rate { limit, window }) => {
+            match store.take_rate(key, window, need, limit).await? {
+                RateTake::Taken { taken, left } => Taken::Some { taken, left },
+                RateTake::Short { left } => Taken::Short { left },
+            }
+        }
+        (Key::Rate(_), Source::Credits) => Taken::Unlimited,
+    })
+}
+
+/// What a database take found.
+enum Taken {
+    Some { taken: u64, left: u64 },
+    Short { left: u64 },
+    Unlimited,
+}
+
+fn refund(spent: &[(&Bucket, i64, u64)]) {
+    for (bucket, window, amount) in spent {
+        bucket.refund(*window, *amount);
+    }
+}
