@@ -64,7 +64,7 @@ pub struct RateState {
     pub window: Duration,
     /// Calls left in the window, as this replica knows.
     pub remaining: u64,
-    /// Until the window ends.
+    /// Until the window ends, in whole seconds rounded up.
     pub reset: Duration,
 }
 
@@ -282,8 +282,11 @@ impl Allowances {
         let mut credits_remaining = None;
         for (limit, bucket) in &limits.rates {
             let window = limit.window_at(at);
-            let reset = Duration::from_micros(
-                u64::try_from(window.end.as_micros() - at.as_micros()).unwrap_or(0),
+            // Whole seconds, rounded up, as the HTTP headers say it.
+            let reset = Duration::from_secs(
+                u64::try_from(window.end.as_micros() - at.as_micros())
+                    .unwrap_or(0)
+                    .div_ceil(1_000_000),
             );
             let source = Source::Rate {
                 limit: limit.limit,
