@@ -9,7 +9,7 @@ use latchkey::clock::Timestamp;
 use latchkey::grpc::pb;
 use tonic::Code;
 
-use crate::console::tokens_of;
+use crate::console::{request as console_request, sign_in, tokens_of};
 use crate::ext_authz::{check, check_request, denial, headers};
 use crate::helpers::*;
 use crate::introspection::{introspect, resource_server};
@@ -211,7 +211,10 @@ async fn a_rate_limit_admits_exactly_its_limit_per_window(backend: Backend) {
 }
 
 async fn owner_limits_are_shared_by_every_token_of_the_owner(backend: Backend) {
-    let app = spawn_app(backend).await;
+    let app = spawn_app_with(backend, |s| {
+        s.http_addr = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
     at_start_of_a_second(&app);
     let (_, one) = app.create_token("team-1", &[]).await;
     let (_, two) = app.create_token("team-1", &[]).await;
@@ -245,6 +248,50 @@ async fn owner_limits_are_shared_by_every_token_of_the_owner(backend: Backend) {
         .collect();
     assert_eq!(changed.len(), 1, "{events:?}");
     assert_eq!(changed[0].detail["rate_limits"], "team=20/1");
+
+    // The console shows the owner's limits, and a token's own.
+    let limited_token = app
+        .create(pb::CreateTokenRequest {
+            owner: "team-3".into(),
+            rate_limits: vec![per_second("per-second", 50)],
+            credits: Some(pb::Credits { remaining: 7 }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .token
+        .unwrap();
+    let addr = app.http_addr.unwrap();
+    let (_, session) = sign_in(addr, ADMIN_TOKEN).await;
+    let session = session.unwrap();
+    let page = console_request(
+        addr,
+        "GET",
+        "/console/owners?owner=team-1",
+        Some(&session),
+        "",
+    )
+    .await;
+    assert!(
+        page.body
+            .contains("<dt>Rate limits</dt><dd>20 per 1s (team)</dd>"),
+        "{}",
+        page.body
+    );
+    let page = console_request(
+        addr,
+        "GET",
+        &format!("/console/tokens/{}", limited_token.id),
+        Some(&session),
+        "",
+    )
+    .await;
+    assert!(
+        page.body
+            .contains("<dt>Limits</dt><dd>50 per 1s (per-second), 7 credits left</dd>"),
+        "{}",
+        page.body
+    );
 
     // 15 calls on each token: 20 pass between them; the other owner's
     // token is not limited.

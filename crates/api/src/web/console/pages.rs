@@ -14,6 +14,7 @@ use crate::lifecycle::KeyUsage;
 use crate::owner::{OwnerRecord, TokenCounts};
 use crate::token::{Secret, Status, TokenRecord};
 use crate::web::api::Console;
+use latchkey_core::limit::RateLimit;
 
 /// How long a renewed token's old secret may keep working: (seconds, label).
 pub(super) const GRACE_PERIODS: [(u64, &str); 4] = [
@@ -154,6 +155,31 @@ struct TokenView {
     revoke_reason: String,
     replaces: Option<String>,
     replaced_by: Option<String>,
+    /// Its rate limits and credits, in words; "none" if it has neither.
+    limits: String,
+}
+
+/// Rate limits as "50 per 1s (per-second)", and credits, in words.
+fn limits_in_words(rate_limits: &[RateLimit], credits: Option<u64>) -> String {
+    let mut words: Vec<String> = rate_limits
+        .iter()
+        .map(|l| {
+            format!(
+                "{} per {} ({})",
+                l.limit,
+                humantime::format_duration(l.window),
+                l.name
+            )
+        })
+        .collect();
+    if let Some(left) = credits {
+        words.push(format!("{left} credits left"));
+    }
+    if words.is_empty() {
+        "none".to_owned()
+    } else {
+        words.join(", ")
+    }
 }
 
 /// `owner=…`, encoded for a URL.
@@ -191,6 +217,7 @@ impl TokenView {
             revoke_reason: t.revoke_reason.clone(),
             replaces: t.replaces.map(|id| id.to_string()),
             replaced_by: t.replaced_by.map(|id| id.to_string()),
+            limits: limits_in_words(&t.rate_limits, t.credits),
         }
     }
 }
@@ -399,6 +426,8 @@ struct OwnerView {
     counts: TokenCounts,
     tokens_link: String,
     page_link: String,
+    /// The rate limits its tokens share, in words.
+    limits: String,
 }
 
 impl OwnerView {
@@ -411,6 +440,7 @@ impl OwnerView {
             counts: *counts,
             tokens_link: format!("/console/?{query}"),
             page_link: owner_page_link(&record.owner),
+            limits: limits_in_words(&record.rate_limits, None),
         }
     }
 }
