@@ -92,13 +92,8 @@ pub enum TokenCommand {
         /// Expire after this long unused, such as 30d.
         #[arg(long, value_parser = duration)]
         idle_timeout: Option<Duration>,
-        /// Usage credits: each VALID Verify spends its cost; unset: unlimited.
-        #[arg(long)]
-        credits: Option<i64>,
-        /// A rate limit as NAME=LIMIT/WINDOW, such as per-second=50/1s;
-        /// repeat for more.
-        #[arg(long = "rate-limit", value_name = "NAME=LIMIT/WINDOW", value_parser = rate_limit)]
-        rate_limits: Vec<RateLimitArg>,
+        #[command(flatten)]
+        limits: LimitArgs,
     },
     /// List tokens, newest first, every page.
     List {
@@ -121,6 +116,15 @@ pub enum TokenCommand {
         /// Replaces the metadata with these KEY=VALUE pairs; repeat for more.
         #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = key_value)]
         metadata: Vec<(String, String)>,
+        /// Replace the rate limits with those given by --rate-limit.
+        #[command(flatten)]
+        limits: LimitArgs,
+        /// Remove every rate limit of the token.
+        #[arg(long, conflicts_with = "rate_limits")]
+        no_rate_limits: bool,
+        /// Remove the credits: unlimited use from now on.
+        #[arg(long, conflicts_with_all = ["credits", "refill"])]
+        unlimited: bool,
     },
     /// Revoke a token: it stops verifying at once.
     Revoke {
@@ -220,6 +224,34 @@ fn duration(text: &str) -> Result<Duration, String> {
 fn time(text: &str) -> Result<SystemTime, String> {
     humantime::parse_rfc3339_weak(text)
         .map_err(|e| format!("{e} (use RFC 3339, such as 2027-01-31T00:00:00Z)"))
+}
+
+/// Rate limits and credits, on create and update.
+#[derive(Args, Clone, Debug)]
+pub struct LimitArgs {
+    /// Usage credits: each VALID Verify spends its cost; unset: unlimited.
+    #[arg(long)]
+    pub credits: Option<i64>,
+    /// Set the credits to AMOUNT at every INTERVAL (aligned to the epoch),
+    /// such as 1000/1d; needs --credits.
+    #[arg(long, value_name = "AMOUNT/INTERVAL", value_parser = refill, requires = "credits")]
+    pub refill: Option<(i64, Duration)>,
+    /// A rate limit as NAME=LIMIT/WINDOW, such as per-second=50/1s;
+    /// repeat for more.
+    #[arg(long = "rate-limit", value_name = "NAME=LIMIT/WINDOW", value_parser = rate_limit)]
+    pub rate_limits: Vec<RateLimitArg>,
+}
+
+/// AMOUNT/INTERVAL.
+fn refill(text: &str) -> Result<(i64, Duration), String> {
+    let usage = "expected AMOUNT/INTERVAL, such as 1000/1d";
+    let (amount, interval) = text.split_once('/').ok_or(usage)?;
+    Ok((
+        amount
+            .parse()
+            .map_err(|_| format!("{amount:?} is not a number ({usage})"))?,
+        duration(interval)?,
+    ))
 }
 
 /// A rate limit given on the command line.

@@ -146,10 +146,18 @@ pub fn token(token: &pb::Token) -> String {
         ("Idle timeout", duration(token.idle_timeout.as_ref())),
         (
             "Credits",
-            token
-                .credits
-                .as_ref()
-                .map_or_else(|| "unlimited".to_owned(), |c| c.remaining.to_string()),
+            token.credits.as_ref().map_or_else(
+                || "unlimited".to_owned(),
+                |c| match &c.refill {
+                    Some(r) => format!(
+                        "{}, refilled to {} every {}",
+                        c.remaining,
+                        r.amount,
+                        duration(r.interval.as_ref())
+                    ),
+                    None => c.remaining.to_string(),
+                },
+            ),
         ),
         ("Rate limits", rate_limits(&token.rate_limits)),
     ];

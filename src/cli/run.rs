@@ -7,8 +7,8 @@ use latchkey_client::{Client, Error, pb};
 
 use super::render;
 use super::{
-    ClientArgs, ClientCommand, EventsArgs, Expiry, Output, OwnerCommand, RateLimitArg, Status,
-    TokenCommand,
+    ClientArgs, ClientCommand, EventsArgs, Expiry, LimitArgs, Output, OwnerCommand, RateLimitArg,
+    Status, TokenCommand,
 };
 
 /// Runs `command` against the server `args` name; prints the answer to
@@ -160,6 +160,26 @@ fn expiration_renew(expiry: Expiry) -> anyhow::Result<Option<pb::renew_token_req
     })
 }
 
+fn credits_message(limits: &LimitArgs) -> anyhow::Result<Option<pb::Credits>> {
+    limits
+        .credits
+        .map(|remaining| {
+            Ok(pb::Credits {
+                remaining,
+                refill: limits
+                    .refill
+                    .map(|(amount, interval)| {
+                        Ok::<_, anyhow::Error>(pb::CreditsRefill {
+                            amount,
+                            interval: Some(proto_duration(interval, "--refill")?),
+                        })
+                    })
+                    .transpose()?,
+            })
+        })
+        .transpose()
+}
+
 fn rate_limits_message(limits: Vec<RateLimitArg>) -> anyhow::Result<Vec<pb::RateLimit>> {
     limits
         .into_iter()
@@ -195,8 +215,7 @@ async fn token(client: &Client, command: TokenCommand, json: bool) -> anyhow::Re
             metadata,
             expiry,
             idle_timeout,
-            credits,
-            rate_limits,
+            limits,
         } => {
             let request = pb::CreateTokenRequest {
                 owner,
@@ -208,8 +227,8 @@ async fn token(client: &Client, command: TokenCommand, json: bool) -> anyhow::Re
                 idle_timeout: idle_timeout
                     .map(|d| proto_duration(d, "--idle-timeout"))
                     .transpose()?,
-                credits: credits.map(|remaining| pb::Credits { remaining }),
-                rate_limits: rate_limits_message(rate_limits)?,
+                credits: credits_message(&limits)?,
+                rate_limits: rate_limits_message(limits.rate_limits)?,
             };
             created(
                 admin
@@ -255,6 +274,9 @@ async fn token(client: &Client, command: TokenCommand, json: bool) -> anyhow::Re
             name,
             description,
             metadata,
+            limits,
+            no_rate_limits,
+            unlimited,
         } => {
             let mut paths = Vec::new();
             let mut token = pb::Token {
@@ -273,8 +295,19 @@ async fn token(client: &Client, command: TokenCommand, json: bool) -> anyhow::Re
                 token.metadata = metadata.into_iter().collect();
                 paths.push("metadata".to_owned());
             }
+            if no_rate_limits || !limits.rate_limits.is_empty() {
+                paths.push("rate_limits".to_owned());
+            }
+            if unlimited || limits.credits.is_some() {
+                paths.push("credits".to_owned());
+            }
+            token.credits = credits_message(&limits)?;
+            token.rate_limits = rate_limits_message(limits.rate_limits)?;
             if paths.is_empty() {
-                anyhow::bail!("nothing to update: give --name, --description or --meta");
+                anyhow::bail!(
+                    "nothing to update: give --name, --description, --meta, --rate-limit, \
+                     --no-rate-limits, --credits or --unlimited"
+                );
             }
             let request = pb::UpdateTokenRequest {
                 token: Some(token),

@@ -28,7 +28,10 @@ async fn with_credits(
             owner: owner.into(),
             name: "metered".into(),
             scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
-            credits: Some(pb::Credits { remaining: credits }),
+            credits: Some(pb::Credits {
+                remaining: credits,
+                refill: None,
+            }),
             ..Default::default()
         })
         .await
@@ -167,7 +170,10 @@ async fn only_valid_calls_spend_credits_and_none_overspends(backend: Backend) {
         let status = app
             .create(pb::CreateTokenRequest {
                 owner: "user-3".into(),
-                credits: Some(pb::Credits { remaining: credits }),
+                credits: Some(pb::Credits {
+                    remaining: credits,
+                    refill: None,
+                }),
                 ..Default::default()
             })
             .await
@@ -239,7 +245,10 @@ async fn metered(replica: &Replica, owner: &str, credits: i64) -> pb::CreateToke
         pb::CreateTokenRequest {
             owner: owner.into(),
             name: "metered".into(),
-            credits: Some(pb::Credits { remaining: credits }),
+            credits: Some(pb::Credits {
+                remaining: credits,
+                refill: None,
+            }),
             ..Default::default()
         },
     )

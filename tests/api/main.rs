@@ -22,6 +22,7 @@ mod idle;
 mod introspection;
 mod keys;
 mod lifecycle;
+mod limit_changes;
 mod limits;
 mod listing;
 mod metrics;

@@ -54,7 +54,10 @@ async fn limited(
         name: "limited".into(),
         scopes: vec!["repo:read".into()],
         rate_limits: limits,
-        credits: credits.map(|remaining| pb::Credits { remaining }),
+        credits: credits.map(|remaining| pb::Credits {
+            remaining,
+            refill: None,
+        }),
         ..Default::default()
     })
     .await
@@ -254,7 +257,10 @@ async fn owner_limits_are_shared_by_every_token_of_the_owner(backend: Backend) {
         .create(pb::CreateTokenRequest {
             owner: "team-3".into(),
             rate_limits: vec![per_second("per-second", 50)],
-            credits: Some(pb::Credits { remaining: 7 }),
+            credits: Some(pb::Credits {
+                remaining: 7,
+                refill: None,
+            }),
             ..Default::default()
         })
         .await

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use crate::clock::Timestamp;
 
+/// The most usage credits a token may be given (and a refill's amount).
+pub const MAX_CREDITS: u64 = 1_000_000_000_000_000;
 /// The most rate limits a token, or an owner, may have.
 pub const MAX_RATE_LIMITS: usize = 8;
 /// The longest rate-limit name.
@@ -17,6 +19,121 @@ pub const MIN_WINDOW: Duration = Duration::from_secs(1);
 pub const MAX_WINDOW: Duration = Duration::from_secs(31 * 24 * 3600);
 /// The most calls a rate limit may allow per window.
 pub const MAX_RATE: u64 = 1_000_000_000_000;
+
+/// The shortest refill interval.
+pub const MIN_REFILL_INTERVAL: Duration = Duration::from_secs(60);
+/// The longest refill interval.
+pub const MAX_REFILL_INTERVAL: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// A token's usage credits: every VALID answer spends the call's cost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Credits {
+    /// Left in the database, for `period` (replicas may hold a few more).
+    pub remaining: u64,
+    pub refill: Option<Refill>,
+    /// The refill period `remaining` belongs to (0 without refills).
+    pub period: i64,
+    /// Counts how often the credits were set anew (UpdateToken): a
+    /// replica drops what it holds of an older generation.
+    pub generation: i64,
+}
+
+/// At the start of every `interval` (aligned to the Unix epoch: a daily
+/// refill at midnight UTC), the credits are set to `amount`; what was left
+/// does not carry over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Refill {
+    pub amount: u64,
+    pub interval: Duration,
+}
+
+impl Credits {
+    /// Credits of a token created or updated at `now`.
+    pub fn new(remaining: u64, refill: Option<Refill>, now: Timestamp, generation: i64) -> Self {
+        let mut credits = Credits {
+            remaining,
+            refill,
+            period: 0,
+            generation,
+        };
+        credits.period = credits.period_at(now);
+        credits
+    }
+
+    /// The refill period that holds `at` (0 without refills).
+    pub fn period_at(&self, at: Timestamp) -> i64 {
+        self.refill.map_or(0, |r| {
+            let secs = i64::try_from(r.interval.as_secs())
+                .unwrap_or(i64::MAX)
+                .max(1);
+            at.as_micros().div_euclid(1_000_000) / secs
+        })
+    }
+
+    /// What is left at `at`: `remaining`, or the refill's amount once a
+    /// new period has begun.
+    pub fn remaining_at(&self, at: Timestamp) -> u64 {
+        match self.refill {
+            Some(r) if self.period_at(at) > self.period => r.amount,
+            _ => self.remaining,
+        }
+    }
+
+    /// When the next refill comes, if any.
+    pub fn next_refill(&self, at: Timestamp) -> Option<Timestamp> {
+        self.refill.map(|r| {
+            let secs = i64::try_from(r.interval.as_secs())
+                .unwrap_or(i64::MAX)
+                .max(1);
+            Timestamp::from_micros(
+                (self.period_at(at) + 1)
+                    .saturating_mul(secs)
+                    .saturating_mul(1_000_000),
+            )
+        })
+    }
+
+    /// What a replica's share of the credits belongs to at `at`: the
+    /// generation and the period, in one number that only grows.
+    pub fn epoch_at(&self, at: Timestamp) -> i64 {
+        (self.generation << 32) | (self.period_at(at) & 0xFFFF_FFFF)
+    }
+}
+
+/// Checks credits given for `field`.
+///
+/// # Errors
+/// `(path, reason)` for the first fault found.
+pub fn check_credits(
+    field: &str,
+    remaining: u64,
+    refill: Option<Refill>,
+) -> Result<(), (String, String)> {
+    if remaining > MAX_CREDITS {
+        return Err((
+            format!("{field}.remaining"),
+            format!("from 0 to {MAX_CREDITS}"),
+        ));
+    }
+    if let Some(r) = refill {
+        if r.amount > MAX_CREDITS {
+            return Err((
+                format!("{field}.refill.amount"),
+                format!("from 0 to {MAX_CREDITS}"),
+            ));
+        }
+        if r.interval < MIN_REFILL_INTERVAL
+            || r.interval > MAX_REFILL_INTERVAL
+            || r.interval.subsec_nanos() != 0
+        {
+            return Err((
+                format!("{field}.refill.interval"),
+                "must be whole seconds, from 1 minute to 366 days".to_owned(),
+            ));
+        }
+    }
+    Ok(())
+}
 
 /// At most `limit` VALID answers per `window`. Windows are fixed and
 /// aligned to the Unix epoch: a 1-second window starts on every whole
@@ -111,6 +228,43 @@ mod tests {
             limit,
             window: Duration::from_secs(secs),
         }
+    }
+
+    #[test]
+    fn credits_refill_at_each_period_and_only_grow_their_epoch() {
+        let day = Duration::from_secs(86_400);
+        let at = |secs: i64| Timestamp::from_micros(secs * 1_000_000);
+        let refill = Some(Refill {
+            amount: 100,
+            interval: day,
+        });
+        let credits = Credits::new(30, refill, at(86_400 * 10 + 5), 2);
+        assert_eq!(credits.period, 10);
+        assert_eq!(credits.remaining_at(at(86_400 * 11 - 1)), 30);
+        assert_eq!(credits.remaining_at(at(86_400 * 11)), 100);
+        assert_eq!(
+            credits.next_refill(at(86_400 * 10 + 5)),
+            Some(at(86_400 * 11))
+        );
+        assert!(credits.epoch_at(at(86_400 * 11)) > credits.epoch_at(at(86_400 * 10)));
+        let renewed = Credits {
+            generation: 3,
+            ..credits
+        };
+        assert!(renewed.epoch_at(at(0)) > credits.epoch_at(at(86_400 * 1000)));
+        let plain = Credits::new(5, None, at(123), 0);
+        assert_eq!((plain.period, plain.remaining_at(at(1 << 40))), (0, 5));
+        assert!(
+            check_credits(
+                "credits",
+                1,
+                Some(Refill {
+                    amount: 1,
+                    interval: Duration::from_secs(59)
+                })
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -30,4 +30,8 @@ pub struct TokenPatch {
     pub name: Option<String>,
     pub description: Option<String>,
     pub metadata: Option<BTreeMap<String, String>>,
+    pub rate_limits: Option<Vec<crate::limit::RateLimit>>,
+    /// `Some(None)`: unlimited from now on. Credits set anew start a new
+    /// generation (replicas drop what they held).
+    pub credits: Option<Option<crate::limit::Credits>>,
 }

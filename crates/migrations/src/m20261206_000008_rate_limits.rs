@@ -3,6 +3,11 @@
 //! `rate_windows`, the calls counted in each window of each limit. A
 //! replica takes a block of a window's calls with a compare-and-set update
 //! and admits them in memory, as it does with credits.
+//!
+//! Credits gain a refill (`credits_refill_amount`, `credits_refill_interval`
+//! in seconds; NULL: none), the refill period `credits_remaining` belongs to
+//! (`credits_period`), and a generation (`credits_generation`) that grows
+//! each time the credits are set anew, so replicas drop what they held.
 
 use sea_orm_migration::prelude::*;
 
@@ -13,6 +18,10 @@ pub struct Migration;
 enum Tokens {
     Table,
     RateLimits,
+    CreditsRefillAmount,
+    CreditsRefillInterval,
+    CreditsPeriod,
+    CreditsGeneration,
 }
 
 #[derive(DeriveIden)]
@@ -46,6 +55,29 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
+        // One column per statement: SQLite adds one at a time.
+        for (column, nullable) in [
+            (Tokens::CreditsRefillAmount, true),
+            (Tokens::CreditsRefillInterval, true),
+            (Tokens::CreditsPeriod, false),
+            (Tokens::CreditsGeneration, false),
+        ] {
+            let mut def = ColumnDef::new(column);
+            def.big_integer();
+            if nullable {
+                def.null();
+            } else {
+                def.not_null().default(0);
+            }
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(Tokens::Table)
+                        .add_column(&mut def)
+                        .to_owned(),
+                )
+                .await?;
+        }
         manager
             .alter_table(
                 Table::alter()
@@ -106,13 +138,22 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        manager
-            .alter_table(
-                Table::alter()
-                    .table(Tokens::Table)
-                    .drop_column(Tokens::RateLimits)
-                    .to_owned(),
-            )
-            .await
+        for column in [
+            Tokens::RateLimits,
+            Tokens::CreditsRefillAmount,
+            Tokens::CreditsRefillInterval,
+            Tokens::CreditsPeriod,
+            Tokens::CreditsGeneration,
+        ] {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(Tokens::Table)
+                        .drop_column(column)
+                        .to_owned(),
+                )
+                .await?;
+        }
+        Ok(())
     }
 }

@@ -26,7 +26,7 @@ use uuid::Uuid;
 use crate::clock::Timestamp;
 use crate::error::Error;
 use crate::store::{CreditTake, RateTake, Store};
-use latchkey_core::limit::{RateLimit, Window};
+use latchkey_core::limit::{Credits, RateLimit, Window};
 
 /// After a database take found a credit count short, calls on the token
 /// are refused from memory for this long before it is read again (a
@@ -41,7 +41,7 @@ const PREFETCH_MIN_BLOCK: u64 = 64;
 #[derive(Debug)]
 pub struct Limits {
     rates: Vec<(RateLimit, Arc<Bucket>)>,
-    credits: Option<Arc<Bucket>>,
+    credits: Option<(Credits, Arc<Bucket>)>,
 }
 
 /// What spending found.
@@ -88,14 +88,23 @@ enum Key {
 /// Where a bucket takes more from.
 #[derive(Clone, Copy, Debug)]
 enum Source {
-    Credits,
-    Rate { limit: u64, window: Window },
+    /// Credits, for a call in `epoch` (the generation and refill period
+    /// its answer knows of).
+    Credits {
+        epoch: i64,
+    },
+    Rate {
+        limit: u64,
+        window: Window,
+    },
 }
 
 impl Source {
+    /// What a bucket's share belongs to: the window of a rate limit, the
+    /// epoch of credits. Only grows.
     fn window(self) -> i64 {
         match self {
-            Source::Credits => 0,
+            Source::Credits { epoch } => epoch,
             Source::Rate { window, .. } => window.index,
         }
     }
@@ -112,7 +121,8 @@ pub struct Bucket {
 
 #[derive(Debug, Default)]
 struct State {
-    /// The window what is held belongs to (0 for credits).
+    /// The window (rate limits) or epoch (credits) what is held belongs
+    /// to.
     window: i64,
     /// Taken from the database, not yet spent.
     held: u64,
@@ -241,11 +251,11 @@ impl Allowances {
         &self,
         id: Uuid,
         owner: &str,
-        credits: bool,
+        credits: Option<Credits>,
         own: &[RateLimit],
         owners: &[RateLimit],
     ) -> Option<Box<Limits>> {
-        if !credits && own.is_empty() && owners.is_empty() {
+        if credits.is_none() && own.is_empty() && owners.is_empty() {
             return None;
         }
         let rate = |prefix: String, l: &RateLimit| {
@@ -259,7 +269,7 @@ impl Allowances {
             .collect();
         Some(Box::new(Limits {
             rates,
-            credits: credits.then(|| self.bucket(Key::Credits(id))),
+            credits: credits.map(|c| (c, self.bucket(Key::Credits(id)))),
         }))
     }
 
@@ -310,9 +320,12 @@ impl Allowances {
             }
         }
         if outcome == Outcome::Admitted
-            && let Some(bucket) = &limits.credits
+            && let Some((credits, bucket)) = &limits.credits
         {
-            match self.take(bucket, Source::Credits, cost, at).await {
+            let source = Source::Credits {
+                epoch: credits.epoch_at(at),
+            };
+            match self.take(bucket, source, cost, at).await {
                 Ok(Take::Spent { remaining }) => credits_remaining = Some(remaining),
                 Ok(Take::Short { remaining }) => {
                     outcome = Outcome::UsageExceeded;
@@ -371,7 +384,7 @@ impl Allowances {
         let held = bucket.held(window);
         let need_more = need.saturating_sub(held).max(1);
         let short = match source {
-            Source::Credits => Instant::now() + SHORT_CREDITS_RECHECK,
+            Source::Credits { .. } => Instant::now() + SHORT_CREDITS_RECHECK,
             Source::Rate { window, .. } => {
                 Instant::now()
                     + Duration::from_micros(
@@ -381,7 +394,14 @@ impl Allowances {
         };
         let (taken, left) =
             match take_from_database(&self.store, &bucket.key, source, need_more, at).await? {
-                Taken::Some { taken, left } => (taken, left),
+                Taken::Some {
+                    taken,
+                    left,
+                    window: w,
+                } if w == window => (taken, left),
+                // Taken for a newer epoch than this call's answer knows
+                // of: exactly what this call spends, nothing kept.
+                Taken::Some { left, .. } => return Ok(Take::Spent { remaining: left }),
                 Taken::Short { left } => {
                     bucket.add(window, 0, left, Some(short));
                     return Ok(Take::Short {
@@ -404,8 +424,12 @@ impl Allowances {
             let window = source.window();
             {
                 let _taking = bucket.taking.lock().await;
-                if let Ok(Taken::Some { taken, left }) =
-                    take_from_database(&store, &bucket.key, source, 1, at).await
+                if let Ok(Taken::Some {
+                    taken,
+                    left,
+                    window: w,
+                }) = take_from_database(&store, &bucket.key, source, 1, at).await
+                    && w == window
                 {
                     bucket.add(window, taken, left, None);
                 }
@@ -428,9 +452,12 @@ impl Allowances {
         for (key, bucket) in buckets {
             let Key::Credits(id) = key else { continue };
             let _taking = bucket.taking.lock().await;
-            let held = std::mem::take(&mut bucket.lock().held);
+            let (held, epoch) = {
+                let mut s = bucket.lock();
+                (std::mem::take(&mut s.held), s.window)
+            };
             if held > 0 {
-                self.store.return_credits(id, held).await?;
+                self.store.return_credits(id, held, epoch).await?;
                 given += held;
             }
         }
@@ -447,27 +474,46 @@ async fn take_from_database(
     at: Timestamp,
 ) -> Result<Taken, Error> {
     Ok(match (key, source) {
-        (Key::Credits(id), _) => match store.take_credits(*id, need, at).await? {
-            CreditTake::Taken { taken, left } => Taken::Some { taken, left },
-            CreditTake::Short { left } => Taken::Short { left },
-            CreditTake::Unlimited => Taken::Unlimited,
-            // Deleted since its answer was cached: nothing to spend.
-            CreditTake::Missing => Taken::Short { left: 0 },
-        },
+        (Key::Credits(id), Source::Credits { epoch }) => {
+            match store.take_credits(*id, need, at, epoch).await? {
+                CreditTake::Taken { taken, left, epoch } => Taken::Some {
+                    taken,
+                    left,
+                    window: epoch,
+                },
+                CreditTake::Short { left } => Taken::Short { left },
+                CreditTake::Unlimited => Taken::Unlimited,
+                // Deleted since its answer was cached: nothing to spend.
+                CreditTake::Missing => Taken::Short { left: 0 },
+            }
+        }
         (Key::Rate(key), Source::Rate { limit, window }) => {
             match store.take_rate(key, window, need, limit).await? {
-                RateTake::Taken { taken, left } => Taken::Some { taken, left },
+                RateTake::Taken { taken, left } => Taken::Some {
+                    taken,
+                    left,
+                    window: window.index,
+                },
                 RateTake::Short { left } => Taken::Short { left },
             }
         }
-        (Key::Rate(_), Source::Credits) => Taken::Unlimited,
+        (Key::Rate(_), Source::Credits { .. }) | (Key::Credits(_), Source::Rate { .. }) => {
+            Taken::Unlimited
+        }
     })
 }
 
 /// What a database take found.
 enum Taken {
-    Some { taken: u64, left: u64 },
-    Short { left: u64 },
+    /// `window`: what the taken share belongs to.
+    Some {
+        taken: u64,
+        left: u64,
+        window: i64,
+    },
+    Short {
+        left: u64,
+    },
     Unlimited,
 }
 

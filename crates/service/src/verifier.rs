@@ -460,7 +460,7 @@ impl Verifier {
         Snapshot::new(r, found.owner_disabled, self.render).with_limits(self.allowances.limits(
             r.id,
             &r.owner,
-            r.credits.is_some(),
+            r.credits,
             &r.rate_limits,
             &found.owner_rate_limits,
         ))

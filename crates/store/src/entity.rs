@@ -34,6 +34,13 @@ pub mod tokens {
         /// Rate limits, JSON (`[{name, limit, window}]`, window in
         /// seconds); empty: none.
         pub rate_limits: String,
+        /// The credits' refill: amount and interval (seconds); NULL: none.
+        pub credits_refill_amount: Option<i64>,
+        pub credits_refill_interval: Option<i64>,
+        /// The refill period `credits_remaining` belongs to.
+        pub credits_period: i64,
+        /// Grows each time the credits are set anew.
+        pub credits_generation: i64,
     }
 
     /// Tokens name their owner; the owner's row may not exist (enabled).

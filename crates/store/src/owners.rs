@@ -134,7 +134,7 @@ impl Txn {
         let rows = owners::Entity::update_many()
             .col_expr(
                 owners::Column::RateLimits,
-                Expr::value(crate::rate::encode(limits)),
+                Expr::value(crate::limit_rows::encode(limits)),
             )
             .col_expr(owners::Column::UpdateTime, Expr::value(now.as_micros()))
             .filter(owners::Column::Owner.eq(owner))
@@ -149,6 +149,6 @@ fn to_owner(m: owners::Model) -> OwnerRecord {
         owner: m.owner,
         disable_time: m.disable_time.map(Timestamp::from_micros),
         reason: m.disable_reason,
-        rate_limits: crate::rate::decode(&m.rate_limits).unwrap_or_default(),
+        rate_limits: crate::limit_rows::decode(&m.rate_limits).unwrap_or_default(),
     }
 }

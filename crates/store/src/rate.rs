@@ -5,60 +5,17 @@
 //! so however many replicas admit, a window never admits more than its
 //! limit.
 
-use std::time::Duration;
-
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, DbErr, EntityTrait, QueryFilter, QuerySelect, TryInsertResult,
 };
-use serde::{Deserialize, Serialize};
 
 use crate::connection::Store;
-use crate::credits::block;
 use crate::entity::rate_windows;
 use crate::error::{Result, StoreError};
+use crate::limit_rows::block;
 use latchkey_core::clock::Timestamp;
-use latchkey_core::limit::{RateLimit, Window};
-
-#[derive(Serialize, Deserialize)]
-struct Stored {
-    name: String,
-    limit: u64,
-    /// Seconds.
-    window: u64,
-}
-
-/// The stored form of `limits`: empty for none.
-pub(crate) fn encode(limits: &[RateLimit]) -> String {
-    if limits.is_empty() {
-        return String::new();
-    }
-    let stored: Vec<Stored> = limits
-        .iter()
-        .map(|l| Stored {
-            name: l.name.clone(),
-            limit: l.limit,
-            window: l.window.as_secs(),
-        })
-        .collect();
-    serde_json::to_string(&stored).unwrap_or_default()
-}
-
-/// Reads what [`encode`] wrote.
-pub(crate) fn decode(text: &str) -> anyhow::Result<Vec<RateLimit>> {
-    if text.is_empty() {
-        return Ok(Vec::new());
-    }
-    let stored: Vec<Stored> = serde_json::from_str(text)?;
-    Ok(stored
-        .into_iter()
-        .map(|s| RateLimit {
-            name: s.name,
-            limit: s.limit,
-            window: Duration::from_secs(s.window),
-        })
-        .collect())
-}
+use latchkey_core::limit::Window;
 
 /// What a take of a window's calls found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -151,29 +108,4 @@ impl Store {
 
 fn as_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn limits_read_back_as_written() {
-        let limits = vec![
-            RateLimit {
-                name: "per-second".to_owned(),
-                limit: 50,
-                window: Duration::from_secs(1),
-            },
-            RateLimit {
-                name: "per-day".to_owned(),
-                limit: 100_000,
-                window: Duration::from_secs(86_400),
-            },
-        ];
-        assert_eq!(decode(&encode(&limits)).unwrap(), limits);
-        assert_eq!(encode(&[]), "");
-        assert!(decode("").unwrap().is_empty());
-        assert!(decode("[{").is_err());
-    }
 }

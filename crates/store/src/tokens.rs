@@ -13,11 +13,12 @@ use uuid::Uuid;
 use crate::connection::{Store, Txn};
 use crate::entity::tokens;
 use crate::error::{Result, StoreError};
+use crate::limit_rows::{credit_columns, credits_of};
 use crate::lookup::{OWNER_DISABLE_TIME, OWNER_RATE_LIMITS};
 use crate::sql::{BULK_CHUNK, before, encode_map};
 use crate::status::{not_expired, status_condition};
 use latchkey_core::clock::Timestamp;
-use latchkey_core::limit::RateLimit;
+use latchkey_core::limit::{Credits, RateLimit};
 use latchkey_core::query::{Cursor, ListFilter, TokenPatch};
 use latchkey_core::token::{Digest, Status, TokenRecord};
 
@@ -82,8 +83,8 @@ impl Store {
         let owner_disable_time: Option<i64> = row.try_get("", OWNER_DISABLE_TIME)?;
         let owner_rate_limits: Option<String> = row.try_get("", OWNER_RATE_LIMITS)?;
         let record = to_record(tokens::Model::from_query_result(&row, "")?)?;
-        let owner_rate_limits = crate::rate::decode(owner_rate_limits.as_deref().unwrap_or(""))
-            .map_err(|e| {
+        let owner_rate_limits =
+            crate::limit_rows::decode(owner_rate_limits.as_deref().unwrap_or("")).map_err(|e| {
                 StoreError::Corrupt(e.context(format!("rate limits of owner {:?}", record.owner)))
             })?;
         Ok(Some(FoundToken {
@@ -292,6 +293,27 @@ impl Txn {
         if let Some(metadata) = &patch.metadata {
             update = update.col_expr(tokens::Column::Metadata, Expr::value(encode_map(metadata)));
         }
+        if let Some(limits) = &patch.rate_limits {
+            update = update.col_expr(
+                tokens::Column::RateLimits,
+                Expr::value(crate::limit_rows::encode(limits)),
+            );
+        }
+        if let Some(credits) = &patch.credits {
+            let [remaining, amount, interval, period] = credit_columns(credits.as_ref());
+            update = update
+                .col_expr(tokens::Column::CreditsRemaining, Expr::value(remaining))
+                .col_expr(tokens::Column::CreditsRefillAmount, Expr::value(amount))
+                .col_expr(tokens::Column::CreditsRefillInterval, Expr::value(interval))
+                .col_expr(
+                    tokens::Column::CreditsPeriod,
+                    Expr::value(period.unwrap_or(0)),
+                )
+                .col_expr(
+                    tokens::Column::CreditsGeneration,
+                    Expr::col(tokens::Column::CreditsGeneration).add(1i64),
+                );
+        }
         let rows = update
             .filter(tokens::Column::Id.eq(id))
             .exec_with_returning(&self.txn)
@@ -390,15 +412,12 @@ impl Txn {
     ///
     /// # Errors
     /// On a database fault.
-    pub async fn lock_credits(&self, id: Uuid) -> Result<Option<u64>> {
-        let found: Option<Option<i64>> = tokens::Entity::find_by_id(id)
-            .select_only()
-            .column(tokens::Column::CreditsRemaining)
+    pub async fn lock_credits(&self, id: Uuid) -> Result<Option<Credits>> {
+        let found = tokens::Entity::find_by_id(id)
             .lock_exclusive()
-            .into_tuple()
             .one(&self.txn)
             .await?;
-        Ok(found.flatten().map(|n| u64::try_from(n).unwrap_or(0)))
+        Ok(found.and_then(|m| credits_of(&m)))
     }
 
     /// Points `id`'s renewal link from `from` to `to` (a retried renewal
@@ -529,8 +548,12 @@ fn to_active_model(row: &NewRow<'_>) -> tokens::ActiveModel {
         replaced_by: Set(r.replaced_by),
         idle_reset_time: Set(r.idle_reset_time.map(Timestamp::as_micros)),
         self_renewed: Set(r.self_renewed),
-        credits_remaining: Set(r.credits.map(|c| i64::try_from(c).unwrap_or(i64::MAX))),
-        rate_limits: Set(crate::rate::encode(&r.rate_limits)),
+        credits_remaining: Set(credit_columns(r.credits.as_ref())[0]),
+        credits_refill_amount: Set(credit_columns(r.credits.as_ref())[1]),
+        credits_refill_interval: Set(credit_columns(r.credits.as_ref())[2]),
+        credits_period: Set(r.credits.map_or(0, |c| c.period)),
+        credits_generation: Set(r.credits.map_or(0, |c| c.generation)),
+        rate_limits: Set(crate::limit_rows::encode(&r.rate_limits)),
     }
 }
 
@@ -539,6 +562,7 @@ fn duration_micros(d: Duration) -> i64 {
 }
 
 fn to_record(m: tokens::Model) -> Result<TokenRecord> {
+    let credits = credits_of(&m);
     let metadata = serde_json::from_str(&m.metadata).map_err(|e| {
         StoreError::Corrupt(anyhow::Error::new(e).context(format!("metadata of token {}", m.id)))
     })?;
@@ -563,8 +587,8 @@ fn to_record(m: tokens::Model) -> Result<TokenRecord> {
         replaced_by: m.replaced_by,
         idle_reset_time: m.idle_reset_time.map(Timestamp::from_micros),
         self_renewed: m.self_renewed,
-        credits: m.credits_remaining.map(|c| u64::try_from(c).unwrap_or(0)),
-        rate_limits: crate::rate::decode(&m.rate_limits).map_err(|e| {
+        credits,
+        rate_limits: crate::limit_rows::decode(&m.rate_limits).map_err(|e| {
             StoreError::Corrupt(e.context(format!("rate limits of token {}", m.id)))
         })?,
     })

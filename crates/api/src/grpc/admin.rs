@@ -93,11 +93,8 @@ impl TokenAdmin for AdminService {
                         idle_timeout,
                         credits: req
                             .credits
-                            .map(|c| {
-                                u64::try_from(c.remaining).map_err(|_| {
-                                    Error::invalid("credits.remaining", "must not be negative")
-                                })
-                            })
+                            .as_ref()
+                            .map(|c| convert::credits_from("credits", c))
                             .transpose()?,
                         rate_limits: convert::rate_limits_from("rate_limits", &req.rate_limits)?,
                     },
@@ -415,6 +412,14 @@ fn owner_message((record, counts): (OwnerRecord, TokenCounts)) -> pb::Owner {
 
 /// The fields of `token` that `mask` names. With no mask (or an empty one),
 /// every updatable field that is set in `token`, as AIP-134 prescribes.
+fn credits_patch(
+    credits: Option<&pb::Credits>,
+) -> Result<Option<latchkey_core::limit::Credits>, Error> {
+    credits
+        .map(|c| convert::credits_from("token.credits", c))
+        .transpose()
+}
+
 fn patch_from_mask(
     token: pb::Token,
     mask: Option<prost_types::FieldMask>,
@@ -432,6 +437,12 @@ fn patch_from_mask(
             if !token.metadata.is_empty() {
                 implied.push("metadata".to_owned());
             }
+            if !token.rate_limits.is_empty() {
+                implied.push("rate_limits".to_owned());
+            }
+            if token.credits.is_some() {
+                implied.push("credits".to_owned());
+            }
             if implied.is_empty() {
                 return Err(Error::invalid("update_mask", "names no field to update"));
             }
@@ -444,16 +455,28 @@ fn patch_from_mask(
             "name" => patch.name = Some(token.name.clone()),
             "description" => patch.description = Some(token.description.clone()),
             "metadata" => patch.metadata = Some(token.metadata.clone()),
+            "rate_limits" => {
+                patch.rate_limits = Some(convert::rate_limits_from(
+                    "token.rate_limits",
+                    &token.rate_limits,
+                )?);
+            }
+            "credits" => patch.credits = Some(credits_patch(token.credits.as_ref())?),
             "*" => {
                 patch.name = Some(token.name.clone());
                 patch.description = Some(token.description.clone());
                 patch.metadata = Some(token.metadata.clone());
+                patch.rate_limits = Some(convert::rate_limits_from(
+                    "token.rate_limits",
+                    &token.rate_limits,
+                )?);
+                patch.credits = Some(credits_patch(token.credits.as_ref())?);
             }
             other => {
                 return Err(Error::invalid(
                     "update_mask",
                     format!(
-                        "cannot update {other:?}; updatable fields are name, description and metadata"
+                        "cannot update {other:?}; updatable fields are name, description, metadata, rate_limits and credits"
                     ),
                 ));
             }

@@ -14,17 +14,22 @@ use crate::limits::RateState;
 use crate::owner::{OwnerRecord, TokenCounts};
 use crate::token::{Status, TokenRecord};
 use crate::verifier::Verdict;
-use latchkey_core::limit::RateLimit;
+use latchkey_core::limit::{Credits, RateLimit, Refill};
 
 /// Seconds from 0001-01-01 and to 9999-12-31, protobuf's Timestamp range.
 const MIN_SECONDS: i64 = -62_135_596_800;
 const MAX_SECONDS: i64 = 253_402_300_799;
 
 pub fn token(r: &TokenRecord, now: Timestamp) -> pb::Token {
-    pb::Token {
+    let mut token = pb::Token {
         status: status(r.status(now)) as i32,
         ..token_without_status(r)
+    };
+    // A refill period that began since the last take: its amount is left.
+    if let (Some(c), Some(shown)) = (&r.credits, &mut token.credits) {
+        shown.remaining = i64::try_from(c.remaining_at(now)).unwrap_or(i64::MAX);
     }
+    token
 }
 
 /// Every field of the token but `status`, which depends on the time.
@@ -47,11 +52,55 @@ pub fn token_without_status(r: &TokenRecord) -> pb::Token {
         revoke_reason: r.revoke_reason.clone(),
         replaces: r.replaces.map(|u| u.to_string()).unwrap_or_default(),
         replaced_by: r.replaced_by.map(|u| u.to_string()).unwrap_or_default(),
-        credits: r.credits.map(|remaining| pb::Credits {
-            remaining: i64::try_from(remaining).unwrap_or(i64::MAX),
-        }),
+        credits: r.credits.as_ref().map(credits),
         rate_limits: rate_limits(&r.rate_limits),
     }
+}
+
+/// Credits as stored: what is left for the period of the last take (the
+/// refill's amount applies from the next period; see [`token`]).
+pub fn credits(c: &Credits) -> pb::Credits {
+    let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    pb::Credits {
+        remaining: n(c.remaining),
+        refill: c.refill.map(|r| pb::CreditsRefill {
+            amount: n(r.amount),
+            interval: Some(duration(r.interval)),
+        }),
+    }
+}
+
+/// Credits as given (checked by the lifecycle); `field` names them in
+/// errors.
+///
+/// # Errors
+/// A negative count or amount, or a refill without an interval.
+pub fn credits_from(field: &str, c: &pb::Credits) -> Result<Credits, Error> {
+    let count = |path: &str, v: i64| {
+        u64::try_from(v)
+            .map_err(|_| Error::invalid(format!("{field}.{path}"), "must not be negative"))
+    };
+    let refill = c
+        .refill
+        .as_ref()
+        .map(|r| -> Result<Refill, Error> {
+            let at = format!("{field}.refill.interval");
+            let interval = r
+                .interval
+                .as_ref()
+                .ok_or_else(|| Error::invalid(at.clone(), "required"))?;
+            Ok(Refill {
+                amount: count("refill.amount", r.amount)?,
+                interval: positive_duration(&at, interval)?,
+            })
+        })
+        .transpose()?;
+    Ok(Credits {
+        remaining: count("remaining", c.remaining)?,
+        refill,
+        period: 0,
+        generation: 0,
+    })
 }
 
 pub fn rate_limits(limits: &[RateLimit]) -> Vec<pb::RateLimit> {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use crate::clock::Timestamp;
-use crate::limit::RateLimit;
+use crate::limit::{Credits, RateLimit};
 
 pub use digest::{Digest, KeyRing, TokenKey};
 pub use format::{Prefix, Secret};
@@ -34,8 +34,7 @@ pub mod limits {
     pub const MAX_DESCRIPTION_CHARS: usize = 1024;
     pub const MAX_REASON_CHARS: usize = 1024;
     pub const MAX_SCOPES: usize = 64;
-    /// The most usage credits a token may be given.
-    pub const MAX_CREDITS: u64 = 1_000_000_000_000_000;
+    pub use crate::limit::MAX_CREDITS;
     pub const MAX_METADATA_PAIRS: usize = 32;
     pub const MAX_METADATA_KEY_CHARS: usize = 64;
     pub const MAX_METADATA_VALUE_CHARS: usize = 1024;
@@ -77,8 +76,8 @@ pub struct TokenRecord {
     /// reuse detection follows. False for an admin renewal, and cleared by
     /// RestoreToken, either of which starts a new chain.
     pub self_renewed: bool,
-    /// Usage credits left in the database; `None`: unlimited use.
-    pub credits: Option<u64>,
+    /// Usage credits; `None`: unlimited use.
+    pub credits: Option<Credits>,
     /// The token's own rate limits (its owner's apply too).
     pub rate_limits: Vec<RateLimit>,
 }

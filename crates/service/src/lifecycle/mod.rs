@@ -73,3 +73,22 @@ impl Lifecycle {
         }
     }
 }
+
+/// Rate limits as an event detail: `name=limit/window` (seconds), comma-
+/// separated; empty for none.
+pub(crate) fn describe_rate_limits(limits: &[latchkey_core::limit::RateLimit]) -> String {
+    limits
+        .iter()
+        .map(|l| format!("{}={}/{}", l.name, l.limit, l.window.as_secs()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Credits as an event detail: the count, and `+amount/interval` (seconds)
+/// for a refill; empty for unlimited.
+pub(crate) fn describe_credits(credits: Option<&latchkey_core::limit::Credits>) -> String {
+    credits.map_or_else(String::new, |c| match c.refill {
+        Some(r) => format!("{}+{}/{}", c.remaining, r.amount, r.interval.as_secs()),
+        None => c.remaining.to_string(),
+    })
+}

@@ -124,11 +124,7 @@ impl Lifecycle {
             .await?
             .is_some()
         {
-            let described = rate_limits
-                .iter()
-                .map(|l| format!("{}={}/{}", l.name, l.limit, l.window.as_secs()))
-                .collect::<Vec<_>>()
-                .join(",");
+            let described = super::describe_rate_limits(rate_limits);
             txn.insert_event(&Event {
                 id: self.new_id(now),
                 time: now,

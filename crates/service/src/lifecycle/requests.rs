@@ -8,7 +8,7 @@ use uuid::Uuid;
 use crate::audit::EventFilter;
 use crate::clock::Timestamp;
 use crate::store::ListFilter;
-use latchkey_core::limit::RateLimit;
+use latchkey_core::limit::{Credits, RateLimit};
 
 /// How an owner gains an active token, which decides the checks it passes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,8 +59,9 @@ pub struct NewToken {
     pub metadata: BTreeMap<String, String>,
     pub expiry: Expiry,
     pub idle_timeout: Option<Duration>,
-    /// Usage credits; `None`: unlimited.
-    pub credits: Option<u64>,
+    /// Usage credits (their period and generation are set at creation);
+    /// `None`: unlimited.
+    pub credits: Option<Credits>,
     /// The token's own rate limits.
     pub rate_limits: Vec<RateLimit>,
 }

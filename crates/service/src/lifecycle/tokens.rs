@@ -11,11 +11,13 @@ use super::paging::{Paging, event_fingerprint, list_fingerprint};
 use super::requests::{EventQuery, Expiry, Gain, ListQuery, NewToken, Page};
 use super::settings::ADMIN_OWNER;
 use super::writing::{created_detail, expired_precondition, status_name};
+use super::{describe_credits, describe_rate_limits};
 use crate::audit::{Event, EventKind};
 use crate::auth::Actor;
 use crate::error::Error;
 use crate::store::{NewRow, TokenPatch};
 use crate::token::{self, ADMIN_SCOPE, Secret, Status, Text, TokenRecord, limits};
+use latchkey_core::limit::{Credits, check_credits, check_rate_limits};
 
 impl Lifecycle {
     /// Creates a token; the secret is returned here and never again.
@@ -151,30 +153,65 @@ impl Lifecycle {
         if let Some(metadata) = &patch.metadata {
             token::check_metadata("token.metadata", metadata)?;
         }
+        if let Some(limits) = &patch.rate_limits {
+            check_rate_limits("token.rate_limits", limits)
+                .map_err(|(field, reason)| Error::invalid(field, reason))?;
+        }
         let now = self.clock.now();
+        let mut patch = patch;
+        if let Some(Some(c)) = &mut patch.credits {
+            check_credits("token.credits", c.remaining, c.refill)
+                .map_err(|(field, reason)| Error::invalid(field, reason))?;
+            *c = Credits::new(c.remaining, c.refill, now, 0);
+        }
         let txn = self.store.begin().await?;
         let stored = txn
             .update_token(id, &patch, now)
             .await?
             .ok_or(Error::NotFound)?;
-        let fields = [
+        let named = |fields: &[(&str, bool)]| {
+            fields
+                .iter()
+                .filter(|(_, set)| *set)
+                .map(|(f, _)| *f)
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let fields = named(&[
             ("name", patch.name.is_some()),
             ("description", patch.description.is_some()),
             ("metadata", patch.metadata.is_some()),
-        ]
-        .iter()
-        .filter(|(_, set)| *set)
-        .map(|(f, _)| *f)
-        .collect::<Vec<_>>()
-        .join(",");
-        let event = self.event(
-            EventKind::Updated,
-            &stored.record,
-            actor,
-            now,
-            [("fields", fields)],
-        );
-        self.commit(txn, &event, &stored).await?;
+        ]);
+        let limits = named(&[
+            ("rate_limits", patch.rate_limits.is_some()),
+            ("credits", patch.credits.is_some()),
+        ]);
+        let mut events = Vec::new();
+        if !fields.is_empty() {
+            events.push(self.event(
+                EventKind::Updated,
+                &stored.record,
+                actor,
+                now,
+                [("fields", fields)],
+            ));
+        }
+        if !limits.is_empty() {
+            let record = &stored.record;
+            events.push(self.event(
+                EventKind::LimitsChanged,
+                record,
+                actor,
+                now,
+                [
+                    ("fields", limits),
+                    ("rate_limits", describe_rate_limits(&record.rate_limits)),
+                    ("credits", describe_credits(record.credits.as_ref())),
+                ],
+            ));
+        }
+        self.commit_tokens(txn, &events, &[stored.digest], now)
+            .await?;
         tracing::info!(token_id = %id, %actor, "token updated");
         Ok(stored.record)
     }

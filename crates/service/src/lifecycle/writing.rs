@@ -19,7 +19,7 @@ use crate::clock::Timestamp;
 use crate::error::Error;
 use crate::store::{NewRow, StoredToken, Txn};
 use crate::token::{self, Digest, Secret, Status, Text, TokenRecord, format, limits};
-use latchkey_core::limit::check_rate_limits;
+use latchkey_core::limit::{Credits, check_credits, check_rate_limits};
 
 impl Lifecycle {
     /// Locks `owner` for the rest of `txn` (which serialises its changes
@@ -161,11 +161,9 @@ impl Lifecycle {
         )?;
         token::check_scopes("scopes", &new.scopes)?;
         token::check_metadata("metadata", &new.metadata)?;
-        if new.credits.is_some_and(|c| c > limits::MAX_CREDITS) {
-            return Err(Error::invalid(
-                "credits.remaining",
-                format!("from 0 to {}", limits::MAX_CREDITS),
-            ));
+        if let Some(c) = &new.credits {
+            check_credits("credits", c.remaining, c.refill)
+                .map_err(|(field, reason)| Error::invalid(field, reason))?;
         }
         check_rate_limits("rate_limits", &new.rate_limits)
             .map_err(|(field, reason)| Error::invalid(field, reason))?;
@@ -196,7 +194,9 @@ impl Lifecycle {
             display_hint: format::display_hint(&self.prefix, &secret),
             expire_time,
             idle_timeout: new.idle_timeout,
-            credits: new.credits,
+            credits: new
+                .credits
+                .map(|c| Credits::new(c.remaining, c.refill, now, 0)),
             rate_limits: new.rate_limits,
             ..TokenRecord::new(self.new_id(now), new.owner, now)
         };

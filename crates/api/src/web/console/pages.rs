@@ -14,7 +14,7 @@ use crate::lifecycle::KeyUsage;
 use crate::owner::{OwnerRecord, TokenCounts};
 use crate::token::{Secret, Status, TokenRecord};
 use crate::web::api::Console;
-use latchkey_core::limit::RateLimit;
+use latchkey_core::limit::{Credits, RateLimit};
 
 /// How long a renewed token's old secret may keep working: (seconds, label).
 pub(super) const GRACE_PERIODS: [(u64, &str); 4] = [
@@ -160,20 +160,20 @@ struct TokenView {
 }
 
 /// Rate limits as "50 per 1s (per-second)", and credits, in words.
-fn limits_in_words(rate_limits: &[RateLimit], credits: Option<u64>) -> String {
-    let mut words: Vec<String> = rate_limits
-        .iter()
-        .map(|l| {
-            format!(
-                "{} per {} ({})",
-                l.limit,
-                humantime::format_duration(l.window),
-                l.name
-            )
-        })
+fn limits_in_words(rate_limits: &[RateLimit], credits: Option<&Credits>, now: Timestamp) -> String {
+    let span = humantime::format_duration;
+    let mut words: Vec<String> = (rate_limits.iter())
+        .map(|l| format!("{} per {} ({})", l.limit, span(l.window), l.name))
         .collect();
-    if let Some(left) = credits {
-        words.push(format!("{left} credits left"));
+    if let Some(c) = credits {
+        words.push(format!("{} credits left", c.remaining_at(now)));
+        if let Some(r) = c.refill {
+            words.push(format!(
+                "refilled to {} every {}",
+                r.amount,
+                span(r.interval)
+            ));
+        }
     }
     if words.is_empty() {
         "none".to_owned()
@@ -217,7 +217,7 @@ impl TokenView {
             revoke_reason: t.revoke_reason.clone(),
             replaces: t.replaces.map(|id| id.to_string()),
             replaced_by: t.replaced_by.map(|id| id.to_string()),
-            limits: limits_in_words(&t.rate_limits, t.credits),
+            limits: limits_in_words(&t.rate_limits, t.credits.as_ref(), now),
         }
     }
 }
@@ -440,7 +440,7 @@ impl OwnerView {
             counts: *counts,
             tokens_link: format!("/console/?{query}"),
             page_link: owner_page_link(&record.owner),
-            limits: limits_in_words(&record.rate_limits, None),
+            limits: limits_in_words(&record.rate_limits, None, Timestamp::from_micros(0)),
         }
     }
 }

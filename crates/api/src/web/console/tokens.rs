@@ -333,7 +333,7 @@ async fn update(
             let patch = TokenPatch {
                 name: form.get("name").map(|v| v.trim().to_owned()),
                 description: form.get("description").map(|v| v.trim().to_owned()),
-                metadata: None,
+                ..TokenPatch::default()
             };
             lifecycle.update(id, patch, actor).await?;
             Ok(format!("/console/tokens/{id}"))
