@@ -35,6 +35,12 @@ const SHORT_CREDITS_RECHECK: Duration = Duration::from_secs(1);
 /// The next block is taken ahead only when blocks are at least this big:
 /// near the end of a count, blocks are taken one call at a time.
 const PREFETCH_MIN_BLOCK: u64 = 64;
+/// The block a replica asks for at first, and at least.
+const FIRST_BLOCK: u64 = 1000;
+/// Blocks taken closer together than this double; farther apart than
+/// [`SLOW_TAKES`], they halve: a busy token's block lasts a while.
+const FAST_TAKES: Duration = Duration::from_millis(250);
+const SLOW_TAKES: Duration = Duration::from_secs(2);
 
 /// The limits of one token, found when its answer is cached: the buckets
 /// of its rate limits (its own, then its owner's) and of its credits.
@@ -135,6 +141,9 @@ struct State {
     short_until: Option<Instant>,
     /// A take ahead is under way.
     prefetching: bool,
+    /// The block size to ask for, and when the last take began.
+    want: u64,
+    last_take: Option<Instant>,
 }
 
 /// What one bucket's spend found.
@@ -161,6 +170,8 @@ impl Bucket {
         if window > s.window {
             *s = State {
                 window,
+                want: s.want,
+                last_take: s.last_take,
                 ..State::default()
             };
         } else if window < s.window {
@@ -190,6 +201,21 @@ impl Bucket {
             )),
             _ => None,
         }
+    }
+
+    /// The block size to ask for now: it doubles while takes come fast
+    /// and halves when they come slowly.
+    fn want(&self) -> u64 {
+        let mut s = self.lock();
+        let now = Instant::now();
+        let want = s.want.max(FIRST_BLOCK);
+        s.want = match s.last_take.map(|t| now.duration_since(t)) {
+            Some(d) if d < FAST_TAKES => want.saturating_mul(2),
+            Some(d) if d > SLOW_TAKES => (want / 2).max(FIRST_BLOCK),
+            _ => want,
+        };
+        s.last_take = Some(now);
+        s.want
     }
 
     /// What is held for `window`.
@@ -285,12 +311,22 @@ impl Allowances {
         cost: u64,
         at: Timestamp,
     ) -> Result<Spending, Error> {
-        let mut spent: Vec<(&Bucket, i64, u64)> = Vec::with_capacity(limits.rates.len() + 1);
-        // (limit, calls left after this call, whether this call counted).
-        let mut states: Vec<(&RateLimit, u64, Duration, bool)> = Vec::new();
+        // Which rate limits counted this call (at most 16: 8 of the token,
+        // 8 of its owner), the one of them with the fewest calls left, and
+        // the one that refused it.
+        let mut counted: u32 = 0;
+        let mut fewest: Option<(&RateLimit, u64, Duration)> = None;
+        let mut refusing: Option<(&RateLimit, u64, Duration)> = None;
         let mut outcome = Outcome::Admitted;
         let mut credits_remaining = None;
-        for (limit, bucket) in &limits.rates {
+        let refund = |counted: u32| {
+            for (i, (limit, bucket)) in limits.rates.iter().enumerate() {
+                if counted & (1 << i) != 0 {
+                    bucket.refund(limit.window_at(at).index, 1);
+                }
+            }
+        };
+        for (i, (limit, bucket)) in limits.rates.iter().enumerate() {
             let window = limit.window_at(at);
             // Whole seconds, rounded up, as the HTTP headers say it.
             let reset = Duration::from_secs(
@@ -304,17 +340,19 @@ impl Allowances {
             };
             match self.take(bucket, source, 1, at).await {
                 Ok(Take::Spent { remaining }) => {
-                    spent.push((bucket, window.index, 1));
-                    states.push((limit, remaining, reset, true));
+                    counted |= 1 << i;
+                    if fewest.is_none_or(|(_, fewest, _)| remaining < fewest) {
+                        fewest = Some((limit, remaining, reset));
+                    }
                 }
                 Ok(Take::Short { remaining }) => {
                     outcome = Outcome::RateLimited { retry_after: reset };
-                    states.push((limit, remaining, reset, false));
+                    refusing = Some((limit, remaining, reset));
                     break;
                 }
                 Ok(Take::Unlimited) => {}
                 Err(e) => {
-                    refund(&spent);
+                    refund(counted);
                     return Err(e);
                 }
             }
@@ -333,26 +371,28 @@ impl Allowances {
                 }
                 Ok(Take::Unlimited) => {}
                 Err(e) => {
-                    refund(&spent);
+                    refund(counted);
                     return Err(e);
                 }
             }
         }
         let refused = outcome != Outcome::Admitted;
         if refused {
-            refund(&spent);
+            refund(counted);
         }
-        let rate = states
-            .into_iter()
-            .map(|(limit, remaining, reset, counted)| RateState {
-                name: limit.name.clone(),
-                limit: limit.limit,
-                window: limit.window,
-                // A call refused by another limit was not counted.
-                remaining: remaining + u64::from(counted && refused),
-                reset,
-            })
-            .min_by_key(|r| r.remaining);
+        // A call refused by another limit was not counted after all.
+        let fewest = fewest.map(|(l, remaining, reset)| (l, remaining + u64::from(refused), reset));
+        let rate = match (fewest, refusing) {
+            (Some(f), Some(r)) => Some(if f.1 < r.1 { f } else { r }),
+            (f, r) => f.or(r),
+        }
+        .map(|(limit, remaining, reset)| RateState {
+            name: limit.name.clone(),
+            limit: limit.limit,
+            window: limit.window,
+            remaining,
+            reset,
+        });
         Ok(Spending {
             outcome,
             credits_remaining,
@@ -392,24 +432,33 @@ impl Allowances {
                     )
             }
         };
-        let (taken, left) =
-            match take_from_database(&self.store, &bucket.key, source, need_more, at).await? {
-                Taken::Some {
-                    taken,
-                    left,
-                    window: w,
-                } if w == window => (taken, left),
-                // Taken for a newer epoch than this call's answer knows
-                // of: exactly what this call spends, nothing kept.
-                Taken::Some { left, .. } => return Ok(Take::Spent { remaining: left }),
-                Taken::Short { left } => {
-                    bucket.add(window, 0, left, Some(short));
-                    return Ok(Take::Short {
-                        remaining: held + left,
-                    });
-                }
-                Taken::Unlimited => return Ok(Take::Unlimited),
-            };
+        let want = bucket.want();
+        let (taken, left) = match take_from_database(
+            &self.store,
+            &bucket.key,
+            source,
+            need_more,
+            at,
+            want,
+        )
+        .await?
+        {
+            Taken::Some {
+                taken,
+                left,
+                window: w,
+            } if w == window => (taken, left),
+            // Taken for a newer epoch than this call's answer knows
+            // of: exactly what this call spends, nothing kept.
+            Taken::Some { left, .. } => return Ok(Take::Spent { remaining: left }),
+            Taken::Short { left } => {
+                bucket.add(window, 0, left, Some(short));
+                return Ok(Take::Short {
+                    remaining: held + left,
+                });
+            }
+            Taken::Unlimited => return Ok(Take::Unlimited),
+        };
         bucket.add(window, taken, left, None);
         Ok(bucket
             .spend_held(window, need)
@@ -428,7 +477,7 @@ impl Allowances {
                     taken,
                     left,
                     window: w,
-                }) = take_from_database(&store, &bucket.key, source, 1, at).await
+                }) = take_from_database(&store, &bucket.key, source, 1, at, bucket.want()).await
                     && w == window
                 {
                     bucket.add(window, taken, left, None);
@@ -472,10 +521,11 @@ async fn take_from_database(
     source: Source,
     need: u64,
     at: Timestamp,
+    want: u64,
 ) -> Result<Taken, Error> {
     Ok(match (key, source) {
         (Key::Credits(id), Source::Credits { epoch }) => {
-            match store.take_credits(*id, need, at, epoch).await? {
+            match store.take_credits(*id, need, at, epoch, want).await? {
                 CreditTake::Taken { taken, left, epoch } => Taken::Some {
                     taken,
                     left,
@@ -488,7 +538,7 @@ async fn take_from_database(
             }
         }
         (Key::Rate(key), Source::Rate { limit, window }) => {
-            match store.take_rate(key, window, need, limit).await? {
+            match store.take_rate(key, window, need, limit, want).await? {
                 RateTake::Taken { taken, left } => Taken::Some {
                     taken,
                     left,
@@ -515,10 +565,4 @@ enum Taken {
         left: u64,
     },
     Unlimited,
-}
-
-fn refund(spent: &[(&Bucket, i64, u64)]) {
-    for (bucket, window, amount) in spent {
-        bucket.refund(*window, *amount);
-    }
 }

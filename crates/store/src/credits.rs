@@ -31,7 +31,7 @@ pub enum CreditTake {
 impl Store {
     /// Takes at least `need` of token `id`'s credits at `now`: a sixteenth
     /// of what is left (so that replicas share the last ones), at least
-    /// `need`, at most [`crate::MAX_CREDIT_BLOCK`] (or `need` if more); exactly
+    /// `need`, at most `want` (see [`crate::MAX_CREDIT_BLOCK`]); exactly
     /// `need` if the caller's `epoch` is not the database's (its answer is
     /// older than the last change: it keeps nothing). A new refill period
     /// starts from the refill's amount. The take that leaves none records a
@@ -45,6 +45,7 @@ impl Store {
         need: u64,
         now: Timestamp,
         epoch: i64,
+        want: u64,
     ) -> Result<CreditTake> {
         // Single statements, no transaction: the update only applies if the
         // row is still what was read, and SQLite lets a statement wait for
@@ -64,7 +65,7 @@ impl Store {
             }
             let current = credits.epoch_at(now);
             let taken = if current == epoch {
-                block(remaining, need)
+                block(remaining, need, want)
             } else {
                 need
             };

@@ -9,17 +9,16 @@ use serde::{Deserialize, Serialize};
 use crate::entity::tokens;
 use latchkey_core::limit::{Credits, RateLimit, Refill};
 
-/// The most a replica takes at once.
-pub const MAX_CREDIT_BLOCK: u64 = 1000;
+/// The most a replica takes at once however busy the token is.
+pub const MAX_CREDIT_BLOCK: u64 = 1_000_000;
 
-/// How many to take of `remaining` when `need` are needed (at most
-/// `remaining`): a sixteenth, so that replicas share the last ones, at
-/// least `need`, at most [`MAX_CREDIT_BLOCK`] unless `need` is more.
-pub(crate) fn block(remaining: u64, need: u64) -> u64 {
-    Ord::min(
-        (remaining / 16).clamp(need, Ord::max(MAX_CREDIT_BLOCK, need)),
-        remaining,
-    )
+/// How many to take of `remaining` when `need` are needed and the replica
+/// would like `want` (at most `remaining`): a sixteenth, so that replicas
+/// share the last ones, at least `need`, at most `want` (itself at most
+/// [`MAX_CREDIT_BLOCK`]) unless `need` is more.
+pub(crate) fn block(remaining: u64, need: u64, want: u64) -> u64 {
+    let most = Ord::max(Ord::min(want, MAX_CREDIT_BLOCK), need);
+    Ord::min((remaining / 16).clamp(need, most), remaining)
 }
 
 #[derive(Serialize, Deserialize)]

@@ -29,7 +29,7 @@ pub enum RateTake {
 impl Store {
     /// Takes at least `need` of the calls `limit` allows in `window` of
     /// the limit stored as `key`: a sixteenth of what is left, at least
-    /// `need`, at most [`crate::MAX_CREDIT_BLOCK`] (or `need` if more).
+    /// `need`, at most `want` (see [`crate::MAX_CREDIT_BLOCK`]).
     ///
     /// # Errors
     /// On a database fault, or when other takes kept winning the race.
@@ -39,6 +39,7 @@ impl Store {
         window: Window,
         need: u64,
         limit: u64,
+        want: u64,
     ) -> Result<RateTake> {
         for _ in 0..100 {
             let used: Option<i64> = rate_windows::Entity::find()
@@ -54,7 +55,7 @@ impl Store {
             if remaining < need {
                 return Ok(RateTake::Short { left: remaining });
             }
-            let taken = block(remaining, need);
+            let taken = block(remaining, need, want);
             let now_used = as_i64(used_before + taken);
             let won = match used {
                 None => matches!(
