@@ -46,8 +46,16 @@ const SLOW_TAKES: Duration = Duration::from_secs(2);
 /// of its rate limits (its own, then its owner's) and of its credits.
 #[derive(Debug)]
 pub struct Limits {
-    rates: Vec<(RateLimit, Arc<Bucket>)>,
+    rates: Vec<(Rate, Arc<Bucket>)>,
     credits: Option<(Credits, Arc<Bucket>)>,
+}
+
+/// A rate limit as spending reads it.
+#[derive(Debug)]
+struct Rate {
+    /// Shared with every answer about it.
+    name: Arc<str>,
+    limit: RateLimit,
 }
 
 /// What spending found.
@@ -65,7 +73,7 @@ pub enum Outcome {
 /// The state of the rate limit closest to its end after a call.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RateState {
-    pub name: String,
+    pub name: Arc<str>,
     pub limit: u64,
     pub window: Duration,
     /// Calls left in the window, as this replica knows.
@@ -286,7 +294,11 @@ impl Allowances {
         }
         let rate = |prefix: String, l: &RateLimit| {
             let key = Key::Rate(format!("{prefix}/{}", l.name).into());
-            (l.clone(), self.bucket(key))
+            let rate = Rate {
+                name: l.name.as_str().into(),
+                limit: l.clone(),
+            };
+            (rate, self.bucket(key))
         };
         let rates = own
             .iter()
@@ -315,18 +327,19 @@ impl Allowances {
         // 8 of its owner), the one of them with the fewest calls left, and
         // the one that refused it.
         let mut counted: u32 = 0;
-        let mut fewest: Option<(&RateLimit, u64, Duration)> = None;
-        let mut refusing: Option<(&RateLimit, u64, Duration)> = None;
+        let mut fewest: Option<(&Rate, u64, Duration)> = None;
+        let mut refusing: Option<(&Rate, u64, Duration)> = None;
         let mut outcome = Outcome::Admitted;
         let mut credits_remaining = None;
         let refund = |counted: u32| {
-            for (i, (limit, bucket)) in limits.rates.iter().enumerate() {
+            for (i, (rate, bucket)) in limits.rates.iter().enumerate() {
                 if counted & (1 << i) != 0 {
-                    bucket.refund(limit.window_at(at).index, 1);
+                    bucket.refund(rate.limit.window_at(at).index, 1);
                 }
             }
         };
-        for (i, (limit, bucket)) in limits.rates.iter().enumerate() {
+        for (i, (rate, bucket)) in limits.rates.iter().enumerate() {
+            let limit = &rate.limit;
             let window = limit.window_at(at);
             // Whole seconds, rounded up, as the HTTP headers say it.
             let reset = Duration::from_secs(
@@ -342,12 +355,12 @@ impl Allowances {
                 Ok(Take::Spent { remaining }) => {
                     counted |= 1 << i;
                     if fewest.is_none_or(|(_, fewest, _)| remaining < fewest) {
-                        fewest = Some((limit, remaining, reset));
+                        fewest = Some((rate, remaining, reset));
                     }
                 }
                 Ok(Take::Short { remaining }) => {
                     outcome = Outcome::RateLimited { retry_after: reset };
-                    refusing = Some((limit, remaining, reset));
+                    refusing = Some((rate, remaining, reset));
                     break;
                 }
                 Ok(Take::Unlimited) => {}
@@ -386,10 +399,10 @@ impl Allowances {
             (Some(f), Some(r)) => Some(if f.1 < r.1 { f } else { r }),
             (f, r) => f.or(r),
         }
-        .map(|(limit, remaining, reset)| RateState {
-            name: limit.name.clone(),
-            limit: limit.limit,
-            window: limit.window,
+        .map(|(rate, remaining, reset)| RateState {
+            name: Arc::clone(&rate.name),
+            limit: rate.limit.limit,
+            window: rate.limit.window,
             remaining,
             reset,
         });

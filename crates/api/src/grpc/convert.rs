@@ -10,7 +10,6 @@ use crate::audit::{Event, EventKind};
 use crate::clock::Timestamp;
 use crate::error::Error;
 use crate::lifecycle::Expiry;
-use crate::limits::RateState;
 use crate::owner::{OwnerRecord, TokenCounts};
 use crate::token::{Status, TokenRecord};
 use crate::verifier::Verdict;
@@ -137,15 +136,6 @@ pub fn rate_limits_from(field: &str, limits: &[pb::RateLimit]) -> Result<Vec<Rat
             })
         })
         .collect()
-}
-
-pub fn rate_state(r: &RateState) -> pb::RateLimitState {
-    pb::RateLimitState {
-        name: r.name.clone(),
-        limit: i64::try_from(r.limit).unwrap_or(i64::MAX),
-        remaining: i64::try_from(r.remaining).unwrap_or(i64::MAX),
-        reset: Some(duration(r.reset)),
-    }
 }
 
 pub fn owner(r: &OwnerRecord, counts: &TokenCounts) -> pb::Owner {

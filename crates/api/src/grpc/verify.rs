@@ -8,6 +8,7 @@
 //! `latchkey.v1.VerifyResponse`; protobuf lets fields come in any order.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use prost::Message;
 use prost::bytes::{Buf, BufMut};
@@ -16,6 +17,7 @@ use tonic::{Request, Response, Status};
 
 use super::convert;
 use super::pb;
+use crate::limits::RateState;
 use crate::observe::{Api, Observe};
 use crate::token::TokenRecord;
 use crate::verifier::{Snapshot, Verification, Verifier};
@@ -69,16 +71,85 @@ pub struct VerifyReply {
     token: Option<(Arc<Snapshot>, i32)>,
     missing_scopes: Vec<String>,
     credits_remaining: Option<i64>,
-    /// For a token with rate limits: boxed, so that replies about other
-    /// tokens stay small.
-    rate: Option<Box<RateReply>>,
+    retry_after: Option<Duration>,
+    /// `rate_limit`, written as a `latchkey.v1.RateLimitState` without
+    /// building one.
+    rate: Option<RateState>,
 }
 
-/// `retry_after` and `rate_limit`.
-#[derive(Debug, Default)]
-struct RateReply {
-    retry_after: Option<prost_types::Duration>,
-    state: Option<pb::RateLimitState>,
+/// A whole `google.protobuf.Duration` of `d` as field `tag`.
+fn encode_duration(tag: u32, d: Duration, buf: &mut impl BufMut) {
+    let (seconds, nanos) = duration_parts(d);
+    encoding::encode_key(tag, WireType::LengthDelimited, buf);
+    encoding::encode_varint(duration_body_len(d) as u64, buf);
+    if seconds != 0 {
+        encoding::int64::encode(1, &seconds, buf);
+    }
+    if nanos != 0 {
+        encoding::int32::encode(2, &nanos, buf);
+    }
+}
+
+fn duration_parts(d: Duration) -> (i64, i32) {
+    (
+        i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        i32::try_from(d.subsec_nanos()).unwrap_or(0),
+    )
+}
+
+fn duration_body_len(d: Duration) -> usize {
+    let (seconds, nanos) = duration_parts(d);
+    (if seconds == 0 {
+        0
+    } else {
+        encoding::int64::encoded_len(1, &seconds)
+    }) + (if nanos == 0 {
+        0
+    } else {
+        encoding::int32::encoded_len(2, &nanos)
+    })
+}
+
+fn duration_len(tag: u32, d: Duration) -> usize {
+    let body = duration_body_len(d);
+    encoding::key_len(tag) + encoding::encoded_len_varint(body as u64) + body
+}
+
+fn as_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// The body of a `latchkey.v1.RateLimitState`.
+fn rate_body_len(r: &RateState) -> usize {
+    let int = |tag, n: u64| {
+        if n == 0 {
+            0
+        } else {
+            encoding::int64::encoded_len(tag, &as_i64(n))
+        }
+    };
+    let name = if r.name.is_empty() {
+        0
+    } else {
+        encoding::key_len(1) + encoding::encoded_len_varint(r.name.len() as u64) + r.name.len()
+    };
+    name + int(2, r.limit) + int(3, r.remaining) + duration_len(4, r.reset)
+}
+
+fn encode_rate(tag: u32, r: &RateState, buf: &mut impl BufMut) {
+    encoding::encode_key(tag, WireType::LengthDelimited, buf);
+    encoding::encode_varint(rate_body_len(r) as u64, buf);
+    if !r.name.is_empty() {
+        encoding::encode_key(1, WireType::LengthDelimited, buf);
+        encoding::encode_varint(r.name.len() as u64, buf);
+        buf.put_slice(r.name.as_bytes());
+    }
+    for (field, n) in [(2, r.limit), (3, r.remaining)] {
+        if n != 0 {
+            encoding::int64::encode(field, &as_i64(n), buf);
+        }
+    }
+    encode_duration(4, r.reset, buf);
 }
 
 impl VerifyReply {
@@ -92,12 +163,8 @@ impl VerifyReply {
             credits_remaining: checked
                 .credits_remaining
                 .map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
-            rate: (checked.rate.is_some() || checked.retry_after.is_some()).then(|| {
-                Box::new(RateReply {
-                    retry_after: checked.retry_after.map(convert::duration),
-                    state: checked.rate.map(|r| convert::rate_state(&r)),
-                })
-            }),
+            retry_after: checked.retry_after,
+            rate: checked.rate,
         }
     }
 
@@ -128,13 +195,11 @@ impl Message for VerifyReply {
         if let Some(remaining) = &self.credits_remaining {
             encoding::int64::encode(4, remaining, buf);
         }
+        if let Some(after) = self.retry_after {
+            encode_duration(5, after, buf);
+        }
         if let Some(rate) = &self.rate {
-            if let Some(after) = &rate.retry_after {
-                encoding::message::encode(5, after, buf);
-            }
-            if let Some(state) = &rate.state {
-                encoding::message::encode(6, state, buf);
-            }
+            encode_rate(6, rate, buf);
         }
     }
 
@@ -162,15 +227,11 @@ impl Message for VerifyReply {
             .credits_remaining
             .as_ref()
             .map_or(0, |n| encoding::int64::encoded_len(4, n));
-        let rate = self.rate.as_ref().map_or(0, |rate| {
-            rate.retry_after
-                .as_ref()
-                .map_or(0, |d| encoding::message::encoded_len(5, d))
-                + rate
-                    .state
-                    .as_ref()
-                    .map_or(0, |s| encoding::message::encoded_len(6, s))
-        });
+        let rate = self.retry_after.map_or(0, |d| duration_len(5, d))
+            + self.rate.as_ref().map_or(0, |r| {
+                let body = rate_body_len(r);
+                encoding::key_len(6) + encoding::encoded_len_varint(body as u64) + body
+            });
         verdict
             + token
             + encoding::string::encoded_len_repeated(3, &self.missing_scopes)
@@ -267,6 +328,7 @@ mod tests {
                 token: Some((Arc::clone(&snapshot), convert::status(status) as i32)),
                 missing_scopes: missing.clone(),
                 credits_remaining: (verdict == pb::Verdict::Valid).then_some(0),
+                retry_after: None,
                 rate: None,
             };
             let bytes = reply.encode_to_vec();
@@ -281,6 +343,61 @@ mod tests {
                 credits_remaining: (verdict == pb::Verdict::Valid).then_some(0),
                 rate_limit: None,
                 retry_after: None,
+            };
+            assert_eq!(pb::VerifyResponse::decode(&*bytes).unwrap(), expected);
+        }
+    }
+
+    #[test]
+    fn rate_limit_fields_decode_as_built_field_by_field() {
+        let record = record();
+        let snapshot = Arc::new(Snapshot::new(&record, false, render));
+        let states = [
+            RateState {
+                name: "per-second".into(),
+                limit: 50,
+                window: Duration::from_secs(1),
+                remaining: 0,
+                reset: Duration::from_secs(1),
+            },
+            RateState {
+                name: "".into(),
+                limit: 1_000_000_000_000,
+                window: Duration::from_secs(86_400),
+                remaining: 999_999,
+                reset: Duration::ZERO,
+            },
+        ];
+        for (state, retry_after) in [
+            (states[0].clone(), Some(Duration::from_secs(1))),
+            (states[1].clone(), None),
+            (states[0].clone(), Some(Duration::new(3, 5))),
+        ] {
+            let reply = VerifyReply {
+                verdict: pb::Verdict::RateLimited as i32,
+                token: Some((Arc::clone(&snapshot), 1)),
+                missing_scopes: Vec::new(),
+                credits_remaining: Some(7),
+                retry_after,
+                rate: Some(state.clone()),
+            };
+            let bytes = reply.encode_to_vec();
+            assert_eq!(bytes.len(), reply.encoded_len());
+            let expected = pb::VerifyResponse {
+                verdict: pb::Verdict::RateLimited as i32,
+                token: Some(pb::Token {
+                    status: 1,
+                    ..convert::token_without_status(&record)
+                }),
+                missing_scopes: Vec::new(),
+                credits_remaining: Some(7),
+                retry_after: retry_after.map(convert::duration),
+                rate_limit: Some(pb::RateLimitState {
+                    name: state.name.to_string(),
+                    limit: i64::try_from(state.limit).unwrap(),
+                    remaining: i64::try_from(state.remaining).unwrap(),
+                    reset: Some(convert::duration(state.reset)),
+                }),
             };
             assert_eq!(pb::VerifyResponse::decode(&*bytes).unwrap(), expected);
         }
