@@ -429,6 +429,21 @@ impl Allowances {
             }
             return Ok(take);
         }
+        // Boxed: the database's futures are large, and the calls that
+        // spend from what is held should not carry them.
+        Box::pin(self.take_more(bucket, source, need, at)).await
+    }
+
+    /// [`Allowances::take`] when what is held is not enough, or the
+    /// database must say.
+    async fn take_more(
+        &self,
+        bucket: &Arc<Bucket>,
+        source: Source,
+        need: u64,
+        at: Timestamp,
+    ) -> Result<Take, Error> {
+        let window = source.window();
         let _taking = bucket.taking.lock().await;
         // Another call may have taken meanwhile.
         if let Some((take, _)) = bucket.spend_held(window, need) {
