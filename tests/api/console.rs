@@ -511,6 +511,14 @@ async fn console_changes_tokens_only_with_a_session_and_its_csrf_token(backend: 
             encode(&[("owner", "user-7")]),
         ),
         (
+            "/console/owners/limits".to_owned(),
+            encode(&[("owner", "user-7"), ("rate_limits", "a=1/1s")]),
+        ),
+        (
+            format!("/console/tokens/{id}/update"),
+            encode(&[("rate_limits", "a=1/1s"), ("credits", "5")]),
+        ),
+        (
             "/console/owners/delete".to_owned(),
             encode(&[("owner", "user-7")]),
         ),

@@ -11,6 +11,7 @@ use crate::helpers::*;
 use crate::on_both_databases;
 
 on_both_databases!(
+    the_console_sets_limits_and_refuses_what_does_not_read,
     new_limits_apply_at_once_and_are_audited,
     credits_refill_at_each_period,
     bad_limit_changes_are_refused_by_name,
@@ -313,4 +314,129 @@ async fn bad_limit_changes_are_refused_by_name(backend: Backend) {
     assert!(crate::console::tokens_of(&app, "user-2").await.is_empty());
     let trail = kinds_and_details(&app, &token.id).await;
     assert_eq!(trail.len(), 1, "{trail:?}");
+}
+
+async fn the_console_sets_limits_and_refuses_what_does_not_read(backend: Backend) {
+    use crate::console::{Page as _, encode, request, sign_in};
+    let app = spawn_app_with(backend, |s| {
+        s.http_addr = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let addr = app.http_addr.unwrap();
+    let (token, _) = app.create_token("team-1", &[]).await;
+    let (_, session) = sign_in(addr, ADMIN_TOKEN).await;
+    let session = session.unwrap();
+    let token_page = format!("/console/tokens/{}", token.id);
+    let page = request(addr, "GET", &token_page, Some(&session), "").await;
+    let csrf = page.csrf();
+    let post = |path: String, fields: Vec<(&str, &str)>| {
+        let body = format!("{}&csrf={csrf}", encode(&fields));
+        let session = session.clone();
+        async move { request(addr, "POST", &path, Some(&session), &body).await }
+    };
+    let get = |app: &TestApp| {
+        let mut admin = app.admin.clone();
+        let request = app.admin_request(pb::GetTokenRequest {
+            id: token.id.clone(),
+        });
+        async move { admin.get_token(request).await.unwrap().into_inner() }
+    };
+    let update = format!("/console/tokens/{}/update", token.id);
+
+    // What does not read, or what the lifecycle refuses, is named, and
+    // nothing changes.
+    for (fields, says) in [
+        (vec![("rate_limits", "per-second=fifty/1s")], "rate_limits"),
+        (vec![("rate_limits", "per-second")], "rate_limits"),
+        (vec![("rate_limits", "per-second=5/soon")], "rate_limits"),
+        (
+            vec![("rate_limits", "a b=5/1s")],
+            "token.rate_limits[0].name",
+        ),
+        (
+            vec![("rate_limits", "a=5/1500ms")],
+            "token.rate_limits[0].window",
+        ),
+        (vec![("credits", "-3")], "credits"),
+        (vec![("credits", "5"), ("refill", "10")], "refill"),
+        (
+            vec![("credits", "5"), ("refill", "10/30s")],
+            "token.credits.refill.interval",
+        ),
+    ] {
+        let refused = post(update.clone(), fields.clone()).await;
+        assert_eq!(refused.status, 400, "{fields:?}: {}", refused.body);
+        assert!(refused.body.contains(says), "{says}: {}", refused.body);
+    }
+    let unchanged = get(&app).await;
+    assert!(unchanged.rate_limits.is_empty() && unchanged.credits.is_none());
+
+    let saved = post(
+        update.clone(),
+        vec![("rate_limits", "per-second=50/1s, per-day=1000/1d")],
+    )
+    .await;
+    assert_eq!(saved.status, 303, "{}", saved.body);
+    let saved = post(
+        update.clone(),
+        vec![("credits", "25"), ("refill", "100/1d")],
+    )
+    .await;
+    assert_eq!(saved.status, 303, "{}", saved.body);
+    let got = get(&app).await;
+    assert_eq!(
+        got.rate_limits
+            .iter()
+            .map(|l| (l.name.as_str(), l.limit, l.window.unwrap().seconds))
+            .collect::<Vec<_>>(),
+        [("per-second", 50, 1), ("per-day", 1000, 86_400)]
+    );
+    let credits = got.credits.unwrap();
+    assert_eq!(
+        (credits.remaining, credits.refill.unwrap().amount),
+        (25, 100)
+    );
+    let page = request(addr, "GET", &token_page, Some(&session), "").await;
+    assert!(
+        page.body
+            .contains(r#"value="per-second=50/1s, per-day=1000/1day""#),
+        "{}",
+        page.body
+    );
+    // Blank credits: unlimited again.
+    let saved = post(update.clone(), vec![("credits", ""), ("refill", "")]).await;
+    assert_eq!(saved.status, 303);
+    assert!(get(&app).await.credits.is_none());
+
+    // The owner's limits.
+    let saved = post(
+        "/console/owners/limits".to_owned(),
+        vec![("owner", "team-1"), ("rate_limits", "per-minute=600/1m")],
+    )
+    .await;
+    assert_eq!(saved.status, 303, "{}", saved.body);
+    let owner_page = request(
+        addr,
+        "GET",
+        "/console/owners?owner=team-1",
+        Some(&session),
+        "",
+    )
+    .await;
+    assert!(
+        owner_page.body.contains("600 per 1m (per-minute)"),
+        "{}",
+        owner_page.body
+    );
+    let refused = post(
+        "/console/owners/limits".to_owned(),
+        vec![("owner", "team-1"), ("rate_limits", "x=0/1m")],
+    )
+    .await;
+    assert_eq!(refused.status, 400);
+    assert!(
+        refused.body.contains("rate_limits[0].limit"),
+        "{}",
+        refused.body
+    );
 }

@@ -14,6 +14,7 @@
 //! of its own). Every answer carries a strict Content-Security-Policy.
 
 mod exchange;
+mod limits;
 mod owners;
 mod pages;
 mod tokens;

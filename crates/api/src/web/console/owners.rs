@@ -25,6 +25,7 @@ pub(super) fn routes() -> Router<Arc<WebApi>> {
         .route("/console/owners", get(owner_page))
         .route("/console/owners/disable", post(disable))
         .route("/console/owners/enable", post(enable))
+        .route("/console/owners/limits", post(set_limits))
         .route(
             "/console/owners/delete",
             get(confirm_delete).post(delete_tokens),
@@ -90,6 +91,18 @@ async fn disable(State(api): State<Arc<WebApi>>, request: Request<Body>) -> Resp
     change(api, request, |lifecycle, owner, form, actor| async move {
         lifecycle
             .disable_owner(&owner, form.text("reason"), actor)
+            .await
+            .map(drop)
+    })
+    .await
+}
+
+async fn set_limits(State(api): State<Arc<WebApi>>, request: Request<Body>) -> Response {
+    change(api, request, |lifecycle, owner, form, actor| async move {
+        let limits = super::limits::rate_limits(form.get("rate_limits").map(|v| v.as_str()))?
+            .unwrap_or_default();
+        lifecycle
+            .set_owner_limits(&owner, &limits, actor)
             .await
             .map(drop)
     })

@@ -7,6 +7,7 @@ use askama::Template;
 use axum::response::{Html, IntoResponse, Response};
 use hyper::StatusCode;
 
+use super::limits;
 use crate::audit::Event;
 use crate::clock::Timestamp;
 use crate::console::Session;
@@ -14,7 +15,6 @@ use crate::lifecycle::KeyUsage;
 use crate::owner::{OwnerRecord, TokenCounts};
 use crate::token::{Secret, Status, TokenRecord};
 use crate::web::api::Console;
-use latchkey_core::limit::{Credits, RateLimit};
 
 /// How long a renewed token's old secret may keep working: (seconds, label).
 pub(super) const GRACE_PERIODS: [(u64, &str); 4] = [
@@ -157,29 +157,9 @@ struct TokenView {
     replaced_by: Option<String>,
     /// Its rate limits and credits, in words; "none" if it has neither.
     limits: String,
-}
-
-/// Rate limits as "50 per 1s (per-second)", and credits, in words.
-fn limits_in_words(rate_limits: &[RateLimit], credits: Option<&Credits>, now: Timestamp) -> String {
-    let span = humantime::format_duration;
-    let mut words: Vec<String> = (rate_limits.iter())
-        .map(|l| format!("{} per {} ({})", l.limit, span(l.window), l.name))
-        .collect();
-    if let Some(c) = credits {
-        words.push(format!("{} credits left", c.remaining_at(now)));
-        if let Some(r) = c.refill {
-            words.push(format!(
-                "refilled to {} every {}",
-                r.amount,
-                span(r.interval)
-            ));
-        }
-    }
-    if words.is_empty() {
-        "none".to_owned()
-    } else {
-        words.join(", ")
-    }
+    /// Its rate limits, its credits left, and their refill, as the forms
+    /// write them.
+    limit_fields: [String; 3],
 }
 
 /// `owner=…`, encoded for a URL.
@@ -217,7 +197,8 @@ impl TokenView {
             revoke_reason: t.revoke_reason.clone(),
             replaces: t.replaces.map(|id| id.to_string()),
             replaced_by: t.replaced_by.map(|id| id.to_string()),
-            limits: limits_in_words(&t.rate_limits, t.credits.as_ref(), now),
+            limits: limits::in_words(&t.rate_limits, t.credits.as_ref(), now),
+            limit_fields: limits::fields(&t.rate_limits, t.credits.as_ref(), now),
         }
     }
 }
@@ -426,8 +407,10 @@ struct OwnerView {
     counts: TokenCounts,
     tokens_link: String,
     page_link: String,
-    /// The rate limits its tokens share, in words.
+    /// The rate limits its tokens share, in words, and as the form writes
+    /// them.
     limits: String,
+    limits_field: String,
 }
 
 impl OwnerView {
@@ -440,7 +423,8 @@ impl OwnerView {
             counts: *counts,
             tokens_link: format!("/console/?{query}"),
             page_link: owner_page_link(&record.owner),
-            limits: limits_in_words(&record.rate_limits, None, Timestamp::from_micros(0)),
+            limits: limits::in_words(&record.rate_limits, None, Timestamp::from_micros(0)),
+            limits_field: limits::written(&record.rate_limits),
         }
     }
 }

@@ -333,6 +333,13 @@ async fn update(
             let patch = TokenPatch {
                 name: form.get("name").map(|v| v.trim().to_owned()),
                 description: form.get("description").map(|v| v.trim().to_owned()),
+                rate_limits: super::limits::rate_limits(
+                    form.get("rate_limits").map(|v| v.as_str()),
+                )?,
+                credits: super::limits::credits(
+                    form.get("credits").map(|v| v.as_str()),
+                    form.get("refill").map(|v| v.as_str()),
+                )?,
                 ..TokenPatch::default()
             };
             lifecycle.update(id, patch, actor).await?;
