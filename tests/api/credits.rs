@@ -39,7 +39,7 @@ async fn with_credits(
     (created.token.unwrap(), created.secret)
 }
 
-async fn verify_costing(
+pub(crate) async fn verify_costing(
     app: &TestApp,
     secret: &str,
     scopes: &[&str],

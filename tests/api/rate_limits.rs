@@ -10,6 +10,7 @@ use latchkey::grpc::pb;
 use tonic::Code;
 
 use crate::console::{request as console_request, sign_in, tokens_of};
+use crate::credits::verify_costing;
 use crate::ext_authz::{check, check_request, denial, headers};
 use crate::helpers::*;
 use crate::introspection::{introspect, resource_server};
@@ -71,16 +72,7 @@ async fn verify(
     scopes: &[&str],
     cost: Option<i64>,
 ) -> pb::VerifyResponse {
-    app.verifier
-        .clone()
-        .verify(pb::VerifyRequest {
-            token: secret.to_owned(),
-            required_scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
-            cost,
-        })
-        .await
-        .unwrap()
-        .into_inner()
+    verify_costing(app, secret, scopes, cost).await.unwrap()
 }
 
 /// The verdicts of `calls` concurrent Verify calls on each of `secrets`.
