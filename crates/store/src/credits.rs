@@ -10,7 +10,7 @@ use uuid::Uuid;
 use crate::connection::Store;
 use crate::entity::tokens;
 use crate::error::{Result, StoreError};
-use crate::limit_rows::{block, credits_of};
+use crate::limit_rows::{as_i64, block, credits_of};
 use latchkey_core::audit::{Event, EventKind};
 use latchkey_core::clock::Timestamp;
 
@@ -132,8 +132,4 @@ impl Store {
             .await?;
         Ok(())
     }
-}
-
-fn as_i64(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
 }

@@ -61,18 +61,25 @@ pub(crate) fn decode(text: &str) -> anyhow::Result<Vec<RateLimit>> {
         .collect())
 }
 
-/// The stored form of credits: remaining, refill amount, refill interval
-/// (seconds) and period, each NULL where there is none.
-pub(crate) fn credit_columns(credits: Option<&Credits>) -> [Option<i64>; 4] {
-    let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+/// A count as stored (BIGINT), saturating.
+pub(crate) fn as_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// The stored form of credits: remaining, refill amount and refill
+/// interval (seconds), each NULL where there is none, and the period (0
+/// for none).
+pub(crate) fn credit_columns(
+    credits: Option<&Credits>,
+) -> (Option<i64>, Option<i64>, Option<i64>, i64) {
     match credits {
-        None => [None; 4],
-        Some(c) => [
-            Some(n(c.remaining)),
-            c.refill.map(|r| n(r.amount)),
-            c.refill.map(|r| n(r.interval.as_secs())),
-            Some(c.period),
-        ],
+        None => (None, None, None, 0),
+        Some(c) => (
+            Some(as_i64(c.remaining)),
+            c.refill.map(|r| as_i64(r.amount)),
+            c.refill.map(|r| as_i64(r.interval.as_secs())),
+            c.period,
+        ),
     }
 }
 

@@ -1,6 +1,5 @@
-//! Rate limits: their stored form (`tokens.rate_limits`,
-//! `owners.rate_limits`), and `rate_windows`, the calls taken in each
-//! window. A replica takes a block of a window's calls with one
+//! Rate limits' windows: `rate_windows`, the calls taken in each window
+//! (the limits themselves are stored by [`crate::limit_rows`]). A replica takes a block of a window's calls with one
 //! compare-and-set statement and admits them in memory, as with credits,
 //! so however many replicas admit, a window never admits more than its
 //! limit.
@@ -13,7 +12,7 @@ use sea_orm::{
 use crate::connection::Store;
 use crate::entity::rate_windows;
 use crate::error::{Result, StoreError};
-use crate::limit_rows::block;
+use crate::limit_rows::{as_i64, block};
 use latchkey_core::clock::Timestamp;
 use latchkey_core::limit::Window;
 
@@ -105,8 +104,4 @@ impl Store {
             .await?
             .rows_affected)
     }
-}
-
-fn as_i64(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
 }

@@ -300,15 +300,12 @@ impl Txn {
             );
         }
         if let Some(credits) = &patch.credits {
-            let [remaining, amount, interval, period] = credit_columns(credits.as_ref());
+            let (remaining, amount, interval, period) = credit_columns(credits.as_ref());
             update = update
                 .col_expr(tokens::Column::CreditsRemaining, Expr::value(remaining))
                 .col_expr(tokens::Column::CreditsRefillAmount, Expr::value(amount))
                 .col_expr(tokens::Column::CreditsRefillInterval, Expr::value(interval))
-                .col_expr(
-                    tokens::Column::CreditsPeriod,
-                    Expr::value(period.unwrap_or(0)),
-                )
+                .col_expr(tokens::Column::CreditsPeriod, Expr::value(period))
                 .col_expr(
                     tokens::Column::CreditsGeneration,
                     Expr::col(tokens::Column::CreditsGeneration).add(1i64),
@@ -527,6 +524,7 @@ fn to_active_model(row: &NewRow<'_>) -> tokens::ActiveModel {
         digest,
         key_id,
     } = *row;
+    let (remaining, refill_amount, refill_interval, period) = credit_columns(r.credits.as_ref());
     tokens::ActiveModel {
         id: Set(r.id),
         owner: Set(r.owner.clone()),
@@ -548,10 +546,10 @@ fn to_active_model(row: &NewRow<'_>) -> tokens::ActiveModel {
         replaced_by: Set(r.replaced_by),
         idle_reset_time: Set(r.idle_reset_time.map(Timestamp::as_micros)),
         self_renewed: Set(r.self_renewed),
-        credits_remaining: Set(credit_columns(r.credits.as_ref())[0]),
-        credits_refill_amount: Set(credit_columns(r.credits.as_ref())[1]),
-        credits_refill_interval: Set(credit_columns(r.credits.as_ref())[2]),
-        credits_period: Set(r.credits.map_or(0, |c| c.period)),
+        credits_remaining: Set(remaining),
+        credits_refill_amount: Set(refill_amount),
+        credits_refill_interval: Set(refill_interval),
+        credits_period: Set(period),
         credits_generation: Set(r.credits.map_or(0, |c| c.generation)),
         rate_limits: Set(crate::limit_rows::encode(&r.rate_limits)),
     }
