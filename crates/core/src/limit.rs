@@ -170,6 +170,13 @@ pub struct Window {
     pub end: Timestamp,
 }
 
+impl Window {
+    /// How long after `at` the window ends (zero if it has).
+    pub fn left_after(&self, at: Timestamp) -> Duration {
+        Duration::from_micros(u64::try_from(self.end.as_micros() - at.as_micros()).unwrap_or(0))
+    }
+}
+
 /// Checks a set of rate limits for `field`: at most [`MAX_RATE_LIMITS`],
 /// names well-formed and unique, limits between 1 and [`MAX_RATE`],
 /// windows whole seconds between [`MIN_WINDOW`] and [`MAX_WINDOW`].

@@ -342,11 +342,8 @@ impl Allowances {
             let limit = &rate.limit;
             let window = limit.window_at(at);
             // Whole seconds, rounded up, as the HTTP headers say it.
-            let reset = Duration::from_secs(
-                u64::try_from(window.end.as_micros() - at.as_micros())
-                    .unwrap_or(0)
-                    .div_ceil(1_000_000),
-            );
+            let left = window.left_after(at);
+            let reset = Duration::from_secs(left.as_secs() + u64::from(left.subsec_nanos() > 0));
             let source = Source::Rate {
                 limit: limit.limit,
                 window,
@@ -453,12 +450,7 @@ impl Allowances {
         let need_more = need.saturating_sub(held).max(1);
         let short = match source {
             Source::Credits { .. } => Instant::now() + SHORT_CREDITS_RECHECK,
-            Source::Rate { window, .. } => {
-                Instant::now()
-                    + Duration::from_micros(
-                        u64::try_from(window.end.as_micros() - at.as_micros()).unwrap_or(0),
-                    )
-            }
+            Source::Rate { window, .. } => Instant::now() + window.left_after(at),
         };
         let want = bucket.want();
         let (taken, left) = match take_from_database(

@@ -145,8 +145,9 @@ impl Authorization for ExtAuthzService {
 /// For a token with rate limits, the headers of the IETF draft
 /// "RateLimit header fields for HTTP" (`RateLimit-Policy: "name";q=..;w=..`
 /// and `RateLimit: "name";r=..;t=..`, for the limit with the fewest calls
-/// left), and `Retry-After` (seconds, rounded up) when it refused: on the
-/// client's response, allowed or not.
+/// left), and `Retry-After` when it refused: on the client's response,
+/// allowed or not. Both times are whole seconds already, rounded up where
+/// the limits are spent.
 fn rate_limit_headers(
     rate: Option<&RateState>,
     retry_after: Option<Duration>,
@@ -164,19 +165,14 @@ fn rate_limit_headers(
                 "\"{}\";r={};t={}",
                 rate.name,
                 rate.remaining,
-                seconds_up(rate.reset)
+                rate.reset.as_secs()
             ),
         ));
     }
     if let Some(after) = retry_after {
-        headers.push(header("retry-after", seconds_up(after).to_string()));
+        headers.push(header("retry-after", after.as_secs().to_string()));
     }
     headers
-}
-
-/// Whole seconds, rounded up.
-fn seconds_up(d: Duration) -> u64 {
-    d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
 impl ExtAuthzService {
