@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use clap::{Args, Subcommand, ValueEnum};
+use latchkey_core::limit::{RateLimit, Refill, parse_rate_limit, parse_refill};
 
 pub use run::run;
 
@@ -183,8 +184,8 @@ pub enum OwnerCommand {
         owner: String,
         /// A rate limit as NAME=LIMIT/WINDOW, such as per-minute=600/1m;
         /// repeat for more.
-        #[arg(long = "rate-limit", value_name = "NAME=LIMIT/WINDOW", value_parser = rate_limit)]
-        rate_limits: Vec<RateLimitArg>,
+        #[arg(long = "rate-limit", value_name = "NAME=LIMIT/WINDOW", value_parser = parse_rate_limit)]
+        rate_limits: Vec<RateLimit>,
     },
     /// Delete every token of the owner (asks first on a terminal).
     DeleteTokens {
@@ -234,46 +235,12 @@ pub struct LimitArgs {
     pub credits: Option<i64>,
     /// Set the credits to AMOUNT at every INTERVAL (aligned to the epoch),
     /// such as 1000/1d; needs --credits.
-    #[arg(long, value_name = "AMOUNT/INTERVAL", value_parser = refill, requires = "credits")]
-    pub refill: Option<(i64, Duration)>,
+    #[arg(long, value_name = "AMOUNT/INTERVAL", value_parser = parse_refill, requires = "credits")]
+    pub refill: Option<Refill>,
     /// A rate limit as NAME=LIMIT/WINDOW, such as per-second=50/1s;
     /// repeat for more.
-    #[arg(long = "rate-limit", value_name = "NAME=LIMIT/WINDOW", value_parser = rate_limit)]
-    pub rate_limits: Vec<RateLimitArg>,
-}
-
-/// AMOUNT/INTERVAL.
-fn refill(text: &str) -> Result<(i64, Duration), String> {
-    let usage = "expected AMOUNT/INTERVAL, such as 1000/1d";
-    let (amount, interval) = text.split_once('/').ok_or(usage)?;
-    Ok((
-        amount
-            .parse()
-            .map_err(|_| format!("{amount:?} is not a number ({usage})"))?,
-        duration(interval)?,
-    ))
-}
-
-/// A rate limit given on the command line.
-#[derive(Clone, Debug)]
-pub struct RateLimitArg {
-    pub name: String,
-    pub limit: i64,
-    pub window: Duration,
-}
-
-/// NAME=LIMIT/WINDOW.
-fn rate_limit(text: &str) -> Result<RateLimitArg, String> {
-    let usage = "expected NAME=LIMIT/WINDOW, such as per-second=50/1s";
-    let (name, rest) = text.split_once('=').ok_or(usage)?;
-    let (limit, window) = rest.split_once('/').ok_or(usage)?;
-    Ok(RateLimitArg {
-        name: name.to_owned(),
-        limit: limit
-            .parse()
-            .map_err(|_| format!("{limit:?} is not a number ({usage})"))?,
-        window: duration(window)?,
-    })
+    #[arg(long = "rate-limit", value_name = "NAME=LIMIT/WINDOW", value_parser = parse_rate_limit)]
+    pub rate_limits: Vec<RateLimit>,
 }
 
 fn key_value(text: &str) -> Result<(String, String), String> {

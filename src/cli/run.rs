@@ -7,9 +7,10 @@ use latchkey_client::{Client, Error, pb};
 
 use super::render;
 use super::{
-    ClientArgs, ClientCommand, EventsArgs, Expiry, LimitArgs, Output, OwnerCommand, RateLimitArg,
-    Status, TokenCommand,
+    ClientArgs, ClientCommand, EventsArgs, Expiry, LimitArgs, Output, OwnerCommand, Status,
+    TokenCommand,
 };
+use latchkey_core::limit::RateLimit;
 
 /// Runs `command` against the server `args` name; prints the answer to
 /// stdout and any error to stderr. Exit status 0 on success; 1 on an error,
@@ -168,10 +169,10 @@ fn credits_message(limits: &LimitArgs) -> anyhow::Result<Option<pb::Credits>> {
                 remaining,
                 refill: limits
                     .refill
-                    .map(|(amount, interval)| {
+                    .map(|r| {
                         Ok::<_, anyhow::Error>(pb::CreditsRefill {
-                            amount,
-                            interval: Some(proto_duration(interval, "--refill")?),
+                            amount: i64::try_from(r.amount)?,
+                            interval: Some(proto_duration(r.interval, "--refill")?),
                         })
                     })
                     .transpose()?,
@@ -180,13 +181,13 @@ fn credits_message(limits: &LimitArgs) -> anyhow::Result<Option<pb::Credits>> {
         .transpose()
 }
 
-fn rate_limits_message(limits: Vec<RateLimitArg>) -> anyhow::Result<Vec<pb::RateLimit>> {
+fn rate_limits_message(limits: Vec<RateLimit>) -> anyhow::Result<Vec<pb::RateLimit>> {
     limits
         .into_iter()
         .map(|l| {
             Ok(pb::RateLimit {
                 name: l.name,
-                limit: l.limit,
+                limit: i64::try_from(l.limit)?,
                 window: Some(proto_duration(l.window, "--rate-limit")?),
             })
         })

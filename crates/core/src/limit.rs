@@ -177,6 +177,52 @@ impl Window {
     }
 }
 
+/// A rate limit as the CLI and the console write it: `NAME=LIMIT/WINDOW`,
+/// such as `per-second=50/1s` (the window as humantime reads it: `1s`,
+/// `1m`, `1h`, `1d`). Checked later, by [`check_rate_limits`].
+///
+/// # Errors
+/// What does not read, and how to write it.
+pub fn parse_rate_limit(text: &str) -> Result<RateLimit, String> {
+    let usage = "expected NAME=LIMIT/WINDOW, such as per-second=50/1s";
+    let (name, rest) = text.split_once('=').ok_or(usage)?;
+    let (limit, window) = rest.split_once('/').ok_or(usage)?;
+    Ok(RateLimit {
+        name: name.trim().to_owned(),
+        limit: count(limit, usage)?,
+        window: span(window)?,
+    })
+}
+
+/// A refill as the CLI and the console write it: `AMOUNT/INTERVAL`, such
+/// as `1000/1d`. Checked later, by [`check_credits`].
+///
+/// # Errors
+/// What does not read, and how to write it.
+pub fn parse_refill(text: &str) -> Result<Refill, String> {
+    let usage = "expected AMOUNT/INTERVAL, such as 1000/1d";
+    let (amount, interval) = text.split_once('/').ok_or(usage)?;
+    Ok(Refill {
+        amount: count(amount, usage)?,
+        interval: span(interval)?,
+    })
+}
+
+fn count(text: &str, usage: &str) -> Result<u64, String> {
+    text.trim()
+        .parse()
+        .map_err(|_| format!("{:?} is not a number ({usage})", text.trim()))
+}
+
+fn span(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim()).map_err(|_| {
+        format!(
+            "{:?} is not a duration such as 1s, 1m, 1h or 1d",
+            text.trim()
+        )
+    })
+}
+
 /// Checks a set of rate limits for `field`: at most [`MAX_RATE_LIMITS`],
 /// names well-formed and unique, limits between 1 and [`MAX_RATE`],
 /// windows whole seconds between [`MIN_WINDOW`] and [`MAX_WINDOW`].
@@ -272,6 +318,29 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn limits_read_as_the_cli_and_console_write_them() {
+        assert_eq!(
+            parse_rate_limit("per-second=50/1s"),
+            Ok(limit("per-second", 50, 1))
+        );
+        assert_eq!(
+            parse_rate_limit(" day = 7 / 1d "),
+            Ok(limit("day", 7, 86_400))
+        );
+        for bad in ["per-second", "a=5", "a=x/1s", "a=-5/1s", "a=5/soon"] {
+            assert!(parse_rate_limit(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            parse_refill("1000/1d"),
+            Ok(Refill {
+                amount: 1000,
+                interval: Duration::from_secs(86_400)
+            })
+        );
+        assert!(parse_refill("10").is_err() && parse_refill("x/1d").is_err());
     }
 
     #[test]

@@ -3,15 +3,14 @@
 //! CLI's `--rate-limit`), credits as a count with an optional refill
 //! (`1000/1d`). The lifecycle checks what they say; this only reads them.
 
-use std::time::Duration;
-
-use latchkey_core::limit::{Credits, RateLimit, Refill};
+use latchkey_core::limit::{Credits, RateLimit, parse_rate_limit, parse_refill};
 
 use crate::clock::Timestamp;
 
 use crate::error::Error;
 
-/// A form's `rate_limits` field, if it has one; blank: none.
+/// A form's `rate_limits` field, if it has one: `NAME=LIMIT/WINDOW`
+/// pairs, comma-separated; blank: none.
 ///
 /// # Errors
 /// `InvalidArgument` naming `rate_limits` for what does not read.
@@ -19,26 +18,10 @@ pub(super) fn rate_limits(field: Option<&str>) -> Result<Option<Vec<RateLimit>>,
     let Some(text) = field else {
         return Ok(None);
     };
-    let usage = "write NAME=LIMIT/WINDOW, comma-separated, such as per-second=50/1s";
     text.split(',')
         .map(str::trim)
         .filter(|part| !part.is_empty())
-        .map(|part| {
-            let (name, rest) = part
-                .split_once('=')
-                .ok_or_else(|| Error::invalid("rate_limits", usage))?;
-            let (limit, window) = rest
-                .split_once('/')
-                .ok_or_else(|| Error::invalid("rate_limits", usage))?;
-            Ok(RateLimit {
-                name: name.trim().to_owned(),
-                limit: limit
-                    .trim()
-                    .parse()
-                    .map_err(|_| Error::invalid("rate_limits", usage))?,
-                window: span("rate_limits", window)?,
-            })
-        })
+        .map(|part| parse_rate_limit(part).map_err(|why| Error::invalid("rate_limits", why)))
         .collect::<Result<_, _>>()
         .map(Some)
 }
@@ -64,19 +47,7 @@ pub(super) fn credits(
         .map_err(|_| Error::invalid("credits", "a whole number, or blank for unlimited"))?;
     let refill = match refill.map_or("", str::trim) {
         "" => None,
-        text => {
-            let usage = "write AMOUNT/INTERVAL, such as 1000/1d, or leave it blank";
-            let (amount, interval) = text
-                .split_once('/')
-                .ok_or_else(|| Error::invalid("refill", usage))?;
-            Some(Refill {
-                amount: amount
-                    .trim()
-                    .parse()
-                    .map_err(|_| Error::invalid("refill", usage))?,
-                interval: span("refill", interval)?,
-            })
-        }
+        text => Some(parse_refill(text).map_err(|why| Error::invalid("refill", why))?),
     };
     Ok(Some(Some(Credits {
         remaining,
@@ -84,18 +55,6 @@ pub(super) fn credits(
         period: 0,
         generation: 0,
     })))
-}
-
-fn span(field: &str, text: &str) -> Result<Duration, Error> {
-    humantime::parse_duration(text.trim()).map_err(|_| {
-        Error::invalid(
-            field,
-            format!(
-                "{:?} is not a duration such as 1s, 1m, 1h or 1d",
-                text.trim()
-            ),
-        )
-    })
 }
 
 /// Rate limits as the form writes them.
