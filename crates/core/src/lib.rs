@@ -14,6 +14,7 @@ pub mod cache;
 pub mod changes;
 pub mod clock;
 pub mod credential;
+pub mod field;
 pub mod limit;
 pub mod lookups;
 pub mod memory;

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use crate::clock::Timestamp;
+use crate::field::FieldError;
 
 /// The most usage credits a token may be given (and a refill's amount).
 pub const MAX_CREDITS: u64 = 1_000_000_000_000_000;
@@ -60,6 +61,12 @@ impl Credits {
         credits
     }
 
+    /// What a renewal's replacement starts with at `now`: what is left
+    /// then, under the same refill.
+    pub fn carried_over(&self, now: Timestamp) -> Credits {
+        Credits::new(self.remaining_at(now), self.refill, now, 0)
+    }
+
     /// The refill period that holds `at` (0 without refills).
     pub fn period_at(&self, at: Timestamp) -> i64 {
         self.refill.map_or(0, |r| {
@@ -103,21 +110,21 @@ impl Credits {
 /// Checks credits given for `field`.
 ///
 /// # Errors
-/// `(path, reason)` for the first fault found.
+/// The path of the first fault found, and what is wrong.
 pub fn check_credits(
     field: &str,
     remaining: u64,
     refill: Option<Refill>,
-) -> Result<(), (String, String)> {
+) -> Result<(), FieldError> {
     if remaining > MAX_CREDITS {
-        return Err((
+        return Err(FieldError::new(
             format!("{field}.remaining"),
             format!("from 0 to {MAX_CREDITS}"),
         ));
     }
     if let Some(r) = refill {
         if r.amount > MAX_CREDITS {
-            return Err((
+            return Err(FieldError::new(
                 format!("{field}.refill.amount"),
                 format!("from 0 to {MAX_CREDITS}"),
             ));
@@ -126,7 +133,7 @@ pub fn check_credits(
             || r.interval > MAX_REFILL_INTERVAL
             || r.interval.subsec_nanos() != 0
         {
-            return Err((
+            return Err(FieldError::new(
                 format!("{field}.refill.interval"),
                 "must be whole seconds, from 1 minute to 366 days".to_owned(),
             ));
@@ -226,13 +233,12 @@ fn span(text: &str) -> Result<Duration, String> {
 /// Checks a set of rate limits for `field`: at most [`MAX_RATE_LIMITS`],
 /// names well-formed and unique, limits between 1 and [`MAX_RATE`],
 /// windows whole seconds between [`MIN_WINDOW`] and [`MAX_WINDOW`].
-/// Returns the field path and what is wrong.
 ///
 /// # Errors
-/// `(path, reason)` for the first fault found.
-pub fn check_rate_limits(field: &str, limits: &[RateLimit]) -> Result<(), (String, String)> {
+/// The path of the first fault found, and what is wrong.
+pub fn check_rate_limits(field: &str, limits: &[RateLimit]) -> Result<(), FieldError> {
     if limits.len() > MAX_RATE_LIMITS {
-        return Err((
+        return Err(FieldError::new(
             field.to_owned(),
             format!("at most {MAX_RATE_LIMITS} rate limits"),
         ));
@@ -240,7 +246,7 @@ pub fn check_rate_limits(field: &str, limits: &[RateLimit]) -> Result<(), (Strin
     for (i, l) in limits.iter().enumerate() {
         let at = |part: &str| format!("{field}[{i}].{part}");
         if l.name.is_empty() || l.name.chars().count() > MAX_RATE_LIMIT_NAME_CHARS {
-            return Err((
+            return Err(FieldError::new(
                 at("name"),
                 format!("must be 1 to {MAX_RATE_LIMIT_NAME_CHARS} characters"),
             ));
@@ -250,19 +256,25 @@ pub fn check_rate_limits(field: &str, limits: &[RateLimit]) -> Result<(), (Strin
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         {
-            return Err((
+            return Err(FieldError::new(
                 at("name"),
                 "may hold only letters, digits, '-', '_' and '.'".to_owned(),
             ));
         }
         if limits[..i].iter().any(|other| other.name == l.name) {
-            return Err((at("name"), format!("{:?} is named twice", l.name)));
+            return Err(FieldError::new(
+                at("name"),
+                format!("{:?} is named twice", l.name),
+            ));
         }
         if l.limit == 0 || l.limit > MAX_RATE {
-            return Err((at("limit"), format!("must be between 1 and {MAX_RATE}")));
+            return Err(FieldError::new(
+                at("limit"),
+                format!("must be between 1 and {MAX_RATE}"),
+            ));
         }
         if l.window < MIN_WINDOW || l.window > MAX_WINDOW || l.window.subsec_nanos() != 0 {
-            return Err((
+            return Err(FieldError::new(
                 at("window"),
                 "must be whole seconds, from 1 second to 31 days".to_owned(),
             ));
@@ -366,8 +378,8 @@ mod tests {
             (vec![limit("a", 1, 1); 9], "limits"),
         ];
         for (limits, path) in bad {
-            let (got, _) = check_rate_limits("limits", &limits).unwrap_err();
-            assert_eq!(got, path);
+            let got = check_rate_limits("limits", &limits).unwrap_err();
+            assert_eq!(got.field, path);
         }
         let mut fraction = limit("a", 1, 1);
         fraction.window = Duration::from_millis(1500);

@@ -12,6 +12,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use crate::clock::Timestamp;
+pub use crate::field::FieldError;
 use crate::limit::{Credits, RateLimit};
 
 pub use digest::{Digest, KeyRing, TokenKey};
@@ -196,22 +197,6 @@ impl Lifetime {
         let timeout = Duration::from_micros(self.idle_timeout_micros?.get());
         let since = unwritten_use.map_or(self.idle_since, |u| u.max(self.idle_since));
         Some(since.checked_add(timeout).unwrap_or(Timestamp::MAX))
-    }
-}
-
-/// A field that breaks a rule: the field's name as the API spells it, and why.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FieldError {
-    pub field: String,
-    pub reason: String,
-}
-
-impl FieldError {
-    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        FieldError {
-            field: field.into(),
-            reason: reason.into(),
-        }
     }
 }
 

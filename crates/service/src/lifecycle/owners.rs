@@ -115,8 +115,7 @@ impl Lifecycle {
         actor: Actor,
     ) -> Result<(OwnerRecord, TokenCounts), Error> {
         token::check_owner("owner", owner)?;
-        check_rate_limits("rate_limits", rate_limits)
-            .map_err(|(field, reason)| Error::invalid(field, reason))?;
+        check_rate_limits("rate_limits", rate_limits)?;
         let now = self.clock.now();
         let txn = self.store.begin().await?;
         if txn

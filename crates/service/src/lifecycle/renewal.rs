@@ -14,7 +14,6 @@ use crate::clock::Timestamp;
 use crate::error::Error;
 use crate::store::Retirement;
 use crate::token::{Digest, Secret, TokenRecord};
-use latchkey_core::limit::Credits;
 
 impl Lifecycle {
     /// Issues a new token in place of `renewal.id`: same owner, name,
@@ -79,10 +78,7 @@ impl Lifecycle {
         };
         let (mut record, secret, digest) =
             self.mint_replacement(&old, expire_time, now, renewer)?;
-        record.credits = txn
-            .lock_credits(old.id)
-            .await?
-            .map(|c| Credits::new(c.remaining_at(now), c.refill, now, 0));
+        record.credits = txn.lock_credits(old.id).await?.map(|c| c.carried_over(now));
         let retirement = if renewal.grace_period.is_zero() {
             Retirement::RevokeNow
         } else {

@@ -34,7 +34,6 @@ use crate::clock::Timestamp;
 use crate::error::Error;
 use crate::store::{StoredToken, Txn};
 use crate::token::{SELF_RENEW_SCOPE, Secret, TokenRecord};
-use latchkey_core::limit::Credits;
 
 use super::Lifecycle;
 use super::requests::{Gain, Renewal, Renewer};
@@ -169,10 +168,7 @@ impl Lifecycle {
         let (mut record, secret, digest) =
             self.mint_replacement(presented, old.expire_time, now, Renewer::Holder)?;
         // The unused replacement is revoked below: its credits come along.
-        record.credits = txn
-            .lock_credits(old.id)
-            .await?
-            .map(|c| Credits::new(c.remaining_at(now), c.refill, now, 0));
+        record.credits = txn.lock_credits(old.id).await?.map(|c| c.carried_over(now));
         let Some(relinked) = txn
             .relink_token(presented.id, old.id, record.id, now)
             .await?

@@ -154,14 +154,12 @@ impl Lifecycle {
             token::check_metadata("token.metadata", metadata)?;
         }
         if let Some(limits) = &patch.rate_limits {
-            check_rate_limits("token.rate_limits", limits)
-                .map_err(|(field, reason)| Error::invalid(field, reason))?;
+            check_rate_limits("token.rate_limits", limits)?;
         }
         let now = self.clock.now();
         let mut patch = patch;
         if let Some(Some(c)) = &mut patch.credits {
-            check_credits("token.credits", c.remaining, c.refill)
-                .map_err(|(field, reason)| Error::invalid(field, reason))?;
+            check_credits("token.credits", c.remaining, c.refill)?;
             *c = Credits::new(c.remaining, c.refill, now, 0);
         }
         let txn = self.store.begin().await?;

@@ -162,11 +162,9 @@ impl Lifecycle {
         token::check_scopes("scopes", &new.scopes)?;
         token::check_metadata("metadata", &new.metadata)?;
         if let Some(c) = &new.credits {
-            check_credits("credits", c.remaining, c.refill)
-                .map_err(|(field, reason)| Error::invalid(field, reason))?;
+            check_credits("credits", c.remaining, c.refill)?;
         }
-        check_rate_limits("rate_limits", &new.rate_limits)
-            .map_err(|(field, reason)| Error::invalid(field, reason))?;
+        check_rate_limits("rate_limits", &new.rate_limits)?;
         let expire_time = self.expire_time(new.expiry, now)?;
         let new = NewToken {
             idle_timeout: new.idle_timeout.or(self.policy.default_idle_timeout),
