@@ -58,6 +58,16 @@ struct Rate {
     limit: RateLimit,
 }
 
+impl Rate {
+    /// Where its bucket takes more for a call in `window`.
+    fn source(&self, window: Window) -> Source {
+        Source::Rate {
+            limit: self.limit.limit,
+            window,
+        }
+    }
+}
+
 /// What spending found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -312,7 +322,38 @@ impl Allowances {
     }
 
     /// Counts one call against every rate limit and spends `cost` credits
-    /// (at least 1), all or nothing.
+    /// (at least 1), all or nothing, from what this replica holds: `None`,
+    /// having spent nothing, when more must be taken from the database
+    /// ([`Allowances::spend`]). Never waits.
+    pub fn spend_held(&self, limits: &Limits, cost: u64, at: Timestamp) -> Option<Spending> {
+        let mut tally = Tally::new(limits, at);
+        for (i, (rate, bucket)) in limits.rates.iter().enumerate() {
+            let window = rate.limit.window_at(at);
+            let Some(take) = self.take_held(bucket, rate.source(window), 1, at) else {
+                tally.refund();
+                return None;
+            };
+            if !tally.rate(i, rate, window, take) {
+                break;
+            }
+        }
+        if tally.outcome == Outcome::Admitted
+            && let Some((credits, bucket)) = &limits.credits
+        {
+            let source = Source::Credits {
+                epoch: credits.epoch_at(at),
+            };
+            let Some(take) = self.take_held(bucket, source, cost, at) else {
+                tally.refund();
+                return None;
+            };
+            tally.credits(take);
+        }
+        Some(tally.finish())
+    }
+
+    /// [`Allowances::spend_held`], taking more from the database where what
+    /// is held is not enough.
     ///
     /// # Errors
     /// `Unavailable` if more had to be taken and the database could not be
@@ -323,91 +364,46 @@ impl Allowances {
         cost: u64,
         at: Timestamp,
     ) -> Result<Spending, Error> {
-        // Which rate limits counted this call (at most 16: 8 of the token,
-        // 8 of its owner), the one of them with the fewest calls left, and
-        // the one that refused it.
-        let mut counted: u32 = 0;
-        let mut fewest: Option<(&Rate, u64, Duration)> = None;
-        let mut refusing: Option<(&Rate, u64, Duration)> = None;
-        let mut outcome = Outcome::Admitted;
-        let mut credits_remaining = None;
-        let refund = |counted: u32| {
-            for (i, (rate, bucket)) in limits.rates.iter().enumerate() {
-                if counted & (1 << i) != 0 {
-                    bucket.refund(rate.limit.window_at(at).index, 1);
-                }
-            }
-        };
+        let mut tally = Tally::new(limits, at);
         for (i, (rate, bucket)) in limits.rates.iter().enumerate() {
-            let limit = &rate.limit;
-            let window = limit.window_at(at);
-            // Whole seconds, rounded up, as the HTTP headers say it.
-            let left = window.left_after(at);
-            let reset = Duration::from_secs(left.as_secs() + u64::from(left.subsec_nanos() > 0));
-            let source = Source::Rate {
-                limit: limit.limit,
-                window,
-            };
-            match self.take(bucket, source, 1, at).await {
-                Ok(Take::Spent { remaining }) => {
-                    counted |= 1 << i;
-                    if fewest.is_none_or(|(_, fewest, _)| remaining < fewest) {
-                        fewest = Some((rate, remaining, reset));
-                    }
-                }
-                Ok(Take::Short { remaining }) => {
-                    outcome = Outcome::RateLimited { retry_after: reset };
-                    refusing = Some((rate, remaining, reset));
-                    break;
-                }
-                Ok(Take::Unlimited) => {}
-                Err(e) => {
-                    refund(counted);
-                    return Err(e);
-                }
+            let window = rate.limit.window_at(at);
+            let take = self
+                .take(bucket, rate.source(window), 1, at)
+                .await
+                .inspect_err(|_| tally.refund())?;
+            if !tally.rate(i, rate, window, take) {
+                break;
             }
         }
-        if outcome == Outcome::Admitted
+        if tally.outcome == Outcome::Admitted
             && let Some((credits, bucket)) = &limits.credits
         {
             let source = Source::Credits {
                 epoch: credits.epoch_at(at),
             };
-            match self.take(bucket, source, cost, at).await {
-                Ok(Take::Spent { remaining }) => credits_remaining = Some(remaining),
-                Ok(Take::Short { remaining }) => {
-                    outcome = Outcome::UsageExceeded;
-                    credits_remaining = Some(remaining);
-                }
-                Ok(Take::Unlimited) => {}
-                Err(e) => {
-                    refund(counted);
-                    return Err(e);
-                }
-            }
+            let take = self
+                .take(bucket, source, cost, at)
+                .await
+                .inspect_err(|_| tally.refund())?;
+            tally.credits(take);
         }
-        let refused = outcome != Outcome::Admitted;
-        if refused {
-            refund(counted);
+        Ok(tally.finish())
+    }
+
+    /// Spends `need` from what `bucket` holds, starting to take the next
+    /// block ahead when it runs low; `None` if the database must say.
+    fn take_held(
+        &self,
+        bucket: &Arc<Bucket>,
+        source: Source,
+        need: u64,
+        at: Timestamp,
+    ) -> Option<Take> {
+        let (take, ahead) = bucket.spend_held(source.window(), need)?;
+        if ahead {
+            self.take_ahead(bucket, source, at);
         }
-        // A call refused by another limit was not counted after all.
-        let fewest = fewest.map(|(l, remaining, reset)| (l, remaining + u64::from(refused), reset));
-        let rate = match (fewest, refusing) {
-            (Some(f), Some(r)) => Some(if f.1 < r.1 { f } else { r }),
-            (f, r) => f.or(r),
-        }
-        .map(|(rate, remaining, reset)| RateState {
-            name: Arc::clone(&rate.name),
-            limit: rate.limit.limit,
-            window: rate.limit.window,
-            remaining,
-            reset,
-        });
-        Ok(Spending {
-            outcome,
-            credits_remaining,
-            rate,
-        })
+        Some(take)
     }
 
     /// Spends `need` from `bucket`, taking more from the database when
@@ -419,16 +415,10 @@ impl Allowances {
         need: u64,
         at: Timestamp,
     ) -> Result<Take, Error> {
-        let window = source.window();
-        if let Some((take, ahead)) = bucket.spend_held(window, need) {
-            if ahead {
-                self.take_ahead(bucket, source, at);
-            }
-            return Ok(take);
+        match self.take_held(bucket, source, need, at) {
+            Some(take) => Ok(take),
+            None => self.take_more(bucket, source, need, at).await,
         }
-        // Boxed: the database's futures are large, and the calls that
-        // spend from what is held should not carry them.
-        Box::pin(self.take_more(bucket, source, need, at)).await
     }
 
     /// [`Allowances::take`] when what is held is not enough, or the
@@ -571,6 +561,111 @@ async fn take_from_database(
             Taken::Unlimited
         }
     })
+}
+
+/// What one call has spent so far, and what its answer will say: kept
+/// alike by [`Allowances::spend_held`] and [`Allowances::spend`].
+struct Tally<'a> {
+    limits: &'a Limits,
+    at: Timestamp,
+    /// Which rate limits counted the call (at most 16: 8 of the token, 8
+    /// of its owner).
+    counted: u32,
+    /// Of those, the one with the fewest calls left, and the one that
+    /// refused the call: its calls left and its window.
+    fewest: Option<(&'a Rate, u64, Window)>,
+    refusing: Option<(&'a Rate, u64, Window)>,
+    outcome: Outcome,
+    credits_remaining: Option<u64>,
+}
+
+impl<'a> Tally<'a> {
+    fn new(limits: &'a Limits, at: Timestamp) -> Self {
+        Tally {
+            limits,
+            at,
+            counted: 0,
+            fewest: None,
+            refusing: None,
+            outcome: Outcome::Admitted,
+            credits_remaining: None,
+        }
+    }
+
+    /// Notes what rate limit `i` found; `false` once it refused the call.
+    fn rate(&mut self, i: usize, rate: &'a Rate, window: Window, take: Take) -> bool {
+        match take {
+            Take::Spent { remaining } => {
+                self.counted |= 1 << i;
+                if self.fewest.is_none_or(|(_, fewest, _)| remaining < fewest) {
+                    self.fewest = Some((rate, remaining, window));
+                }
+                true
+            }
+            Take::Short { remaining } => {
+                self.outcome = Outcome::RateLimited {
+                    retry_after: reset(window, self.at),
+                };
+                self.refusing = Some((rate, remaining, window));
+                false
+            }
+            Take::Unlimited => true,
+        }
+    }
+
+    fn credits(&mut self, take: Take) {
+        match take {
+            Take::Spent { remaining } => self.credits_remaining = Some(remaining),
+            Take::Short { remaining } => {
+                self.outcome = Outcome::UsageExceeded;
+                self.credits_remaining = Some(remaining);
+            }
+            Take::Unlimited => {}
+        }
+    }
+
+    /// Puts back the calls the rate limits counted.
+    fn refund(&self) {
+        for (i, (rate, bucket)) in self.limits.rates.iter().enumerate() {
+            if self.counted & (1 << i) != 0 {
+                bucket.refund(rate.limit.window_at(self.at).index, 1);
+            }
+        }
+    }
+
+    fn finish(self) -> Spending {
+        let refused = self.outcome != Outcome::Admitted;
+        if refused {
+            self.refund();
+        }
+        // A call refused by another limit was not counted after all.
+        let fewest = self
+            .fewest
+            .map(|(l, remaining, window)| (l, remaining + u64::from(refused), window));
+        let rate = match (fewest, self.refusing) {
+            (Some(f), Some(r)) => Some(if f.1 < r.1 { f } else { r }),
+            (f, r) => f.or(r),
+        }
+        .map(|(rate, remaining, window)| RateState {
+            name: Arc::clone(&rate.name),
+            limit: rate.limit.limit,
+            window: rate.limit.window,
+            remaining,
+            reset: reset(window, self.at),
+        });
+        Spending {
+            outcome: self.outcome,
+            credits_remaining: self.credits_remaining,
+            rate,
+        }
+    }
+}
+
+/// How long after `at` `window` ends, in whole seconds rounded up, as the
+/// HTTP headers say it.
+fn reset(window: Window, at: Timestamp) -> Duration {
+    let left = window.left_after(at);
+    Duration::from_secs(left.as_secs() + u64::from(left.subsec_nanos() > 0))
 }
 
 /// What a database take found.

@@ -380,7 +380,12 @@ impl Verifier {
             && cost > 0
             && let Some(limits) = &snapshot.limits
         {
-            let spent = Box::pin(self.allowances.spend(limits, cost, at)).await?;
+            let spent = match self.allowances.spend_held(limits, cost, at) {
+                Some(spent) => spent,
+                // Boxed: a call that has to take from the database should
+                // not make every hit's future carry that state.
+                None => Box::pin(self.allowances.spend(limits, cost, at)).await?,
+            };
             answer.verdict = match spent.outcome {
                 Outcome::Admitted => Verdict::Valid,
                 Outcome::RateLimited { retry_after } => {

@@ -168,6 +168,30 @@ impl VerifyReply {
         }
     }
 
+    /// Credits left, retry-after and the rate limit's state.
+    fn encode_limits(&self, buf: &mut impl BufMut) {
+        if let Some(remaining) = &self.credits_remaining {
+            encoding::int64::encode(4, remaining, buf);
+        }
+        if let Some(after) = self.retry_after {
+            encode_duration(5, after, buf);
+        }
+        if let Some(rate) = &self.rate {
+            encode_rate(6, rate, buf);
+        }
+    }
+
+    fn limits_len(&self) -> usize {
+        self.credits_remaining
+            .as_ref()
+            .map_or(0, |n| encoding::int64::encoded_len(4, n))
+            + self.retry_after.map_or(0, |d| duration_len(5, d))
+            + self.rate.as_ref().map_or(0, |r| {
+                let body = rate_body_len(r);
+                encoding::key_len(6) + encoding::encoded_len_varint(body as u64) + body
+            })
+    }
+
     fn token_len(snapshot: &Snapshot, status: i32) -> usize {
         let status_len = if status == 0 {
             0
@@ -192,14 +216,18 @@ impl Message for VerifyReply {
             }
         }
         encoding::string::encode_repeated(3, &self.missing_scopes, buf);
-        if let Some(remaining) = &self.credits_remaining {
-            encoding::int64::encode(4, remaining, buf);
+        if self.credits_remaining.is_none() && self.rate.is_none() && self.retry_after.is_none() {
+            return;
         }
-        if let Some(after) = self.retry_after {
-            encode_duration(5, after, buf);
-        }
-        if let Some(rate) = &self.rate {
-            encode_rate(6, rate, buf);
+        // On the stack first: the buffer a reply goes to checks its room
+        // at every byte, and these fields are written byte by byte.
+        let mut scratch = [0; 160];
+        let len = self.limits_len();
+        if len <= scratch.len() {
+            self.encode_limits(&mut &mut scratch[..]);
+            buf.put_slice(&scratch[..len]);
+        } else {
+            self.encode_limits(buf);
         }
     }
 
@@ -223,20 +251,10 @@ impl Message for VerifyReply {
             let len = Self::token_len(snapshot, *status);
             encoding::key_len(2) + encoding::encoded_len_varint(len as u64) + len
         });
-        let credits = self
-            .credits_remaining
-            .as_ref()
-            .map_or(0, |n| encoding::int64::encoded_len(4, n));
-        let rate = self.retry_after.map_or(0, |d| duration_len(5, d))
-            + self.rate.as_ref().map_or(0, |r| {
-                let body = rate_body_len(r);
-                encoding::key_len(6) + encoding::encoded_len_varint(body as u64) + body
-            });
         verdict
             + token
             + encoding::string::encoded_len_repeated(3, &self.missing_scopes)
-            + credits
-            + rate
+            + self.limits_len()
     }
 
     fn clear(&mut self) {
@@ -367,11 +385,20 @@ mod tests {
                 remaining: 999_999,
                 reset: Duration::ZERO,
             },
+            // Longer than the stack buffer these fields go through.
+            RateState {
+                name: "n".repeat(200).into(),
+                limit: u64::MAX,
+                window: Duration::from_secs(1),
+                remaining: u64::MAX,
+                reset: Duration::new(u64::MAX, 999_999_999),
+            },
         ];
         for (state, retry_after) in [
             (states[0].clone(), Some(Duration::from_secs(1))),
             (states[1].clone(), None),
             (states[0].clone(), Some(Duration::new(3, 5))),
+            (states[2].clone(), Some(Duration::new(u64::MAX, 1))),
         ] {
             let reply = VerifyReply {
                 verdict: pb::Verdict::RateLimited as i32,
@@ -394,8 +421,8 @@ mod tests {
                 retry_after: retry_after.map(convert::duration),
                 rate_limit: Some(pb::RateLimitState {
                     name: state.name.to_string(),
-                    limit: i64::try_from(state.limit).unwrap(),
-                    remaining: i64::try_from(state.remaining).unwrap(),
+                    limit: i64::try_from(state.limit).unwrap_or(i64::MAX),
+                    remaining: i64::try_from(state.remaining).unwrap_or(i64::MAX),
                     reset: Some(convert::duration(state.reset)),
                 }),
             };
