@@ -425,9 +425,14 @@ impl Application {
                         .collect(),
                     frame_ancestors: settings.console.frame_ancestors.join(" "),
                     key_ids: key_ids.clone(),
-                }),
+                })
+                .with_leaks(
+                    crate::web::Leaks::new(Arc::clone(&lifecycle), &settings.leaks)
+                        .map_err(|why| anyhow::anyhow!(why))?,
+                ),
             );
-            tracing::info!(%addr, "HTTP on /oauth2/introspect, /apis/authentication.k8s.io/v1/tokenreviews and /console/");
+            tracing::info!(%addr, "HTTP on /oauth2/introspect, /apis/authentication.k8s.io/v1/tokenreviews, /console/, /v1/tokens/revoke{}",
+                if settings.leaks.github_public_keys.is_empty() { "" } else { " and /leaks/github" });
             if let Some(tls) = &listener.tls {
                 tasks.spawn(tls.clone().watch(stop_tasks.clone()));
             }

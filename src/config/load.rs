@@ -98,6 +98,9 @@ impl Settings {
         {
             bail!("token_review.required_scope: {why}");
         }
+        if let Err(why) = self.leaks.validate() {
+            bail!("{why}");
+        }
         for (name, prefix) in [
             ("token_review.group_prefix", &self.token_review.group_prefix),
             (

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use latchkey_api::web::TokenReviewSettings;
+use latchkey_api::web::{LeakSettings, TokenReviewSettings};
 use latchkey_service::lifecycle::{Limits, Policy, SelfRenew};
 
 /// The longest duration protobuf can carry (10,000 years).
@@ -77,6 +77,7 @@ pub struct Settings {
     pub self_renew: SelfRenew,
     pub shutdown: ShutdownSettings,
     pub console: ConsoleSettings,
+    pub leaks: LeakSettings,
 }
 
 impl Default for Settings {
@@ -108,6 +109,7 @@ impl Default for Settings {
             limits: Limits::default(),
             self_renew: SelfRenew::default(),
             shutdown: ShutdownSettings::default(),
+            leaks: LeakSettings::default(),
         }
     }
 }

@@ -21,6 +21,7 @@ mod flood;
 mod idle;
 mod introspection;
 mod keys;
+mod leaks;
 mod lifecycle;
 mod limit_changes;
 mod limits;

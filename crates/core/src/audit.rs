@@ -25,10 +25,13 @@ pub enum EventKind {
     LimitsChanged,
     /// The token's credits in the database reached 0.
     CreditsExhausted,
+    /// The token was found leaked (a secret scanner's report, or its holder
+    /// through public revocation) and revoked.
+    Leaked,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 10] = [
+    pub const ALL: [EventKind; 11] = [
         EventKind::Created,
         EventKind::Updated,
         EventKind::Revoked,
@@ -39,6 +42,7 @@ impl EventKind {
         EventKind::OwnerEnabled,
         EventKind::LimitsChanged,
         EventKind::CreditsExhausted,
+        EventKind::Leaked,
     ];
 
     /// The name stored and shown: `CREATED`, `OWNER_DISABLED`, …
@@ -54,6 +58,7 @@ impl EventKind {
             EventKind::OwnerEnabled => "OWNER_ENABLED",
             EventKind::LimitsChanged => "LIMITS_CHANGED",
             EventKind::CreditsExhausted => "CREDITS_EXHAUSTED",
+            EventKind::Leaked => "LEAKED",
         }
     }
 

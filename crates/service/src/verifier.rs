@@ -401,6 +401,29 @@ impl Verifier {
         Ok(answer)
     }
 
+    /// The token whose secret is `token`, under any key, read from the
+    /// database: for revoking a token reported leaked. Not a use of the
+    /// token, and not cached; each read counts against the bounds on
+    /// lookups, as a cache miss does.
+    ///
+    /// # Errors
+    /// `Overloaded` past `lookups.max_pending`; store faults.
+    pub async fn find_by_secret(&self, token: &str) -> Result<Option<TokenRecord>, Error> {
+        if !format::is_well_formed(&self.prefix, token) {
+            return Ok(None);
+        }
+        for key in std::iter::once(self.keys.primary()).chain(self.keys.older()) {
+            let _admitted = self.lookups.admit().await.map_err(|_| {
+                self.observer.lookup_refused();
+                Error::Overloaded
+            })?;
+            if let Some(found) = self.store.find_by_digest(&key.digest(token)).await? {
+                return Ok(Some(found.record));
+            }
+        }
+        Ok(None)
+    }
+
     /// Drops `digest` from this process's cache, and any fill of it under way.
     /// Call after the change is committed and before answering the caller.
     pub fn forget(&self, digest: &Digest) {

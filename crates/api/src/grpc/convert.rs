@@ -167,6 +167,7 @@ pub fn event(e: &Event) -> pb::TokenEvent {
         EventKind::OwnerEnabled => pb::EventKind::OwnerEnabled,
         EventKind::LimitsChanged => pb::EventKind::LimitsChanged,
         EventKind::CreditsExhausted => pb::EventKind::CreditsExhausted,
+        EventKind::Leaked => pb::EventKind::Leaked,
     };
     pb::TokenEvent {
         id: e.id.to_string(),

@@ -78,6 +78,8 @@ pub struct WebApi {
     pub(super) username_prefix: String,
     /// The web console, if it is served.
     pub(super) console: Option<Console>,
+    /// The leak endpoints, if they are served.
+    pub(super) leaks: Option<super::leaks::Leaks>,
 }
 
 impl WebApi {
@@ -98,7 +100,15 @@ impl WebApi {
             group_prefix: review.group_prefix,
             username_prefix: review.username_prefix,
             console: None,
+            leaks: None,
         }
+    }
+
+    /// Serves the leak endpoints too.
+    #[must_use]
+    pub fn with_leaks(mut self, leaks: super::leaks::Leaks) -> Self {
+        self.leaks = Some(leaks);
+        self
     }
 
     /// Serves the web console too.

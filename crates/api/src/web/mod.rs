@@ -7,6 +7,9 @@
 //!   ([`introspect`]).
 //! - `POST /apis/authentication.k8s.io/v1/tokenreviews`: Kubernetes webhook
 //!   token authentication ([`token_review`]).
+//! - `POST /leaks/github` and `POST /v1/tokens/revoke`: leak reports
+//!   ([`leaks`]).
+//! - `/console/…`: the web console, when it is served.
 //!
 //! One axum [`router`], served over HTTP/1.1 with every port's connection
 //! limits and timeouts; bodies are capped at 64 KiB, each request at the
@@ -15,6 +18,7 @@
 mod api;
 mod console;
 mod introspect;
+mod leaks;
 mod token_review;
 
 use std::sync::Arc;
@@ -32,6 +36,7 @@ use api::{Answer, error, json, read_body};
 
 pub use api::{Console, TokenReviewSettings, WebApi};
 pub use introspect::INTROSPECT_PATH;
+pub use leaks::{GITHUB_PATH, GithubPublicKey, LeakSettings, Leaks, MAX_TOKENS, REVOKE_PATH};
 pub use token_review::TOKEN_REVIEW_PATH;
 
 /// The HTTP listener's routes on `api`, each request answered within
@@ -40,6 +45,12 @@ pub fn router(api: Arc<WebApi>, timeout: Duration) -> Router {
     let mut router = Router::new();
     if api.console.is_some() {
         router = router.merge(console::routes(&api));
+    }
+    if let Some(leaks) = &api.leaks {
+        router = router.route(REVOKE_PATH, post_only(post(revoke_leaked)));
+        if leaks.serves_github() {
+            router = router.route(GITHUB_PATH, post_only(post(github_leaks)));
+        }
     }
     router
         .route(INTROSPECT_PATH, post_only(post(introspect)))
@@ -81,6 +92,30 @@ async fn introspect(State(api): State<Arc<WebApi>>, request: Request<Body>) -> A
 async fn token_review(State(api): State<Arc<WebApi>>, request: Request<Body>) -> Answer {
     match read_body(request).await {
         Ok((parts, body)) => api.token_review(&parts, &body).await,
+        Err(refused) => refused,
+    }
+}
+
+async fn github_leaks(State(api): State<Arc<WebApi>>, request: Request<Body>) -> Answer {
+    let Some(leaks) = &api.leaks else {
+        return not_found().await;
+    };
+    match read_body(request).await {
+        Ok((parts, body)) => leaks::github(leaks, &api.verifier, &parts.headers, &body).await,
+        Err(refused) => refused,
+    }
+}
+
+async fn revoke_leaked(State(api): State<Arc<WebApi>>, request: Request<Body>) -> Answer {
+    let Some(leaks) = &api.leaks else {
+        return not_found().await;
+    };
+    let address = request
+        .extensions()
+        .get::<crate::peer::PeerAddr>()
+        .map(|peer| peer.0.ip());
+    match read_body(request).await {
+        Ok((_, body)) => leaks::revoke(leaks, &api.verifier, address, &body).await,
         Err(refused) => refused,
     }
 }

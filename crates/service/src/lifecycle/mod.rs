@@ -8,6 +8,7 @@
 //! for the other replicas ([`crate::changes`]); it invalidates this process's
 //! cache entries after it commits and before it returns.
 
+mod leaks;
 mod owners;
 mod paging;
 mod renewal;
@@ -24,6 +25,7 @@ use crate::store::Store;
 use crate::token::{Prefix, TokenKey};
 use crate::verifier::Invalidate;
 
+pub use leaks::Leak;
 pub use paging::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 pub use requests::{EventQuery, Expiry, ListQuery, NewToken, Page, Renewal};
 pub use self_renewal::SELF_REVOKE_REASON;
