@@ -4,21 +4,20 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use http_body_util::{BodyExt as _, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use hyper::body::Bytes;
-use hyper::header::{self, HeaderMap, HeaderValue};
-use hyper::{Request, Response, StatusCode};
+use hyper::header::{self, HeaderMap};
+use hyper::{Request, StatusCode};
 
 use crate::auth::bearer_credential;
-use crate::error::Error;
 use crate::observe::Observe;
 use crate::token::{INTROSPECT_SCOPE, TOKEN_REVIEW_SCOPE};
 use crate::verifier::{Verdict, Verifier};
 
+pub(super) use super::answer::{Answer, error, json, undecided};
+
 /// Largest request body accepted, in bytes.
 pub(super) const MAX_BODY_BYTES: usize = 64 * 1024;
-
-pub(super) type Answer = Response<Full<Bytes>>;
 
 /// Kubernetes webhook token authentication (`POST
 /// /apis/authentication.k8s.io/v1/tokenreviews` on `http_addr`).
@@ -173,47 +172,4 @@ pub(super) enum Refusal {
     MissingScope,
     /// The credential could not be checked (the database unreachable).
     Undecided(Answer),
-}
-
-/// A JSON answer that no cache may keep (it describes a credential).
-pub(super) fn json(status: StatusCode, body: &serde_json::Value) -> Answer {
-    let mut answer = Response::new(Full::new(Bytes::from(body.to_string())));
-    *answer.status_mut() = status;
-    let headers = answer.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    answer
-}
-
-/// An OAuth-style error answer (RFC 6749 5.2).
-pub(super) fn error(status: StatusCode, code: &str, description: &str) -> Answer {
-    json(
-        status,
-        &serde_json::json!({ "error": code, "error_description": description }),
-    )
-}
-
-/// The answer when latchkey could not decide (the database unreachable on a
-/// cache miss, or too many lookups in progress): the caller fails closed
-/// and may retry. Logged as the gRPC services log it.
-pub(super) fn undecided(e: Error) -> Answer {
-    let status = crate::status::status(e);
-    match status.code() {
-        tonic::Code::Unavailable => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "temporarily_unavailable",
-            status.message(),
-        ),
-        tonic::Code::InvalidArgument => {
-            error(StatusCode::BAD_REQUEST, "invalid_request", status.message())
-        }
-        _ => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "server_error",
-            "internal error",
-        ),
-    }
 }

@@ -33,7 +33,7 @@ use p256::pkcs8::DecodePublicKey as _;
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 
-use super::api::{Answer, error, json, undecided};
+use super::answer::{Answer, error, json, undecided};
 use crate::lifecycle::{Leak, Lifecycle};
 use crate::verifier::Verifier;
 

@@ -15,6 +15,7 @@
 //! limits and timeouts; bodies are capped at 64 KiB, each request at the
 //! server's request timeout.
 
+mod answer;
 mod api;
 mod console;
 mod introspect;

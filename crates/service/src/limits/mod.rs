@@ -17,254 +17,29 @@
 //! gracefully gives them back ([`Allowances::give_back`]). Calls taken for
 //! a window and not admitted when it ends are not counted again.
 
+mod bucket;
+mod spending;
+
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
+use bucket::{Bucket, Key, Source, Take};
+use spending::{Rate, Tally};
+
+pub use spending::{Limits, Outcome, RateState, Spending};
+
 use crate::clock::Timestamp;
 use crate::error::Error;
 use crate::store::{CreditTake, RateTake, Store};
-use latchkey_core::limit::{Credits, RateLimit, Window};
+use latchkey_core::limit::{Credits, RateLimit};
 
 /// After a database take found a credit count short, calls on the token
 /// are refused from memory for this long before it is read again (a
 /// replica stopping may give some back).
 const SHORT_CREDITS_RECHECK: Duration = Duration::from_secs(1);
-/// The next block is taken ahead only when blocks are at least this big:
-/// near the end of a count, blocks are taken one call at a time.
-const PREFETCH_MIN_BLOCK: u64 = 64;
-/// The block a replica asks for at first, and at least.
-const FIRST_BLOCK: u64 = 1000;
-/// Blocks taken closer together than this double; farther apart than
-/// [`SLOW_TAKES`], they halve: a busy token's block lasts a while.
-const FAST_TAKES: Duration = Duration::from_millis(250);
-const SLOW_TAKES: Duration = Duration::from_secs(2);
-
-/// The limits of one token, found when its answer is cached: the buckets
-/// of its rate limits (its own, then its owner's) and of its credits.
-#[derive(Debug)]
-pub struct Limits {
-    rates: Vec<(Rate, Arc<Bucket>)>,
-    credits: Option<(Credits, Arc<Bucket>)>,
-}
-
-/// A rate limit as spending reads it.
-#[derive(Debug)]
-struct Rate {
-    /// Shared with every answer about it.
-    name: Arc<str>,
-    limit: RateLimit,
-}
-
-impl Rate {
-    /// Where its bucket takes more for a call in `window`.
-    fn source(&self, window: Window) -> Source {
-        Source::Rate {
-            limit: self.limit.limit,
-            window,
-        }
-    }
-}
-
-/// What spending found.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    Admitted,
-    /// A rate limit's window is full: nothing was spent.
-    RateLimited {
-        retry_after: Duration,
-    },
-    /// The credits do not cover the cost: nothing was spent.
-    UsageExceeded,
-}
-
-/// The state of the rate limit closest to its end after a call.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RateState {
-    pub name: Arc<str>,
-    pub limit: u64,
-    pub window: Duration,
-    /// Calls left in the window, as this replica knows.
-    pub remaining: u64,
-    /// Until the window ends, in whole seconds rounded up.
-    pub reset: Duration,
-}
-
-/// What a call spent, or why it was refused.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Spending {
-    pub outcome: Outcome,
-    /// For a token with credits: about how many are left (the database's
-    /// count at this replica's last take, plus what it holds).
-    pub credits_remaining: Option<u64>,
-    pub rate: Option<RateState>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-enum Key {
-    Credits(Uuid),
-    /// `t/<token id>/<name>` or `o/<owner>/<name>` (names hold no `/`).
-    Rate(Arc<str>),
-}
-
-/// Where a bucket takes more from.
-#[derive(Clone, Copy, Debug)]
-enum Source {
-    /// Credits, for a call in `epoch` (the generation and refill period
-    /// its answer knows of).
-    Credits {
-        epoch: i64,
-    },
-    Rate {
-        limit: u64,
-        window: Window,
-    },
-}
-
-impl Source {
-    /// What a bucket's share belongs to: the window of a rate limit, the
-    /// epoch of credits. Only grows.
-    fn window(self) -> i64 {
-        match self {
-            Source::Credits { epoch } => epoch,
-            Source::Rate { window, .. } => window.index,
-        }
-    }
-}
-
-/// One limit's share on this replica.
-#[derive(Debug)]
-pub struct Bucket {
-    key: Key,
-    state: Mutex<State>,
-    /// One database take at a time per bucket on this replica.
-    taking: tokio::sync::Mutex<()>,
-}
-
-#[derive(Debug, Default)]
-struct State {
-    /// The window (rate limits) or epoch (credits) what is held belongs
-    /// to.
-    window: i64,
-    /// Taken from the database, not yet spent.
-    held: u64,
-    /// The database's count after this replica's last take.
-    in_database: u64,
-    /// The last block taken.
-    block: u64,
-    /// The database had too few at the last take: refuse from memory
-    /// until then (for rate limits, until the window ends).
-    short_until: Option<Instant>,
-    /// A take ahead is under way.
-    prefetching: bool,
-    /// The block size to ask for, and when the last take began.
-    want: u64,
-    last_take: Option<Instant>,
-}
-
-/// What one bucket's spend found.
-enum Take {
-    Spent {
-        remaining: u64,
-    },
-    Short {
-        remaining: u64,
-    },
-    /// The token has no credits now (its answer was older).
-    Unlimited,
-}
-
-impl Bucket {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Spends from what is held, if it can be judged without the database.
-    /// The second value says whether to take the next block ahead.
-    fn spend_held(&self, window: i64, need: u64) -> Option<(Take, bool)> {
-        let mut s = self.lock();
-        if window > s.window {
-            *s = State {
-                window,
-                want: s.want,
-                last_take: s.last_take,
-                ..State::default()
-            };
-        } else if window < s.window {
-            // A call from a window that has just ended: to the database.
-            return None;
-        }
-        if s.held >= need {
-            s.held -= need;
-            let ahead =
-                !s.prefetching && s.held < s.block / 2 && s.in_database / 16 >= PREFETCH_MIN_BLOCK;
-            if ahead {
-                s.prefetching = true;
-            }
-            return Some((
-                Take::Spent {
-                    remaining: s.held + s.in_database,
-                },
-                ahead,
-            ));
-        }
-        match s.short_until {
-            Some(until) if need > s.held + s.in_database && Instant::now() < until => Some((
-                Take::Short {
-                    remaining: s.held + s.in_database,
-                },
-                false,
-            )),
-            _ => None,
-        }
-    }
-
-    /// The block size to ask for now: it doubles while takes come fast
-    /// and halves when they come slowly.
-    fn want(&self) -> u64 {
-        let mut s = self.lock();
-        let now = Instant::now();
-        let want = s.want.max(FIRST_BLOCK);
-        s.want = match s.last_take.map(|t| now.duration_since(t)) {
-            Some(d) if d < FAST_TAKES => want.saturating_mul(2),
-            Some(d) if d > SLOW_TAKES => (want / 2).max(FIRST_BLOCK),
-            _ => want,
-        };
-        s.last_take = Some(now);
-        s.want
-    }
-
-    /// What is held for `window`.
-    fn held(&self, window: i64) -> u64 {
-        let s = self.lock();
-        if s.window == window { s.held } else { 0 }
-    }
-
-    /// Adds what a take found (if the window is still the same).
-    fn add(&self, window: i64, taken: u64, in_database: u64, short: Option<Instant>) {
-        let mut s = self.lock();
-        if s.window != window {
-            return;
-        }
-        s.held += taken;
-        s.in_database = in_database;
-        if taken > 0 {
-            s.block = taken;
-        }
-        s.short_until = short;
-    }
-
-    /// Puts back what a call spent and then did not use.
-    fn refund(&self, window: i64, amount: u64) {
-        let mut s = self.lock();
-        if s.window == window {
-            s.held += amount;
-        }
-    }
-}
-
 /// Every limit this replica has spent from, by key: one small entry each.
 pub struct Allowances {
     store: Store,
@@ -493,7 +268,7 @@ impl Allowances {
                     bucket.add(window, taken, left, None);
                 }
             }
-            bucket.lock().prefetching = false;
+            bucket.ahead_done();
         });
     }
 
@@ -511,10 +286,7 @@ impl Allowances {
         for (key, bucket) in buckets {
             let Key::Credits(id) = key else { continue };
             let _taking = bucket.taking.lock().await;
-            let (held, epoch) = {
-                let mut s = bucket.lock();
-                (std::mem::take(&mut s.held), s.window)
-            };
+            let (held, epoch) = bucket.take_all();
             if held > 0 {
                 self.store.return_credits(id, held, epoch).await?;
                 given += held;
@@ -561,111 +333,6 @@ async fn take_from_database(
             Taken::Unlimited
         }
     })
-}
-
-/// What one call has spent so far, and what its answer will say: kept
-/// alike by [`Allowances::spend_held`] and [`Allowances::spend`].
-struct Tally<'a> {
-    limits: &'a Limits,
-    at: Timestamp,
-    /// Which rate limits counted the call (at most 16: 8 of the token, 8
-    /// of its owner).
-    counted: u32,
-    /// Of those, the one with the fewest calls left, and the one that
-    /// refused the call: its calls left and its window.
-    fewest: Option<(&'a Rate, u64, Window)>,
-    refusing: Option<(&'a Rate, u64, Window)>,
-    outcome: Outcome,
-    credits_remaining: Option<u64>,
-}
-
-impl<'a> Tally<'a> {
-    fn new(limits: &'a Limits, at: Timestamp) -> Self {
-        Tally {
-            limits,
-            at,
-            counted: 0,
-            fewest: None,
-            refusing: None,
-            outcome: Outcome::Admitted,
-            credits_remaining: None,
-        }
-    }
-
-    /// Notes what rate limit `i` found; `false` once it refused the call.
-    fn rate(&mut self, i: usize, rate: &'a Rate, window: Window, take: Take) -> bool {
-        match take {
-            Take::Spent { remaining } => {
-                self.counted |= 1 << i;
-                if self.fewest.is_none_or(|(_, fewest, _)| remaining < fewest) {
-                    self.fewest = Some((rate, remaining, window));
-                }
-                true
-            }
-            Take::Short { remaining } => {
-                self.outcome = Outcome::RateLimited {
-                    retry_after: reset(window, self.at),
-                };
-                self.refusing = Some((rate, remaining, window));
-                false
-            }
-            Take::Unlimited => true,
-        }
-    }
-
-    fn credits(&mut self, take: Take) {
-        match take {
-            Take::Spent { remaining } => self.credits_remaining = Some(remaining),
-            Take::Short { remaining } => {
-                self.outcome = Outcome::UsageExceeded;
-                self.credits_remaining = Some(remaining);
-            }
-            Take::Unlimited => {}
-        }
-    }
-
-    /// Puts back the calls the rate limits counted.
-    fn refund(&self) {
-        for (i, (rate, bucket)) in self.limits.rates.iter().enumerate() {
-            if self.counted & (1 << i) != 0 {
-                bucket.refund(rate.limit.window_at(self.at).index, 1);
-            }
-        }
-    }
-
-    fn finish(self) -> Spending {
-        let refused = self.outcome != Outcome::Admitted;
-        if refused {
-            self.refund();
-        }
-        // A call refused by another limit was not counted after all.
-        let fewest = self
-            .fewest
-            .map(|(l, remaining, window)| (l, remaining + u64::from(refused), window));
-        let rate = match (fewest, self.refusing) {
-            (Some(f), Some(r)) => Some(if f.1 < r.1 { f } else { r }),
-            (f, r) => f.or(r),
-        }
-        .map(|(rate, remaining, window)| RateState {
-            name: Arc::clone(&rate.name),
-            limit: rate.limit.limit,
-            window: rate.limit.window,
-            remaining,
-            reset: reset(window, self.at),
-        });
-        Spending {
-            outcome: self.outcome,
-            credits_remaining: self.credits_remaining,
-            rate,
-        }
-    }
-}
-
-/// How long after `at` `window` ends, in whole seconds rounded up, as the
-/// HTTP headers say it.
-fn reset(window: Window, at: Timestamp) -> Duration {
-    let left = window.left_after(at);
-    Duration::from_secs(left.as_secs() + u64::from(left.subsec_nanos() > 0))
 }
 
 /// What a database take found.
