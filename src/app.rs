@@ -482,7 +482,8 @@ impl Application {
                 verifier,
                 Arc::clone(&observer),
                 settings.ext_authz.remove_authorization,
-            ),
+            )
+            .with_forwarded_for(settings.ext_authz.trust_forwarded_for),
         })
         .context("building the reflection service")?
         .add_service(health_service);

@@ -101,6 +101,7 @@ fn a_verify_request_is_zeroed_when_dropped() {
         token: marked("lk_"),
         required_scopes: vec!["read".into()],
         cost: None,
+        client: None,
     }
     .encode_to_vec();
     // As the server receives it: decoded from the wire.

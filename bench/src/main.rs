@@ -282,6 +282,7 @@ async fn warm(addr: &str, tokens: PathBuf, concurrency: usize) -> anyhow::Result
                         token: token.clone(),
                         required_scopes: vec![],
                         cost: None,
+                        client: None,
                     })
                     .await?
                     .into_inner();
@@ -409,6 +410,7 @@ async fn flood(
                     token,
                     required_scopes: vec![],
                     cost: None,
+                    client: None,
                 };
                 match client.verify(request).await {
                     Ok(reply) if reply.get_ref().verdict() == pb::Verdict::Unknown => {

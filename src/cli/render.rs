@@ -161,6 +161,13 @@ pub fn token(token: &pb::Token) -> String {
         ),
         ("Rate limits", rate_limits(&token.rate_limits)),
     ];
+    if !token.last_used_ip.is_empty() || !token.last_used_user_agent.is_empty() {
+        rows.push(("Last used from", text(&token.last_used_ip)));
+        rows.push(("Last user agent", text(&token.last_used_user_agent)));
+    }
+    if !token.recent_ips.is_empty() {
+        rows.push(("Recent addresses", token.recent_ips.join(", ")));
+    }
     if token.revoke_time.is_some() {
         rows.push(("Revoked", time(token.revoke_time.as_ref(), "-")));
         rows.push(("Revoke reason", text(&token.revoke_reason)));

@@ -361,6 +361,10 @@ pub struct ExtAuthzSettings {
     /// Remove the `authorization` header from allowed requests, so the
     /// upstream service never sees the token.
     pub remove_authorization: bool,
+    /// Take the client's address, noted as a token's last use, from the
+    /// first entry of `x-forwarded-for` rather than the connection Envoy
+    /// saw: only when every proxy in front of Envoy sets it.
+    pub trust_forwarded_for: bool,
 }
 
 /// How changes made through other replicas reach this one's cache.

@@ -77,10 +77,14 @@ impl LastUsedFlusher {
         if uses.is_empty() {
             return;
         }
-        match self.store.record_last_used(&uses).await {
+        let written = match self.store.record_last_used(&uses).await {
+            Ok(()) => self.store.record_clients(&uses).await,
+            Err(e) => Err(e),
+        };
+        match written {
             Ok(()) => {
                 tracing::debug!(tokens = uses.len(), "last-used times written");
-                if let Some(oldest) = uses.iter().map(|(_, t)| *t).min() {
+                if let Some(oldest) = uses.iter().map(|u| u.time).min() {
                     let lag = self.clock.now().saturating_since(oldest);
                     self.metrics.last_used_flush_lag.observe(lag.as_secs_f64());
                 }

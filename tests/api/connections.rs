@@ -57,6 +57,7 @@ async fn verify_from(from: &str, addr: SocketAddr, secret: &str) -> Verdict {
         token: secret.to_owned(),
         required_scopes: vec![],
         cost: None,
+        client: None,
     };
     stream.send_data(grpc_frame(&request).into(), true).unwrap();
     let response = response.await.expect("an answer");
@@ -190,6 +191,7 @@ async fn a_connection_with_no_call_open_is_sent_away_after_the_idle_timeout() {
         token: secret.clone(),
         required_scopes: vec![],
         cost: None,
+        client: None,
     };
 
     // Preface and SETTINGS, pings answered (h2 does), but no call: GOAWAY.
@@ -241,6 +243,7 @@ async fn an_old_connection_is_sent_away_and_closed_after_its_grace_period() {
         token: secret,
         required_scopes: vec![],
         cost: None,
+        client: None,
     };
     finished_stream
         .send_data(grpc_frame(&request).into(), true)

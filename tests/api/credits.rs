@@ -50,6 +50,7 @@ pub(crate) async fn verify_costing(
         .verify(pb::VerifyRequest {
             token: secret.to_owned(),
             required_scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+            client: None,
             cost,
         })
         .await
@@ -270,6 +271,7 @@ async fn spread(replicas: &[&Replica], secret: &str, calls: usize) -> (usize, us
                     token: secret,
                     required_scopes: vec![],
                     cost: None,
+                    client: None,
                 })
                 .await
                 .map(|r| r.into_inner().verdict())

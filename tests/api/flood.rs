@@ -38,6 +38,7 @@ fn verify_call(
             token,
             required_scopes: vec![],
             cost: None,
+            client: None,
         };
         client
             .verify(request)
@@ -208,6 +209,7 @@ async fn a_flood_of_unknown_tokens_never_refuses_a_known_token_whose_answer_laps
                             token: unknown_token(),
                             required_scopes: vec![],
                             cost: None,
+                            client: None,
                         })
                         .await
                         .is_err()

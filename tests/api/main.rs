@@ -8,6 +8,7 @@ mod audit;
 mod bad_input;
 mod change_log;
 mod cli;
+mod client_details;
 mod client_layer;
 mod connections;
 mod console;

@@ -195,6 +195,7 @@ async fn try_verify(replica: &Replica, secret: &str) -> Result<Verdict, Code> {
             token: secret.to_owned(),
             required_scopes: vec![],
             cost: None,
+            client: None,
         })
         .await
         .map(|r| r.into_inner().verdict())

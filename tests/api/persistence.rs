@@ -129,6 +129,7 @@ async fn the_secret_appears_nowhere_but_the_create_response(backend: Backend) {
         token: secret.clone(),
         required_scopes: vec![],
         cost: None,
+        client: None,
     };
     assert!(
         !format!("{request:?}").contains(&secret),

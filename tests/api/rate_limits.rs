@@ -88,6 +88,7 @@ async fn burst(app: &TestApp, secrets: &[&str], calls: usize) -> BTreeMap<String
                         token,
                         required_scopes: vec![],
                         cost: None,
+                        client: None,
                     })
                     .await
                     .unwrap()
@@ -459,6 +460,7 @@ async fn a_rate_limit_holds_over_two_replicas_under_uneven_load(backend: Backend
                         token: token.clone(),
                         required_scopes: scopes.clone(),
                         cost: None,
+                        client: None,
                     })
                     .await
                     .unwrap()

@@ -119,6 +119,7 @@ impl Replica {
                 token: secret.to_owned(),
                 required_scopes: vec![],
                 cost: None,
+                client: None,
             })
             .await
             .expect("Verify")

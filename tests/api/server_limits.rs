@@ -98,6 +98,7 @@ async fn a_connection_holds_at_most_its_stream_limit_and_a_busy_client_waits_ins
         token: secret.clone(),
         required_scopes: vec!["read".into()],
         cost: None,
+        client: None,
     };
     let first = grpc_status(hog.call_verify(&request).await.unwrap()).await;
     assert_eq!(first.as_deref(), Some("0"), "OK");
@@ -131,6 +132,7 @@ async fn a_connection_holds_at_most_its_stream_limit_and_a_busy_client_waits_ins
             token: secret.clone(),
             required_scopes: vec!["read".into()],
             cost: None,
+            client: None,
         };
         calls.spawn(async move { client.verify(request).await.map(|r| r.into_inner().verdict) });
     }
@@ -211,6 +213,7 @@ fn verify_request(secret: &str) -> tonic::Request<VerifyRequest> {
         token: secret.to_owned(),
         required_scopes: vec!["read".into()],
         cost: None,
+        client: None,
     })
 }
 

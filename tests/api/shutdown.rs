@@ -122,6 +122,7 @@ async fn sigterm_drains_and_flushes_last_use(backend: Backend) {
             token: created.secret.clone(),
             required_scopes: vec![],
             cost: None,
+            client: None,
         })
         .await
         .unwrap();

@@ -107,6 +107,7 @@ async fn verify_over(channel: Channel) -> Result<pb::VerifyResponse, tonic::Stat
             token: "lk_notatoken".into(),
             required_scopes: vec![],
             cost: None,
+            client: None,
         })
         .await
         .map(tonic::Response::into_inner)

@@ -305,6 +305,7 @@ async fn misses_waiting_together_each_get_their_own_answer() {
                 token: secret.clone(),
                 required_scopes: vec![(*scope).to_owned()],
                 cost: None,
+                client: None,
             };
             let verdict = *verdict;
             calls.spawn(async move {

@@ -13,6 +13,6 @@ pub mod web;
 
 // The vocabulary of the crates below, under the names the modules use.
 pub use latchkey_service::{
-    audit, auth, clock, console, error, lifecycle, limits, observe, owner, query, store, token,
-    verdict, verifier,
+    audit, auth, client, clock, console, error, lifecycle, limits, observe, owner, query, store,
+    token, usage, verdict, verifier,
 };

@@ -231,6 +231,7 @@ impl Client {
                 token: token.to_owned(),
                 required_scopes: required_scopes.to_vec(),
                 cost: None,
+                client: None,
             };
             match client.verify(request).await {
                 Ok(answer) => break answer.into_inner(),

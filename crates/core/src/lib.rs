@@ -12,6 +12,7 @@
 pub mod audit;
 pub mod cache;
 pub mod changes;
+pub mod client;
 pub mod clock;
 pub mod credential;
 pub mod field;

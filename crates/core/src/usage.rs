@@ -8,19 +8,81 @@
 //! when the token is first used since the last one.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use uuid::Uuid;
 
+use crate::client::{Client, RECENT_IPS};
 use crate::clock::Timestamp;
 use crate::token::Digest;
+
+/// The clients a token was used from since its last write.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Clients {
+    /// The latest use with client details, and when.
+    pub latest: Option<(Timestamp, Client)>,
+    /// Distinct addresses, the latest first, at most [`RECENT_IPS`].
+    pub ips: Vec<IpAddr>,
+}
+
+impl Clients {
+    fn note(&mut self, client: &Client, at: Timestamp) {
+        let newest = self.latest.as_ref().is_none_or(|(t, _)| at >= *t);
+        if newest {
+            match &mut self.latest {
+                Some((t, latest)) => {
+                    *t = at;
+                    if latest != client {
+                        latest.clone_from(client);
+                    }
+                }
+                None => self.latest = Some((at, client.clone())),
+            }
+            if let Some(ip) = client.ip {
+                note_first(&mut self.ips, ip);
+            }
+        } else if let Some(ip) = client.ip
+            && !self.ips.contains(&ip)
+            && self.ips.len() < RECENT_IPS
+        {
+            // An older use noted late: its address goes after the newer
+            // ones.
+            self.ips.push(ip);
+        }
+    }
+
+    /// Adds `older` (noted before these) behind these.
+    fn merge_older(&mut self, older: Clients) {
+        let newer = std::mem::replace(&mut self.ips, older.ips);
+        for ip in newer.into_iter().rev() {
+            note_first(&mut self.ips, ip);
+        }
+        match (&self.latest, older.latest) {
+            (Some((t, _)), Some((o, client))) if o > *t => self.latest = Some((o, client)),
+            (None, older) => self.latest = older,
+            _ => {}
+        }
+    }
+}
+
+/// Puts `ip` first in `ips`, keeping at most [`RECENT_IPS`] distinct ones.
+pub fn note_first(ips: &mut Vec<IpAddr>, ip: IpAddr) {
+    if let Some(i) = ips.iter().position(|known| *known == ip) {
+        ips.remove(i);
+    }
+    ips.insert(0, ip);
+    ips.truncate(RECENT_IPS);
+}
 
 /// One token's latest use not yet written, and whether it is queued.
 #[derive(Debug, Default)]
 pub struct UseCell {
     latest: AtomicI64,
     queued: AtomicBool,
+    /// Set at the first use with client details since the last write.
+    clients: Mutex<Option<Box<Clients>>>,
 }
 
 impl UseCell {
@@ -45,12 +107,20 @@ impl HoldsUses for UseCell {
     }
 }
 
+/// A token's uses to write: the latest time, and the clients seen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Use {
+    pub id: Uuid,
+    pub time: Timestamp,
+    pub clients: Option<Clients>,
+}
+
 /// Uses waiting to be written.
 #[derive(Default)]
 pub struct LastUsed {
     queue: Mutex<Vec<(Uuid, Arc<dyn HoldsUses>)>>,
     /// Uses whose write failed, retried with the next batch.
-    retry: Mutex<HashMap<Uuid, Timestamp>>,
+    retry: Mutex<HashMap<Uuid, Use>>,
 }
 
 impl LastUsed {
@@ -58,9 +128,22 @@ impl LastUsed {
         Self::default()
     }
 
-    /// Notes that token `id` was used at `at`.
-    pub fn record<H: HoldsUses>(&self, id: Uuid, holder: &Arc<H>, at: Timestamp) {
+    /// Notes a use of token `id` at `at`, from `client` if known.
+    pub fn record<H: HoldsUses>(
+        &self,
+        id: Uuid,
+        holder: &Arc<H>,
+        at: Timestamp,
+        client: Option<&Client>,
+    ) {
         let cell = holder.uses();
+        if let Some(client) = client {
+            cell.clients
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get_or_insert_default()
+                .note(client, at);
+        }
         // SeqCst on both sides: a flush that clears `queued` and then reads
         // `latest` either sees this time, or this call sees `queued` false and
         // queues the token again.
@@ -73,34 +156,52 @@ impl LastUsed {
         }
     }
 
-    /// Takes every pending use, one (latest) time per token.
-    pub fn drain(&self) -> Vec<(Uuid, Timestamp)> {
+    /// Takes every pending use, one per token.
+    pub fn drain(&self) -> Vec<Use> {
         let queued =
             std::mem::take(&mut *self.queue.lock().unwrap_or_else(PoisonError::into_inner));
-        let mut latest =
+        let mut uses =
             std::mem::take(&mut *self.retry.lock().unwrap_or_else(PoisonError::into_inner));
         for (id, holder) in queued {
             let cell = holder.uses();
             cell.queued.store(false, Ordering::SeqCst);
-            let t = Timestamp::from_micros(cell.latest.load(Ordering::SeqCst));
-            latest
-                .entry(id)
-                .and_modify(|e| *e = (*e).max(t))
-                .or_insert(t);
+            let clients = cell
+                .clients
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take()
+                .map(|c| *c);
+            let time = Timestamp::from_micros(cell.latest.load(Ordering::SeqCst));
+            merge(&mut uses, Use { id, time, clients });
         }
-        latest.into_iter().collect()
+        uses.into_values().collect()
     }
 
     /// Puts back uses whose write failed.
-    pub fn retry_later(&self, uses: Vec<(Uuid, Timestamp)>) {
+    pub fn retry_later(&self, failed: Vec<Use>) {
         let mut retry = self.retry.lock().unwrap_or_else(PoisonError::into_inner);
-        for (id, t) in uses {
-            retry
-                .entry(id)
-                .and_modify(|e| *e = (*e).max(t))
-                .or_insert(t);
+        for u in failed {
+            merge(&mut retry, u);
         }
     }
+}
+
+/// Adds `newer` to the uses held for its token.
+fn merge(uses: &mut HashMap<Uuid, Use>, mut newer: Use) {
+    match uses.remove(&newer.id) {
+        None => {}
+        Some(older) => {
+            newer.time = newer.time.max(older.time);
+            newer.clients = match (newer.clients, older.clients) {
+                (Some(mut n), Some(o)) => {
+                    n.merge_older(o);
+                    Some(n)
+                }
+                (n, o) => n.or(o),
+            };
+        }
+    }
+    uses.insert(newer.id, newer);
 }
 
 /// Most moves held at once; past it new ones wait for the token's next use.
@@ -140,16 +241,35 @@ impl Rekeys {
 mod tests {
     use super::*;
 
+    fn at(t: i64) -> Timestamp {
+        Timestamp::from_micros(t)
+    }
+
+    fn client(ip: &str, ua: &str) -> Client {
+        Client {
+            ip: Some(ip.parse().unwrap()),
+            user_agent: ua.to_owned(),
+        }
+    }
+
+    fn plain(id: Uuid, t: i64) -> Use {
+        Use {
+            id,
+            time: at(t),
+            clients: None,
+        }
+    }
+
     #[test]
     fn repeated_uses_of_one_token_queue_it_once_with_the_latest_time() {
         let lu = LastUsed::new();
         let cell = Arc::new(UseCell::default());
         let id = Uuid::now_v7();
         for t in [5, 9, 7] {
-            lu.record(id, &cell, Timestamp::from_micros(t));
+            lu.record(id, &cell, at(t), None);
         }
         assert_eq!(lu.queue.lock().unwrap().len(), 1);
-        assert_eq!(lu.drain(), vec![(id, Timestamp::from_micros(9))]);
+        assert_eq!(lu.drain(), vec![plain(id, 9)]);
         assert!(lu.drain().is_empty());
     }
 
@@ -158,10 +278,10 @@ mod tests {
         let lu = LastUsed::new();
         let cell = Arc::new(UseCell::default());
         let id = Uuid::now_v7();
-        lu.record(id, &cell, Timestamp::from_micros(1));
+        lu.record(id, &cell, at(1), None);
         lu.drain();
-        lu.record(id, &cell, Timestamp::from_micros(2));
-        assert_eq!(lu.drain(), vec![(id, Timestamp::from_micros(2))]);
+        lu.record(id, &cell, at(2), None);
+        assert_eq!(lu.drain(), vec![plain(id, 2)]);
     }
 
     #[test]
@@ -169,8 +289,53 @@ mod tests {
         let lu = LastUsed::new();
         let cell = Arc::new(UseCell::default());
         let id = Uuid::now_v7();
-        lu.retry_later(vec![(id, Timestamp::from_micros(3))]);
-        lu.record(id, &cell, Timestamp::from_micros(8));
-        assert_eq!(lu.drain(), vec![(id, Timestamp::from_micros(8))]);
+        lu.retry_later(vec![Use {
+            clients: Some(Clients {
+                latest: Some((at(3), client("192.0.2.1", "old"))),
+                ips: vec!["192.0.2.1".parse().unwrap(), "192.0.2.9".parse().unwrap()],
+            }),
+            ..plain(id, 3)
+        }]);
+        lu.record(id, &cell, at(8), Some(&client("192.0.2.9", "new")));
+        assert_eq!(
+            lu.drain(),
+            vec![Use {
+                clients: Some(Clients {
+                    latest: Some((at(8), client("192.0.2.9", "new"))),
+                    ips: vec!["192.0.2.9".parse().unwrap(), "192.0.2.1".parse().unwrap()],
+                }),
+                ..plain(id, 8)
+            }]
+        );
+    }
+
+    #[test]
+    fn a_token_keeps_the_latest_client_and_five_distinct_addresses() {
+        let lu = LastUsed::new();
+        let cell = Arc::new(UseCell::default());
+        let id = Uuid::now_v7();
+        for (t, last) in [(1, 1), (2, 2), (3, 1), (4, 3), (5, 4), (6, 5), (7, 6)] {
+            lu.record(
+                id,
+                &cell,
+                at(t),
+                Some(&client(&format!("192.0.2.{last}"), "ua")),
+            );
+        }
+        // Noted late: an older use leaves the latest client alone.
+        lu.record(id, &cell, at(2), Some(&client("192.0.2.7", "late")));
+        let clients = lu.drain().remove(0).clients.unwrap();
+        assert_eq!(clients.latest, Some((at(7), client("192.0.2.6", "ua"))));
+        let ips: Vec<String> = clients.ips.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            ips,
+            [
+                "192.0.2.6",
+                "192.0.2.5",
+                "192.0.2.4",
+                "192.0.2.3",
+                "192.0.2.1"
+            ]
+        );
     }
 }

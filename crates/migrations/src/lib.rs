@@ -17,6 +17,7 @@ mod m20261129_000005_console_sessions;
 mod m20261205_000006_console_links;
 mod m20261205_000007_credits;
 mod m20261206_000008_rate_limits;
+mod m20261207_000009_client_details;
 
 /// Applies latchkey's migrations.
 pub struct Migrator;
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000006_console_links::Migration),
             Box::new(m20261205_000007_credits::Migration),
             Box::new(m20261206_000008_rate_limits::Migration),
+            Box::new(m20261207_000009_client_details::Migration),
         ]
     }
 }

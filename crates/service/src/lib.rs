@@ -16,6 +16,7 @@ pub mod verifier;
 // The core's vocabulary and the store, under the names this crate's modules
 // use for them.
 pub use latchkey_core::{
-    audit, cache, changes, clock, lookups, memory, observe, owner, query, token, usage, verdict,
+    audit, cache, changes, client, clock, lookups, memory, observe, owner, query, token, usage,
+    verdict,
 };
 pub use latchkey_store as store;

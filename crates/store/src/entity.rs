@@ -41,6 +41,13 @@ pub mod tokens {
         pub credits_period: i64,
         /// Grows each time the credits are set anew.
         pub credits_generation: i64,
+        /// Where the last use with client details came from; empty:
+        /// unknown.
+        pub last_used_ip: String,
+        pub last_used_user_agent: String,
+        /// The last five distinct addresses, the latest first, separated by
+        /// spaces.
+        pub recent_ips: String,
     }
 
     /// Tokens name their owner; the owner's row may not exist (enabled).

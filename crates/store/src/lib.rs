@@ -24,6 +24,7 @@ mod rate;
 mod sql;
 mod status;
 mod tokens;
+mod uses;
 
 pub use latchkey_core::query::{Cursor, ListFilter, TokenPatch};
 

@@ -22,10 +22,6 @@ use latchkey_core::limit::{Credits, RateLimit};
 use latchkey_core::query::{Cursor, ListFilter, TokenPatch};
 use latchkey_core::token::{Digest, Status, TokenRecord};
 
-/// Rows per last-used statement: a few parameters each, far below every
-/// backend's bind-parameter limit.
-const LAST_USED_CHUNK: usize = 500;
-
 /// A record and the digest it is stored under (to invalidate the cache).
 #[derive(Clone, Debug)]
 pub struct StoredToken {
@@ -188,36 +184,6 @@ impl Store {
                 })
             })
             .collect()
-    }
-
-    /// Records last-use times, many tokens per statement. A time never moves
-    /// backwards: a replica flushing an older time leaves a newer one alone.
-    /// Deleted tokens are skipped. Not an admin change: no event.
-    ///
-    /// # Errors
-    /// On a database fault; nothing of the failing chunk is written.
-    pub async fn record_last_used(&self, uses: &[(Uuid, Timestamp)]) -> Result<()> {
-        let column = || Expr::col(tokens::Column::LastUsedTime);
-        for chunk in uses.chunks(LAST_USED_CHUNK) {
-            let mut when = sea_orm::sea_query::CaseStatement::new();
-            for (id, t) in chunk {
-                when = when.case(tokens::Column::Id.eq(*id), Expr::value(t.as_micros()));
-            }
-            let new_time: Expr = when.into();
-            let newer = Expr::case(
-                Condition::any()
-                    .add(column().is_null())
-                    .add(column().lt(new_time.clone())),
-                new_time,
-            )
-            .finally(column());
-            tokens::Entity::update_many()
-                .col_expr(tokens::Column::LastUsedTime, newer.into())
-                .filter(tokens::Column::Id.is_in(chunk.iter().map(|(id, _)| *id)))
-                .exec(&self.db)
-                .await?;
-        }
-        Ok(())
     }
 }
 
@@ -552,6 +518,16 @@ fn to_active_model(row: &NewRow<'_>) -> tokens::ActiveModel {
         credits_period: Set(period),
         credits_generation: Set(r.credits.map_or(0, |c| c.generation)),
         rate_limits: Set(crate::limit_rows::encode(&r.rate_limits)),
+        last_used_ip: Set(r
+            .last_used_client
+            .as_ref()
+            .and_then(|c| c.ip)
+            .map_or_else(String::new, |ip| ip.to_string())),
+        last_used_user_agent: Set(r
+            .last_used_client
+            .as_ref()
+            .map_or_else(String::new, |c| c.user_agent.clone())),
+        recent_ips: Set(crate::uses::encode_ips(&r.recent_ips)),
     }
 }
 
@@ -589,5 +565,7 @@ fn to_record(m: tokens::Model) -> Result<TokenRecord> {
         rate_limits: crate::limit_rows::decode(&m.rate_limits).map_err(|e| {
             StoreError::Corrupt(e.context(format!("rate limits of token {}", m.id)))
         })?,
+        last_used_client: crate::uses::decode_client(&m.last_used_ip, m.last_used_user_agent),
+        recent_ips: crate::uses::decode_ips(&m.recent_ips),
     })
 }

@@ -49,6 +49,7 @@ impl TestApp {
                 token: secret.to_owned(),
                 required_scopes: required.iter().map(|s| (*s).to_owned()).collect(),
                 cost: None,
+                client: None,
             })
             .await
             .map(|r| r.into_inner())
@@ -67,6 +68,7 @@ impl TestApp {
             token: secret.to_owned(),
             required_scopes: vec![],
             cost: None,
+            client: None,
         };
         let call =
             tokio::spawn(async move { client.verify(request).await.map(|r| r.into_inner()) });

@@ -53,6 +53,18 @@ pub fn token_without_status(r: &TokenRecord) -> pb::Token {
         replaced_by: r.replaced_by.map(|u| u.to_string()).unwrap_or_default(),
         credits: r.credits.as_ref().map(credits),
         rate_limits: rate_limits(&r.rate_limits),
+        last_used_ip: r
+            .last_used_client
+            .as_ref()
+            .and_then(|c| c.ip)
+            .map(|ip| ip.to_string())
+            .unwrap_or_default(),
+        last_used_user_agent: r
+            .last_used_client
+            .as_ref()
+            .map(|c| c.user_agent.clone())
+            .unwrap_or_default(),
+        recent_ips: r.recent_ips.iter().map(ToString::to_string).collect(),
     }
 }
 

@@ -20,10 +20,12 @@ use envoy_types::ext_authz::v3::pb::{
     Authorization, CheckRequest, CheckResponse, DeniedHttpResponse, HeaderValue, HeaderValueOption,
     HttpResponse, HttpStatus, HttpStatusCode, OkHttpResponse,
 };
+use envoy_types::pb::envoy::config::core::v3::address::Address;
 use envoy_types::pb::google::rpc;
 use tonic::{Request, Response, Status};
 
 use crate::auth::bearer_credential;
+use crate::client::Client;
 use crate::limits::RateState;
 use crate::observe::{Api, Observe};
 use crate::verifier::{Snapshot, Verdict, Verifier};
@@ -42,9 +44,41 @@ pub struct ExtAuthzService {
     /// Remove the `authorization` header from allowed requests, so the
     /// upstream never sees the token.
     remove_authorization: bool,
+    /// Take the client's address from `x-forwarded-for` (its first entry)
+    /// rather than the connection's source.
+    forwarded_for: bool,
 }
 
 impl ExtAuthzService {
+    /// Takes the client's address from `x-forwarded-for`, as a proxy in
+    /// front of Envoy set it.
+    #[must_use]
+    pub fn with_forwarded_for(mut self, trusted: bool) -> Self {
+        self.forwarded_for = trusted;
+        self
+    }
+
+    /// The client of `request` as Envoy saw it.
+    fn client(&self, request: &CheckRequest) -> Option<Client> {
+        let headers = request.get_client_headers();
+        let header = |name| headers.and_then(|h| h.get(name)).map(String::as_str);
+        let ip = if self.forwarded_for {
+            header("x-forwarded-for")
+                .and_then(|v| v.split(',').next())
+                .and_then(|first| first.trim().parse().ok())
+        } else {
+            request
+                .attributes
+                .as_ref()
+                .and_then(|a| a.source.as_ref())
+                .and_then(|peer| peer.address.as_ref())
+                .and_then(|a| match &a.address {
+                    Some(Address::SocketAddress(s)) => s.address.parse().ok(),
+                    _ => None,
+                })
+        };
+        Client::seen(ip, header("user-agent").unwrap_or_default())
+    }
     pub fn new(
         verifier: Arc<Verifier>,
         observer: Arc<dyn Observe>,
@@ -54,6 +88,7 @@ impl ExtAuthzService {
             verifier,
             observer,
             remove_authorization,
+            forwarded_for: false,
         }
     }
 }
@@ -86,7 +121,7 @@ impl Authorization for ExtAuthzService {
         };
         let checked = self
             .verifier
-            .verify_spending(token, &required, 1)
+            .verify_spending(token, &required, 1, self.client(&request).as_ref())
             .await
             .map_err(|e| match e {
                 // The route's configuration, not the client, is at fault.

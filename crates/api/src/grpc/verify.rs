@@ -17,6 +17,7 @@ use tonic::{Request, Response, Status};
 
 use super::convert;
 use super::pb;
+use crate::client::Client;
 use crate::limits::RateState;
 use crate::observe::{Api, Observe};
 use crate::token::TokenRecord;
@@ -289,9 +290,14 @@ impl TokenVerify for VerifyService {
                 )));
             }
         };
+        let client = match &req.client {
+            Some(c) => Client::given("client", &c.ip, &c.user_agent)
+                .map_err(|e| crate::status::status(e.into()))?,
+            None => None,
+        };
         let v = self
             .verifier
-            .verify_spending(&req.token, &req.required_scopes, cost)
+            .verify_spending(&req.token, &req.required_scopes, cost, client.as_ref())
             .await
             .map_err(crate::status::status)?;
         v.record_in_span();

@@ -59,7 +59,7 @@ impl WebApi {
                 );
             }
         };
-        let checked = match self.verifier.verify_spending(&token, &[], 1).await {
+        let checked = match self.verifier.verify_spending(&token, &[], 1, None).await {
             Ok(checked) => checked,
             Err(e) => return undecided(e),
         };

@@ -123,7 +123,7 @@ impl WebApi {
     async fn review(&self, token: &str) -> Result<serde_json::Value, Answer> {
         let checked = self
             .verifier
-            .verify_spending(token, &self.review_scopes, 1)
+            .verify_spending(token, &self.review_scopes, 1, None)
             .await
             .map_err(undecided)?;
         checked.record_in_span();

@@ -81,6 +81,11 @@ pub struct TokenRecord {
     pub credits: Option<Credits>,
     /// The token's own rate limits (its owner's apply too).
     pub rate_limits: Vec<RateLimit>,
+    /// Where the last use with client details came from.
+    pub last_used_client: Option<crate::client::Client>,
+    /// The last [`crate::client::RECENT_IPS`] distinct addresses it was used
+    /// from, the latest first.
+    pub recent_ips: Vec<std::net::IpAddr>,
 }
 
 impl TokenRecord {
@@ -109,6 +114,8 @@ impl TokenRecord {
             self_renewed: false,
             credits: None,
             rate_limits: Vec::new(),
+            last_used_client: None,
+            recent_ips: Vec::new(),
         }
     }
 

@@ -150,6 +150,9 @@ struct TokenView {
     /// (RFC 3339, as shown)
     created: (String, String),
     last_used: Option<(String, String)>,
+    /// The last use's address and user agent, and the recent addresses.
+    last_client: Option<(String, String)>,
+    recent_ips: String,
     expires: Option<(String, String)>,
     status: &'static str,
     revoke_reason: String,
@@ -187,6 +190,17 @@ impl TokenView {
             scopes: t.scopes.clone(),
             created: time(t.create_time),
             last_used: t.last_used_time.map(time),
+            last_client: t.last_used_client.as_ref().map(|c| {
+                let ip =
+                    c.ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+                (ip, c.user_agent.clone())
+            }),
+            recent_ips: t
+                .recent_ips
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
             expires: t.expire_time.map(time),
             status: match t.status(now) {
                 Status::Active => "active",

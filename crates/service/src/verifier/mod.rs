@@ -5,6 +5,8 @@
 //! never writes to the database: a use is noted in memory for the last-used
 //! flusher.
 
+mod by_secret;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -14,6 +16,7 @@ use uuid::Uuid;
 
 use crate::cache::{CacheConfig, Cached, Lookup, VerifyCache};
 use crate::changes::Freshness;
+use crate::client::Client;
 use crate::clock::{Clock, Timestamp};
 use crate::error::Error;
 use crate::limits::{Allowances, Limits, Outcome, RateState};
@@ -269,12 +272,13 @@ impl Verifier {
         token: &str,
         required_scopes: &[String],
     ) -> Result<Verification, Error> {
-        self.verify_spending(token, required_scopes, 0).await
+        self.verify_spending(token, required_scopes, 0, None).await
     }
 
     /// [`Verifier::verify`], spending `cost` of the token's credits if it
     /// has credits and is otherwise VALID: USAGE_EXCEEDED, spending
     /// nothing, when fewer are left. A cost of 0 checks without spending.
+    /// A use of a live token is noted as coming from `client`, if given.
     ///
     /// # Errors
     /// As [`Verifier::verify`]; `Unavailable` also when more credits had
@@ -284,6 +288,7 @@ impl Verifier {
         token: &str,
         required_scopes: &[String],
         cost: u64,
+        client: Option<&Client>,
     ) -> Result<Verification, Error> {
         token::check_scopes("required_scopes", required_scopes)?;
         if !format::is_well_formed(&self.prefix, token) {
@@ -366,7 +371,7 @@ impl Verifier {
         // A live token presented to a service counts as used, even when it
         // lacked a scope for this particular call.
         if matches!(verdict, Verdict::Valid | Verdict::InsufficientScope) {
-            self.last_used.record(snapshot.id, &snapshot, at);
+            self.last_used.record(snapshot.id, &snapshot, at, client);
         }
         let mut answer = Verification {
             verdict,
@@ -399,29 +404,6 @@ impl Verifier {
         }
         answer.token = Some(Known { snapshot, status });
         Ok(answer)
-    }
-
-    /// The token whose secret is `token`, under any key, read from the
-    /// database: for revoking a token reported leaked. Not a use of the
-    /// token, and not cached; each read counts against the bounds on
-    /// lookups, as a cache miss does.
-    ///
-    /// # Errors
-    /// `Overloaded` past `lookups.max_pending`; store faults.
-    pub async fn find_by_secret(&self, token: &str) -> Result<Option<TokenRecord>, Error> {
-        if !format::is_well_formed(&self.prefix, token) {
-            return Ok(None);
-        }
-        for key in std::iter::once(self.keys.primary()).chain(self.keys.older()) {
-            let _admitted = self.lookups.admit().await.map_err(|_| {
-                self.observer.lookup_refused();
-                Error::Overloaded
-            })?;
-            if let Some(found) = self.store.find_by_digest(&key.digest(token)).await? {
-                return Ok(Some(found.record));
-            }
-        }
-        Ok(None)
     }
 
     /// Drops `digest` from this process's cache, and any fill of it under way.
@@ -492,25 +474,6 @@ impl Verifier {
             &r.rate_limits,
             &found.owner_rate_limits,
         ))
-    }
-
-    /// A token stored under an older key, if any: answered from the row but
-    /// not cached (invalidations name it by the digest it is stored under,
-    /// not by the primary's), and queued to move to the primary key, after
-    /// which it is cached like any other.
-    async fn find_under_older_key(
-        &self,
-        token: &str,
-        primary: Digest,
-    ) -> Result<Option<Cached<Snapshot>>, Error> {
-        for key in self.keys.older() {
-            let stored = key.digest(token);
-            if let Some(found) = self.store.find_by_digest(&stored).await? {
-                self.rekeys.push(found.record.id, stored, primary);
-                return Ok(Some(Cached::Known(Arc::new(self.snapshot(&found)))));
-            }
-        }
-        Ok(None)
     }
 }
 
