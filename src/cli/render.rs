@@ -161,8 +161,10 @@ pub fn token(token: &pb::Token) -> String {
         ),
         ("Rate limits", rate_limits(&token.rate_limits)),
     ];
-    if !token.last_used_ip.is_empty() || !token.last_used_user_agent.is_empty() {
-        rows.push(("Last used from", text(&token.last_used_ip)));
+    if !token.last_used_ip.is_empty() {
+        rows.push(("Last used from", token.last_used_ip.clone()));
+    }
+    if !token.last_used_user_agent.is_empty() {
         rows.push(("Last user agent", text(&token.last_used_user_agent)));
     }
     if !token.recent_ips.is_empty() {

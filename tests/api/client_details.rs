@@ -118,6 +118,20 @@ async fn verify_notes_the_latest_client_and_five_distinct_addresses(backend: Bac
     app.wait_for_last_used(&token.id, before).await;
     let shown = app.get(&token.id).await.unwrap();
     assert_eq!(shown.last_used_ip, "192.0.2.2");
+    // The CLI shows them.
+    let got = run_client(&app, &["token", "get", &token.id], b"").await;
+    let lines: Vec<&str> = got.ok().lines().collect();
+    let row = |label: &str| {
+        lines
+            .iter()
+            .find(|l| l.starts_with(label))
+            .map(|l| l[label.len()..].trim().to_owned())
+    };
+    assert_eq!(row("Last used from:").as_deref(), Some("192.0.2.2"));
+    assert_eq!(
+        row("Recent addresses:").as_deref(),
+        Some("192.0.2.2, 192.0.2.6, 192.0.2.5, 192.0.2.4, 2001:db8::3")
+    );
 
     // A refused token's call is no use of it: nothing noted.
     let (revoked, revoked_secret) = app.create_token("alice", &[]).await;

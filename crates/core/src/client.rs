@@ -24,7 +24,7 @@ impl Client {
     /// # Errors
     /// An address that does not read, or a user agent over
     /// [`MAX_USER_AGENT_BYTES`] or with control characters.
-    pub fn given(field: &str, ip: &str, user_agent: &str) -> Result<Option<Self>, FieldError> {
+    pub fn given(field: &str, ip: &str, user_agent: String) -> Result<Option<Self>, FieldError> {
         let ip = match ip {
             "" => None,
             ip => Some(ip.parse().map_err(|_| {
@@ -40,10 +40,7 @@ impl Client {
                 format!("at most {MAX_USER_AGENT_BYTES} bytes, without control characters"),
             ));
         }
-        Ok((ip.is_some() || !user_agent.is_empty()).then(|| Client {
-            ip,
-            user_agent: user_agent.to_owned(),
-        }))
+        Ok((ip.is_some() || !user_agent.is_empty()).then_some(Client { ip, user_agent }))
     }
 
     /// A client as a proxy saw it (Envoy's CheckRequest): a user agent too
@@ -70,9 +67,9 @@ mod tests {
 
     #[test]
     fn a_client_given_by_a_caller_is_checked_and_one_seen_by_a_proxy_is_cleaned() {
-        assert_eq!(Client::given("client", "", ""), Ok(None));
+        assert_eq!(Client::given("client", "", String::new()), Ok(None));
         assert_eq!(
-            Client::given("client", "2001:db8::7", "curl/8").unwrap(),
+            Client::given("client", "2001:db8::7", "curl/8".into()).unwrap(),
             Some(Client {
                 ip: Some("2001:db8::7".parse().unwrap()),
                 user_agent: "curl/8".into()
@@ -84,7 +81,12 @@ mod tests {
             ("", "a\nb", "client.user_agent"),
             ("", &"u".repeat(513), "client.user_agent"),
         ] {
-            assert_eq!(Client::given("client", ip, ua).unwrap_err().field, field);
+            assert_eq!(
+                Client::given("client", ip, ua.to_owned())
+                    .unwrap_err()
+                    .field,
+                field
+            );
         }
         let seen = Client::seen(None, &format!("a\u{7}b{}", "é".repeat(400))).unwrap();
         assert!(seen.user_agent.starts_with("ab") && seen.user_agent.len() <= 512);

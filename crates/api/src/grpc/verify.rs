@@ -280,7 +280,7 @@ impl TokenVerify for VerifyService {
         &self,
         request: Request<pb::VerifyRequest>,
     ) -> Result<Response<VerifyReply>, Status> {
-        let req = request.get_ref();
+        let mut req = request.into_inner();
         let cost = match req.cost {
             None => 1,
             Some(cost @ 0..=MAX_COST) => cost.unsigned_abs(),
@@ -290,8 +290,8 @@ impl TokenVerify for VerifyService {
                 )));
             }
         };
-        let client = match &req.client {
-            Some(c) => Client::given("client", &c.ip, &c.user_agent)
+        let client = match &mut req.client {
+            Some(c) => Client::given("client", &c.ip, std::mem::take(&mut c.user_agent))
                 .map_err(|e| crate::status::status(e.into()))?,
             None => None,
         };
