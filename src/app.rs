@@ -306,6 +306,7 @@ impl Application {
             primary_key_id: key_ids[0].clone(),
             metrics: Arc::clone(&metrics),
             clock: Arc::clone(&clock),
+            pruned_day: std::sync::atomic::AtomicI64::new(0),
         };
         spawn_critical(
             &tasks,

@@ -107,6 +107,13 @@ pub enum TokenCommand {
     },
     /// Show one token.
     Get { id: String },
+    /// Calls that presented a token, per day (UTC) and verdict.
+    Usage {
+        id: String,
+        /// Days back, counting today: 1 to 90.
+        #[arg(long, default_value_t = 30)]
+        days: i32,
+    },
     /// Change a token's name, description or metadata (only what is given).
     Update {
         id: String,

@@ -122,6 +122,45 @@ pub fn tokens(tokens: &[pb::Token]) -> String {
     table(&TOKEN_COLUMNS, &rows)
 }
 
+/// A token's calls: a row per day, a column per verdict given.
+pub fn usage(days: &[pb::TokenUsageDay], span: i32) -> String {
+    if days.is_empty() {
+        return format!("No calls in the last {span} days\n");
+    }
+    let mut verdicts: Vec<i32> = days
+        .iter()
+        .flat_map(|d| d.counts.iter().map(|c| c.verdict))
+        .collect();
+    verdicts.sort_unstable();
+    verdicts.dedup();
+    let names: Vec<String> = verdicts
+        .iter()
+        .map(|v| {
+            pb::Verdict::try_from(*v).map_or_else(
+                |_| v.to_string(),
+                |v| v.as_str_name().trim_start_matches("VERDICT_").to_owned(),
+            )
+        })
+        .collect();
+    let mut header = vec!["DATE"];
+    header.extend(names.iter().map(String::as_str));
+    let rows: Vec<Vec<String>> = days
+        .iter()
+        .map(|d| {
+            let mut row = vec![d.date.clone()];
+            row.extend(verdicts.iter().map(|v| {
+                d.counts
+                    .iter()
+                    .find(|c| c.verdict == *v)
+                    .map_or(0, |c| c.count)
+                    .to_string()
+            }));
+            row
+        })
+        .collect();
+    table(&header, &rows)
+}
+
 /// One token, every field.
 pub fn token(token: &pb::Token) -> String {
     let map = |m: &std::collections::BTreeMap<String, String>| {

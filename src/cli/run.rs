@@ -263,6 +263,16 @@ async fn token(client: &Client, command: TokenCommand, json: bool) -> anyhow::Re
                 render::tokens(&all.tokens)
             })
         }
+        TokenCommand::Usage { id, days } => {
+            let usage = admin
+                .get_token_usage(pb::GetTokenUsageRequest { id, days })
+                .await
+                .map_err(fail)?
+                .into_inner();
+            pick(json, &usage, "latchkey.v1.GetTokenUsageResponse", || {
+                render::usage(&usage.days, days)
+            })
+        }
         TokenCommand::Get { id } => detail(
             admin
                 .get_token(pb::GetTokenRequest { id })

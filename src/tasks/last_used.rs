@@ -4,6 +4,7 @@
 //! older HMAC keys.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use latchkey_core::clock::Clock;
@@ -26,7 +27,13 @@ pub struct LastUsedFlusher {
     pub primary_key_id: String,
     pub metrics: Arc<Metrics>,
     pub clock: Arc<dyn Clock>,
+    /// The day (since the epoch) usage counts were last pruned on.
+    pub pruned_day: AtomicI64,
 }
+
+const MICROS_PER_DAY: i64 = 86_400_000_000;
+/// Days of usage counts kept (GetTokenUsage's longest span).
+const USAGE_DAYS: i64 = 90;
 
 impl LastUsedFlusher {
     /// Runs until `shutdown` is cancelled, then flushes what is left.
@@ -77,15 +84,21 @@ impl LastUsedFlusher {
         if uses.is_empty() {
             return;
         }
-        let written = match self.store.record_last_used(&uses).await {
-            Ok(()) => self.store.record_clients(&uses).await,
-            Err(e) => Err(e),
-        };
+        // Times and clients may be written twice; the counts, last and in
+        // one transaction, once.
+        let now = self.clock.now();
+        let day = now.as_micros().div_euclid(MICROS_PER_DAY);
+        let written = async {
+            self.store.record_last_used(&uses).await?;
+            self.store.record_clients(&uses).await?;
+            self.store.record_usage(day, &uses).await
+        }
+        .await;
         match written {
             Ok(()) => {
                 tracing::debug!(tokens = uses.len(), "last-used times written");
-                if let Some(oldest) = uses.iter().map(|u| u.time).min() {
-                    let lag = self.clock.now().saturating_since(oldest);
+                if let Some(oldest) = uses.iter().filter_map(|u| u.time).min() {
+                    let lag = now.saturating_since(oldest);
                     self.metrics.last_used_flush_lag.observe(lag.as_secs_f64());
                 }
             }
@@ -97,6 +110,15 @@ impl LastUsedFlusher {
                     "writing last-used times failed; will retry"
                 );
                 self.last_used.retry_later(uses);
+            }
+        }
+        if self.pruned_day.swap(day, Ordering::Relaxed) != day {
+            match self.store.prune_usage(day - USAGE_DAYS).await {
+                Ok(rows) => tracing::debug!(rows, "usage counts over 90 days old pruned"),
+                Err(e) => tracing::warn!(
+                    error = format!("{:#}", anyhow::Error::from(e)),
+                    "pruning old usage counts failed; will retry tomorrow"
+                ),
             }
         }
     }

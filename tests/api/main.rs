@@ -42,5 +42,6 @@ mod shutdown;
 mod store_status;
 mod tls;
 mod token_review;
+mod usage_counts;
 mod verify;
 mod workflows;

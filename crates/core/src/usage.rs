@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use uuid::Uuid;
@@ -17,6 +17,7 @@ use uuid::Uuid;
 use crate::client::{Client, RECENT_IPS};
 use crate::clock::Timestamp;
 use crate::token::Digest;
+use crate::verdict::Verdict;
 
 /// The clients a token was used from since its last write.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -83,6 +84,9 @@ pub struct UseCell {
     queued: AtomicBool,
     /// Set at the first use with client details since the last write.
     clients: Mutex<Option<Box<Clients>>>,
+    /// Calls that found the token since the last write, per verdict (in
+    /// the order of [`Verdict::ALL`]).
+    counts: [AtomicU32; Verdict::ALL.len()],
 }
 
 impl UseCell {
@@ -107,12 +111,14 @@ impl HoldsUses for UseCell {
     }
 }
 
-/// A token's uses to write: the latest time, and the clients seen.
+/// A token's uses to write: the latest time (`None` if it was never
+/// used, only presented), the clients seen, and the calls per verdict.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Use {
     pub id: Uuid,
-    pub time: Timestamp,
+    pub time: Option<Timestamp>,
     pub clients: Option<Clients>,
+    pub counts: Vec<(Verdict, u32)>,
 }
 
 /// Uses waiting to be written.
@@ -144,10 +150,22 @@ impl LastUsed {
                 .get_or_insert_default()
                 .note(client, at);
         }
-        // SeqCst on both sides: a flush that clears `queued` and then reads
-        // `latest` either sees this time, or this call sees `queued` false and
-        // queues the token again.
         cell.latest.fetch_max(at.as_micros(), Ordering::SeqCst);
+        self.queue(id, holder);
+    }
+
+    /// Counts a call that found token `id`, answered `verdict`.
+    pub fn count<H: HoldsUses>(&self, id: Uuid, holder: &Arc<H>, verdict: Verdict) {
+        holder.uses().counts[verdict as usize].fetch_add(1, Ordering::SeqCst);
+        self.queue(id, holder);
+    }
+
+    /// Queues the token for the next write, once.
+    fn queue<H: HoldsUses>(&self, id: Uuid, holder: &Arc<H>) {
+        let cell = holder.uses();
+        // SeqCst on both sides: a flush that clears `queued` and then reads
+        // `latest` and the counts either sees this call's, or this call sees
+        // `queued` false and queues the token again.
         if !cell.queued.load(Ordering::Relaxed) && !cell.queued.swap(true, Ordering::SeqCst) {
             self.queue
                 .lock()
@@ -171,8 +189,26 @@ impl LastUsed {
                 .unwrap_or_else(PoisonError::into_inner)
                 .take()
                 .map(|c| *c);
-            let time = Timestamp::from_micros(cell.latest.load(Ordering::SeqCst));
-            merge(&mut uses, Use { id, time, clients });
+            let time = match cell.latest.load(Ordering::SeqCst) {
+                0 => None,
+                t => Some(Timestamp::from_micros(t)),
+            };
+            let counts = Verdict::ALL
+                .iter()
+                .filter_map(|&v| {
+                    let n = cell.counts[v as usize].swap(0, Ordering::SeqCst);
+                    (n > 0).then_some((v, n))
+                })
+                .collect();
+            merge(
+                &mut uses,
+                Use {
+                    id,
+                    time,
+                    clients,
+                    counts,
+                },
+            );
         }
         uses.into_values().collect()
     }
@@ -192,6 +228,12 @@ fn merge(uses: &mut HashMap<Uuid, Use>, mut newer: Use) {
         None => {}
         Some(older) => {
             newer.time = newer.time.max(older.time);
+            for (verdict, n) in older.counts {
+                match newer.counts.iter_mut().find(|(v, _)| *v == verdict) {
+                    Some((_, m)) => *m += n,
+                    None => newer.counts.push((verdict, n)),
+                }
+            }
             newer.clients = match (newer.clients, older.clients) {
                 (Some(mut n), Some(o)) => {
                     n.merge_older(o);
@@ -255,8 +297,9 @@ mod tests {
     fn plain(id: Uuid, t: i64) -> Use {
         Use {
             id,
-            time: at(t),
+            time: Some(at(t)),
             clients: None,
+            counts: Vec::new(),
         }
     }
 
@@ -271,6 +314,30 @@ mod tests {
         assert_eq!(lu.queue.lock().unwrap().len(), 1);
         assert_eq!(lu.drain(), vec![plain(id, 9)]);
         assert!(lu.drain().is_empty());
+    }
+
+    #[test]
+    fn calls_are_counted_per_verdict_and_kept_across_a_failed_write() {
+        let lu = LastUsed::new();
+        let cell = Arc::new(UseCell::default());
+        let id = Uuid::now_v7();
+        for v in [Verdict::Revoked, Verdict::Revoked, Verdict::Expired] {
+            lu.count(id, &cell, v);
+        }
+        let first = lu.drain();
+        assert_eq!(
+            first,
+            vec![Use {
+                time: None,
+                counts: vec![(Verdict::Revoked, 2), (Verdict::Expired, 1)],
+                ..plain(id, 0)
+            }]
+        );
+        lu.retry_later(first);
+        lu.count(id, &cell, Verdict::Revoked);
+        let mut again = lu.drain().remove(0).counts;
+        again.sort_by_key(|(v, _)| *v as usize);
+        assert_eq!(again, [(Verdict::Revoked, 3), (Verdict::Expired, 1)]);
     }
 
     #[test]

@@ -18,6 +18,7 @@ mod m20261205_000006_console_links;
 mod m20261205_000007_credits;
 mod m20261206_000008_rate_limits;
 mod m20261207_000009_client_details;
+mod m20261207_000010_token_usage;
 
 /// Applies latchkey's migrations.
 pub struct Migrator;
@@ -35,6 +36,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000007_credits::Migration),
             Box::new(m20261206_000008_rate_limits::Migration),
             Box::new(m20261207_000009_client_details::Migration),
+            Box::new(m20261207_000010_token_usage::Migration),
         ]
     }
 }

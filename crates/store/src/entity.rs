@@ -217,3 +217,26 @@ pub mod rate_windows {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod token_usage {
+    use sea_orm::entity::prelude::*;
+
+    /// Calls that found a token on one day (since the epoch, UTC) with one
+    /// verdict, over every replica.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "token_usage")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub token_id: Uuid,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub day: i64,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub verdict: String,
+        pub count: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -3,12 +3,16 @@
 
 use std::net::IpAddr;
 
-use sea_orm::sea_query::{Expr, ExprTrait};
-use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QuerySelect};
+use sea_orm::sea_query::{Alias, Expr, ExprTrait, OnConflict};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+};
+use uuid::Uuid;
 
 use crate::connection::Store;
-use crate::entity::tokens;
+use crate::entity::{token_usage, tokens};
 use crate::error::Result;
+use crate::sql::BULK_CHUNK;
 
 /// Rows per last-used statement: a few parameters each, far below every
 /// backend's bind-parameter limit.
@@ -48,10 +52,15 @@ impl Store {
     /// On a database fault; nothing of the failing chunk is written.
     pub async fn record_last_used(&self, uses: &[Use]) -> Result<()> {
         let column = || Expr::col(tokens::Column::LastUsedTime);
-        for chunk in uses.chunks(LAST_USED_CHUNK) {
+        // Tokens only presented (a revoked one, say) have no time to write.
+        let times: Vec<(Uuid, i64)> = uses
+            .iter()
+            .filter_map(|u| Some((u.id, u.time?.as_micros())))
+            .collect();
+        for chunk in times.chunks(LAST_USED_CHUNK) {
             let mut when = sea_orm::sea_query::CaseStatement::new();
-            for u in chunk {
-                when = when.case(tokens::Column::Id.eq(u.id), Expr::value(u.time.as_micros()));
+            for (id, t) in chunk {
+                when = when.case(tokens::Column::Id.eq(*id), Expr::value(*t));
             }
             let new_time: Expr = when.into();
             let newer = Expr::case(
@@ -63,7 +72,7 @@ impl Store {
             .finally(column());
             tokens::Entity::update_many()
                 .col_expr(tokens::Column::LastUsedTime, newer.into())
-                .filter(tokens::Column::Id.is_in(chunk.iter().map(|u| u.id)))
+                .filter(tokens::Column::Id.is_in(chunk.iter().map(|(id, _)| *id)))
                 .exec(&self.db)
                 .await?;
         }
@@ -121,6 +130,80 @@ impl Store {
             txn.commit().await?;
         }
         Ok(())
+    }
+}
+
+impl Store {
+    /// Adds each use's calls per verdict to the counts of `day` (days since
+    /// the epoch, UTC), several tokens per statement, in one transaction.
+    ///
+    /// # Errors
+    /// On a database fault; then nothing is added.
+    pub async fn record_usage(&self, day: i64, uses: &[Use]) -> Result<()> {
+        let rows: Vec<token_usage::ActiveModel> = uses
+            .iter()
+            .flat_map(|u| {
+                u.counts
+                    .iter()
+                    .map(move |(verdict, n)| token_usage::ActiveModel {
+                        token_id: Set(u.id),
+                        day: Set(day),
+                        verdict: Set(verdict.label().to_owned()),
+                        count: Set(i64::from(*n)),
+                    })
+            })
+            .collect();
+        let added = Expr::col((token_usage::Entity, token_usage::Column::Count)).add(Expr::col((
+            Alias::new("excluded"),
+            token_usage::Column::Count,
+        )));
+        // All or nothing: a failed write is retried whole.
+        let txn = self.begin().await?;
+        for chunk in rows.chunks(BULK_CHUNK) {
+            token_usage::Entity::insert_many(chunk.to_vec())
+                .on_conflict(
+                    OnConflict::columns([
+                        token_usage::Column::TokenId,
+                        token_usage::Column::Day,
+                        token_usage::Column::Verdict,
+                    ])
+                    .value(token_usage::Column::Count, added.clone())
+                    .to_owned(),
+                )
+                .exec_without_returning(&txn.txn)
+                .await?;
+        }
+        txn.commit().await
+    }
+
+    /// Token `id`'s counts from `from_day` on: (day, verdict, calls), the
+    /// latest day first.
+    ///
+    /// # Errors
+    /// On a database fault.
+    pub async fn token_usage(&self, id: Uuid, from_day: i64) -> Result<Vec<(i64, String, i64)>> {
+        Ok(token_usage::Entity::find()
+            .filter(token_usage::Column::TokenId.eq(id))
+            .filter(token_usage::Column::Day.gte(from_day))
+            .order_by_desc(token_usage::Column::Day)
+            .order_by_asc(token_usage::Column::Verdict)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|m| (m.day, m.verdict, m.count))
+            .collect())
+    }
+
+    /// Drops the counts of days before `day`. Returns how many rows went.
+    ///
+    /// # Errors
+    /// On a database fault.
+    pub async fn prune_usage(&self, day: i64) -> Result<u64> {
+        Ok(token_usage::Entity::delete_many()
+            .filter(token_usage::Column::Day.lt(day))
+            .exec(&self.db)
+            .await?
+            .rows_affected)
     }
 }
 

@@ -295,6 +295,24 @@ impl TokenAdmin for AdminService {
         .await
     }
 
+    async fn get_token_usage(
+        &self,
+        request: Request<pb::GetTokenUsageRequest>,
+    ) -> Result<Response<pb::GetTokenUsageResponse>, Status> {
+        answer(async {
+            self.authorize(&request).await?;
+            let req = request.get_ref();
+            let id = convert::id("id", &req.id)?;
+            // Negative is as far out of range as too many.
+            let days = u32::try_from(req.days).unwrap_or(u32::MAX);
+            let days = self.lifecycle.usage(id, days).await?;
+            Ok(Response::new(pb::GetTokenUsageResponse {
+                days: days.iter().map(convert::usage_day).collect(),
+            }))
+        })
+        .await
+    }
+
     async fn get_owner(
         &self,
         request: Request<pb::GetOwnerRequest>,

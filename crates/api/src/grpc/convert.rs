@@ -68,6 +68,21 @@ pub fn token_without_status(r: &TokenRecord) -> pb::Token {
     }
 }
 
+/// One day's calls that found a token.
+pub fn usage_day(d: &crate::lifecycle::UsageDay) -> pb::TokenUsageDay {
+    pb::TokenUsageDay {
+        date: d.date(),
+        counts: d
+            .counts
+            .iter()
+            .map(|(v, n)| pb::VerdictCount {
+                verdict: verdict(*v) as i32,
+                count: i64::try_from(*n).unwrap_or(i64::MAX),
+            })
+            .collect(),
+    }
+}
+
 /// Credits as stored: what is left for the period of the last take (the
 /// refill's amount applies from the next period; see [`token`]).
 pub fn credits(c: &Credits) -> pb::Credits {

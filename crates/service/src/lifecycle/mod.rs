@@ -16,6 +16,7 @@ mod requests;
 mod self_renewal;
 mod settings;
 mod tokens;
+mod usage;
 mod writing;
 
 use std::sync::{Arc, Mutex};
@@ -31,6 +32,7 @@ pub use requests::{EventQuery, Expiry, ListQuery, NewToken, Page, Renewal};
 pub use self_renewal::SELF_REVOKE_REASON;
 pub use settings::{ADMIN_OWNER, Limits, Policy, RATE_WINDOW, SelfRenew, Settings};
 pub use tokens::KeyUsage;
+pub use usage::{DEFAULT_USAGE_DAYS, MAX_USAGE_DAYS, UsageDay};
 
 pub struct Lifecycle {
     store: Store,

@@ -402,6 +402,7 @@ impl Verifier {
             answer.credits_remaining = spent.credits_remaining;
             answer.rate = spent.rate;
         }
+        self.last_used.count(snapshot.id, &snapshot, answer.verdict);
         answer.token = Some(Known { snapshot, status });
         Ok(answer)
     }

@@ -18,6 +18,7 @@ mod limits;
 mod owners;
 mod pages;
 mod tokens;
+mod usage;
 
 use std::sync::Arc;
 

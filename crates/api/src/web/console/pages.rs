@@ -8,6 +8,7 @@ use axum::response::{Html, IntoResponse, Response};
 use hyper::StatusCode;
 
 use super::limits;
+use super::usage::UsageTable;
 use crate::audit::Event;
 use crate::clock::Timestamp;
 use crate::console::Session;
@@ -502,12 +503,13 @@ struct TokenPage<'a> {
     /// The renewal form's choices: (seconds, label).
     grace_periods: &'static [(u64, &'static str)],
     events: Vec<EventRow>,
+    usage: UsageTable,
 }
 
 pub(super) fn token(
     chrome: &Chrome,
     now: Timestamp,
-    record: &TokenRecord,
+    (record, usage): (&TokenRecord, UsageTable),
     events: &[Event],
 ) -> Response {
     let token = TokenView::new(record, now);
@@ -517,6 +519,7 @@ pub(super) fn token(
         token,
         grace_periods: &GRACE_PERIODS,
         events: event_rows(events),
+        usage,
     };
     render(StatusCode::OK, &page)
 }

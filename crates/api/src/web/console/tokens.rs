@@ -26,6 +26,7 @@ use super::exchange::{
     require_session, see_other,
 };
 use super::pages::{self, GRACE_PERIODS, NewTokenForm, TokenQuery};
+use super::usage::{self, UsageTable};
 use crate::audit::EventFilter;
 use crate::console::Session;
 use crate::error::Error;
@@ -278,11 +279,15 @@ async fn token_page(
         token_id: Some(record.id),
         owner: None,
     };
-    match recent_events(console, filter).await {
-        Ok(events) => pages::token(
+    let found = async {
+        let usage = console.lifecycle.usage(record.id, usage::DAYS).await?;
+        Ok::<_, Error>((usage, recent_events(console, filter).await?))
+    };
+    match found.await {
+        Ok((usage, events)) => pages::token(
             &pages::chrome(&session, &console.sessions.csrf_token(&secret)),
             console.sessions.now(),
-            &record,
+            (&record, UsageTable::new(&usage)),
             &events,
         ),
         Err(e) => refused(&e),
