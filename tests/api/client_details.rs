@@ -11,7 +11,7 @@ use tonic::Code;
 
 use latchkey::grpc::pb;
 
-use crate::console::{request, sign_in};
+use crate::console::token_page;
 use crate::ext_authz::{check, check_request};
 use crate::helpers::*;
 use crate::on_both_databases;
@@ -253,17 +253,7 @@ async fn the_console_shows_where_a_token_was_used_from(backend: Backend) {
         .await
         .unwrap();
     token_when(&app, &token.id, |t| t.recent_ips.len() == 2).await;
-    let addr = app.http_addr.unwrap();
-    let (_, session) = sign_in(addr, ADMIN_TOKEN).await;
-    let page = request(
-        addr,
-        "GET",
-        &format!("/console/tokens/{}", token.id),
-        session.as_deref(),
-        "",
-    )
-    .await;
-    assert_eq!(page.status, 200, "{}", page.body);
+    let page = token_page(&app, &token.id).await;
     assert!(
         page.body
             .contains("<dt>Last used from</dt><dd><code>2001:db8::7</code>"),

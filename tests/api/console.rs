@@ -110,6 +110,22 @@ pub(crate) async fn sign_in(addr: SocketAddr, credential: &str) -> (HttpAnswer, 
     (answer, session)
 }
 
+/// Token `id`'s console page, signed in with the admin credential.
+pub(crate) async fn token_page(app: &TestApp, id: &str) -> HttpAnswer {
+    let addr = app.http_addr.unwrap();
+    let (_, session) = sign_in(addr, ADMIN_TOKEN).await;
+    let page = request(
+        addr,
+        "GET",
+        &format!("/console/tokens/{id}"),
+        session.as_deref(),
+        "",
+    )
+    .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    page
+}
+
 async fn console_app(backend: Backend) -> TestApp {
     spawn_app_with(backend, |s| {
         s.http_addr = Some("127.0.0.1:0".parse().unwrap())

@@ -8,7 +8,7 @@ use latchkey::clock::Clock as _;
 use latchkey::grpc::pb;
 use tonic::Code;
 
-use crate::console::{request, sign_in};
+use crate::console::token_page;
 use crate::helpers::*;
 use crate::on_both_databases;
 
@@ -128,17 +128,7 @@ async fn usage_counts_calls_per_day_and_verdict(backend: Backend) {
     assert_eq!(lines[2][1..], ["5", "0", "2"]);
 
     // So does the console's token page.
-    let addr = app.http_addr.unwrap();
-    let (_, session) = sign_in(addr, ADMIN_TOKEN).await;
-    let page = request(
-        addr,
-        "GET",
-        &format!("/console/tokens/{}", token.id),
-        session.as_deref(),
-        "",
-    )
-    .await;
-    assert_eq!(page.status, 200, "{}", page.body);
+    let page = token_page(&app, &token.id).await;
     let table = page.body.split("Calls, last 7 days").nth(1).unwrap();
     let cells: String = table
         .split("</table>")
