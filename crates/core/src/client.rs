@@ -43,6 +43,17 @@ impl Client {
         Ok((ip.is_some() || !user_agent.is_empty()).then_some(Client { ip, user_agent }))
     }
 
+    /// The address (empty if unknown) and user agent of `client`, as the
+    /// API and the store write them; both empty for none.
+    pub fn as_text(client: Option<&Self>) -> (String, String) {
+        client.map_or_else(Default::default, |c| {
+            (
+                c.ip.map_or_else(String::new, |ip| ip.to_string()),
+                c.user_agent.clone(),
+            )
+        })
+    }
+
     /// A client as a proxy saw it (Envoy's CheckRequest): a user agent too
     /// long is cut and control characters dropped, since the end user
     /// chose it and a check must not fail for it.

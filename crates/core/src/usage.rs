@@ -57,9 +57,7 @@ impl Clients {
     /// Adds `older` (noted before these) behind these.
     fn merge_older(&mut self, older: Clients) {
         let newer = std::mem::replace(&mut self.ips, older.ips);
-        for ip in newer.into_iter().rev() {
-            note_first(&mut self.ips, ip);
-        }
+        put_first(&mut self.ips, &newer);
         match (&self.latest, older.latest) {
             (Some((t, _)), Some((o, client))) if o > *t => self.latest = Some((o, client)),
             (None, older) => self.latest = older,
@@ -68,8 +66,16 @@ impl Clients {
     }
 }
 
+/// Puts `newer` (the latest first) ahead of `ips`, keeping at most
+/// [`RECENT_IPS`] distinct ones.
+pub fn put_first(ips: &mut Vec<IpAddr>, newer: &[IpAddr]) {
+    for ip in newer.iter().rev() {
+        note_first(ips, *ip);
+    }
+}
+
 /// Puts `ip` first in `ips`, keeping at most [`RECENT_IPS`] distinct ones.
-pub fn note_first(ips: &mut Vec<IpAddr>, ip: IpAddr) {
+fn note_first(ips: &mut Vec<IpAddr>, ip: IpAddr) {
     if let Some(i) = ips.iter().position(|known| *known == ip) {
         ips.remove(i);
     }

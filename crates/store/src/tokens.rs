@@ -17,6 +17,7 @@ use crate::limit_rows::{credit_columns, credits_of};
 use crate::lookup::{OWNER_DISABLE_TIME, OWNER_RATE_LIMITS};
 use crate::sql::{BULK_CHUNK, before, encode_map};
 use crate::status::{not_expired, status_condition};
+use latchkey_core::client::Client;
 use latchkey_core::clock::Timestamp;
 use latchkey_core::limit::{Credits, RateLimit};
 use latchkey_core::query::{Cursor, ListFilter, TokenPatch};
@@ -491,6 +492,7 @@ fn to_active_model(row: &NewRow<'_>) -> tokens::ActiveModel {
         key_id,
     } = *row;
     let (remaining, refill_amount, refill_interval, period) = credit_columns(r.credits.as_ref());
+    let (last_used_ip, last_used_user_agent) = Client::as_text(r.last_used_client.as_ref());
     tokens::ActiveModel {
         id: Set(r.id),
         owner: Set(r.owner.clone()),
@@ -518,15 +520,8 @@ fn to_active_model(row: &NewRow<'_>) -> tokens::ActiveModel {
         credits_period: Set(period),
         credits_generation: Set(r.credits.map_or(0, |c| c.generation)),
         rate_limits: Set(crate::limit_rows::encode(&r.rate_limits)),
-        last_used_ip: Set(r
-            .last_used_client
-            .as_ref()
-            .and_then(|c| c.ip)
-            .map_or_else(String::new, |ip| ip.to_string())),
-        last_used_user_agent: Set(r
-            .last_used_client
-            .as_ref()
-            .map_or_else(String::new, |c| c.user_agent.clone())),
+        last_used_ip: Set(last_used_ip),
+        last_used_user_agent: Set(last_used_user_agent),
         recent_ips: Set(crate::uses::encode_ips(&r.recent_ips)),
     }
 }

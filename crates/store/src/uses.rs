@@ -18,7 +18,7 @@ use crate::sql::BULK_CHUNK;
 /// backend's bind-parameter limit.
 const LAST_USED_CHUNK: usize = 500;
 use latchkey_core::client::Client;
-use latchkey_core::usage::{Use, note_first};
+use latchkey_core::usage::{Use, put_first};
 
 /// `recent_ips` as stored: the addresses, the latest first, separated by
 /// spaces.
@@ -107,24 +107,17 @@ impl Store {
                 continue;
             };
             let mut ips = decode_ips(&stored);
-            for ip in clients.ips.iter().rev() {
-                note_first(&mut ips, *ip);
-            }
+            put_first(&mut ips, &clients.ips);
             let mut update = tokens::Entity::update_many()
                 .col_expr(tokens::Column::RecentIps, Expr::value(encode_ips(&ips)))
                 .filter(tokens::Column::Id.eq(u.id));
             if let Some((at, client)) = &clients.latest
                 && last_used.is_none_or(|t| at.as_micros() >= t)
             {
+                let (ip, user_agent) = Client::as_text(Some(client));
                 update = update
-                    .col_expr(
-                        tokens::Column::LastUsedIp,
-                        Expr::value(client.ip.map_or_else(String::new, |ip| ip.to_string())),
-                    )
-                    .col_expr(
-                        tokens::Column::LastUsedUserAgent,
-                        Expr::value(client.user_agent.clone()),
-                    );
+                    .col_expr(tokens::Column::LastUsedIp, Expr::value(ip))
+                    .col_expr(tokens::Column::LastUsedUserAgent, Expr::value(user_agent));
             }
             update.exec(&txn.txn).await?;
             txn.commit().await?;

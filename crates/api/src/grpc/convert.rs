@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use super::pb;
 use crate::audit::{Event, EventKind};
+use crate::client::Client;
 use crate::clock::Timestamp;
 use crate::error::Error;
 use crate::lifecycle::Expiry;
@@ -33,6 +34,7 @@ pub fn token(r: &TokenRecord, now: Timestamp) -> pb::Token {
 
 /// Every field of the token but `status`, which depends on the time.
 pub fn token_without_status(r: &TokenRecord) -> pb::Token {
+    let (last_used_ip, last_used_user_agent) = Client::as_text(r.last_used_client.as_ref());
     pb::Token {
         id: r.id.to_string(),
         owner: r.owner.clone(),
@@ -53,17 +55,8 @@ pub fn token_without_status(r: &TokenRecord) -> pb::Token {
         replaced_by: r.replaced_by.map(|u| u.to_string()).unwrap_or_default(),
         credits: r.credits.as_ref().map(credits),
         rate_limits: rate_limits(&r.rate_limits),
-        last_used_ip: r
-            .last_used_client
-            .as_ref()
-            .and_then(|c| c.ip)
-            .map(|ip| ip.to_string())
-            .unwrap_or_default(),
-        last_used_user_agent: r
-            .last_used_client
-            .as_ref()
-            .map(|c| c.user_agent.clone())
-            .unwrap_or_default(),
+        last_used_ip,
+        last_used_user_agent,
         recent_ips: r.recent_ips.iter().map(ToString::to_string).collect(),
     }
 }
