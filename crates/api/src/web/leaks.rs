@@ -58,11 +58,14 @@ pub struct LeakSettings {
 }
 
 impl LeakSettings {
-    /// The GitHub keys, read.
+    /// The GitHub keys, read, once the settings are checked.
     ///
     /// # Errors
     /// The setting that does not read, and why.
     fn github_keys(&self) -> Result<Vec<(String, VerifyingKey)>, String> {
+        if self.revocations_per_minute == 0 {
+            return Err("leaks.revocations_per_minute: must be at least 1".to_owned());
+        }
         self.github_public_keys
             .iter()
             .enumerate()
@@ -79,9 +82,6 @@ impl LeakSettings {
     /// # Errors
     /// The setting that does not read, and why.
     pub fn validate(&self) -> Result<(), String> {
-        if self.revocations_per_minute == 0 {
-            return Err("leaks.revocations_per_minute: must be at least 1".to_owned());
-        }
         self.github_keys().map(drop)
     }
 }
@@ -114,7 +114,6 @@ impl Leaks {
     /// # Errors
     /// The setting that does not read, and why.
     pub fn new(lifecycle: Arc<Lifecycle>, settings: &LeakSettings) -> Result<Self, String> {
-        settings.validate()?;
         Ok(Leaks {
             lifecycle,
             github_keys: settings.github_keys()?,
