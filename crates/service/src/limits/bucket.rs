@@ -54,13 +54,13 @@ impl Source {
 #[derive(Debug)]
 pub struct Bucket {
     pub(super) key: Key,
-    pub(super) state: Mutex<State>,
+    state: Mutex<State>,
     /// One database take at a time per bucket on this replica.
     pub(super) taking: tokio::sync::Mutex<()>,
 }
 
 #[derive(Debug, Default)]
-pub(super) struct State {
+struct State {
     /// The window (rate limits) or epoch (credits) what is held belongs
     /// to.
     window: i64,
@@ -93,7 +93,15 @@ pub(super) enum Take {
 }
 
 impl Bucket {
-    pub(super) fn lock(&self) -> MutexGuard<'_, State> {
+    pub(super) fn new(key: Key) -> Self {
+        Bucket {
+            key,
+            state: Mutex::default(),
+            taking: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 

@@ -56,13 +56,11 @@ impl Allowances {
 
     fn bucket(&self, key: Key) -> Arc<Bucket> {
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        Arc::clone(buckets.entry(key.clone()).or_insert_with(|| {
-            Arc::new(Bucket {
-                key,
-                state: Mutex::default(),
-                taking: tokio::sync::Mutex::new(()),
-            })
-        }))
+        Arc::clone(
+            buckets
+                .entry(key.clone())
+                .or_insert_with(|| Arc::new(Bucket::new(key))),
+        )
     }
 
     /// The limits of token `id` of `owner`, or `None` if it has none.
