@@ -32,10 +32,12 @@ use crate::serve::{self, Listener, Protocol, Stop};
 use crate::setup::{lifecycle_settings, open_store, resolve_hmac_keys};
 use crate::store::Store;
 use crate::tasks::change_feed::ChangeFeed;
+use crate::tasks::expiry_warnings::ExpiryWarnings;
 use crate::tasks::last_used::LastUsedFlusher;
 use crate::tls::{Flavor, ReloadingTls};
 use crate::usage::{LastUsed, Rekeys};
 use crate::verifier::{MissHook, Verifier};
+use crate::watch::Watching;
 
 /// What tests and embedders may swap in.
 #[derive(Clone)]
@@ -75,6 +77,7 @@ pub struct Application {
     key_ids: Vec<String>,
     clock: Arc<dyn Clock>,
     change_feed: ChangeFeed,
+    watching: Arc<Watching>,
 }
 
 /// The bound ports, each with what it speaks and its TLS, and the address
@@ -222,6 +225,8 @@ impl Application {
             settings.console.session_ttl,
         ));
         let ports = Ports::bind(&settings).await?;
+        let (read_done, log_read) = tokio::sync::watch::channel(0);
+        let watching = Arc::new(Watching::new(store.clone(), Arc::clone(&clock), log_read));
         let change_feed = ChangeFeed {
             store: store.clone(),
             verifier: Arc::clone(&verifier),
@@ -231,6 +236,7 @@ impl Application {
                 .then(|| settings.database_url.clone()),
             retention: settings.changes.retention,
             freshness,
+            read_done,
             metrics: Arc::clone(&metrics),
         };
         Ok(Application {
@@ -247,6 +253,7 @@ impl Application {
             key_ids: keys.ids(),
             clock,
             change_feed,
+            watching,
             settings,
         })
     }
@@ -291,6 +298,7 @@ impl Application {
             key_ids,
             clock,
             change_feed,
+            watching,
         } = self;
         let (limits, drain_timeout) = (settings.server, settings.shutdown.drain_timeout);
 
@@ -312,6 +320,18 @@ impl Application {
             &tasks,
             "the last-used flusher",
             flusher.run(stop_tasks.clone()),
+            &stop_tasks,
+            &failed,
+        );
+        let warnings = ExpiryWarnings {
+            lifecycle: Arc::clone(&lifecycle),
+            leads: settings.notifications.expiry_warnings.clone(),
+            interval: settings.notifications.check_interval,
+        };
+        spawn_critical(
+            &tasks,
+            "the expiry warnings",
+            warnings.run(stop_tasks.clone()),
             &stop_tasks,
             &failed,
         );
@@ -471,7 +491,17 @@ impl Application {
         let observer = Arc::clone(&metrics) as Arc<dyn Observe>;
         let routes = grpc::routes(grpc::Services {
             admin: {
-                let admin = AdminService::new(lifecycle.clone(), auth, Arc::clone(&clock), key_ids);
+                let watchers = grpc::Watchers {
+                    watching,
+                    stop: stop_serving.clone(),
+                };
+                let admin = AdminService::new(
+                    lifecycle.clone(),
+                    auth,
+                    watchers,
+                    Arc::clone(&clock),
+                    key_ids,
+                );
                 match console_links {
                     Some((sessions, base)) => admin.with_console_links(sessions, base),
                     None => admin,

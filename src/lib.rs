@@ -33,7 +33,7 @@ pub use latchkey_core::{
     audit, cache, changes, clock, credential, lookups, memory, observe, owner, query, token, usage,
     verdict,
 };
-pub use latchkey_service::{auth, console, error, lifecycle, limits, verifier};
+pub use latchkey_service::{auth, console, error, lifecycle, limits, verifier, watch};
 pub use latchkey_store as store;
 
 pub use app::{Application, Options};

@@ -60,6 +60,17 @@ pub enum ClientCommand {
     Owner(OwnerCommand),
     /// The audit trail of a token or an owner, newest first, every page.
     Events(EventsArgs),
+    /// Events as they happen on any replica, until stopped: a line per
+    /// event ending with its cursor (`-o json`: a WatchEventsResponse per
+    /// line, cursor-only ones included).
+    Watch {
+        /// Only this owner's events.
+        #[arg(long)]
+        owner: Option<String>,
+        /// Resume after this cursor (from an earlier watch); unset: from now.
+        #[arg(long)]
+        after: Option<String>,
+    },
     /// The HMAC keys and how many tokens each one digests.
     Keys,
     /// Read a token from stdin and say whether it is valid; the exit status
@@ -104,6 +115,10 @@ pub enum TokenCommand {
         /// Only tokens with this status; repeat for more.
         #[arg(long = "status", value_enum, value_name = "STATUS")]
         statuses: Vec<Status>,
+        /// Only tokens that expire before this time, in RFC 3339
+        /// (2027-01-31T00:00:00Z).
+        #[arg(long, value_parser = time, value_name = "TIME")]
+        expires_before: Option<SystemTime>,
     },
     /// Show one token.
     Get { id: String },

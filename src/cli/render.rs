@@ -10,6 +10,19 @@ use prost_reflect::{DescriptorPool, DynamicMessage};
 
 /// `message` (whose full proto name is `name`) as proto3 JSON.
 pub fn json<M: prost::Message>(message: &M, name: &str) -> String {
+    let mut out = serde_json::to_string_pretty(&dynamic(message, name)).expect("proto3 JSON");
+    out.push('\n');
+    out
+}
+
+/// [`json`] on one line, for a stream of messages (JSON Lines).
+pub fn json_line<M: prost::Message>(message: &M, name: &str) -> String {
+    let mut out = serde_json::to_string(&dynamic(message, name)).expect("proto3 JSON");
+    out.push('\n');
+    out
+}
+
+fn dynamic<M: prost::Message>(message: &M, name: &str) -> DynamicMessage {
     static POOL: OnceLock<DescriptorPool> = OnceLock::new();
     let pool = POOL.get_or_init(|| {
         DescriptorPool::decode(pb::FILE_DESCRIPTOR_SET).expect("the descriptors built with the API")
@@ -17,11 +30,8 @@ pub fn json<M: prost::Message>(message: &M, name: &str) -> String {
     let descriptor = pool
         .get_message_by_name(name)
         .unwrap_or_else(|| panic!("{name} is in the API's descriptors"));
-    let dynamic = DynamicMessage::decode(descriptor, message.encode_to_vec().as_slice())
-        .expect("a message decodes as its own type");
-    let mut out = serde_json::to_string_pretty(&dynamic).expect("proto3 JSON");
-    out.push('\n');
-    out
+    DynamicMessage::decode(descriptor, message.encode_to_vec().as_slice())
+        .expect("a message decodes as its own type")
 }
 
 /// Columns of text, each as wide as its widest cell, under a header.
@@ -278,29 +288,39 @@ pub fn owner(owner: &pb::Owner) -> String {
 }
 
 pub fn events(events: &[pb::TokenEvent]) -> String {
-    let rows: Vec<Vec<String>> = events
-        .iter()
-        .map(|e| {
-            let detail = e
-                .detail
-                .iter()
-                .map(|(k, v)| format!("{}={}", text(k), text(v)))
-                .collect::<Vec<_>>()
-                .join(" ");
-            vec![
-                time(e.time.as_ref(), "-"),
-                enum_name(e.kind().as_str_name(), "EVENT_KIND_"),
-                e.token_id.clone(),
-                text(&e.owner),
-                text(&e.actor),
-                detail,
-            ]
-        })
-        .collect();
+    let rows: Vec<Vec<String>> = events.iter().map(event_cells).collect();
     table(
         &["Time", "Kind", "Token", "Owner", "Actor", "Detail"],
         &rows,
     )
+}
+
+/// An event as it arrives while watching: one line, the columns of
+/// [`events`] separated by two spaces, then `cursor=` and its cursor.
+pub fn watched_event(event: &pb::TokenEvent, cursor: &str) -> String {
+    let mut cells = event_cells(event);
+    cells.retain(|c| !c.is_empty());
+    cells.push(format!("cursor={}", text(cursor)));
+    let mut line = cells.join("  ");
+    line.push('\n');
+    line
+}
+
+fn event_cells(e: &pb::TokenEvent) -> Vec<String> {
+    let detail = e
+        .detail
+        .iter()
+        .map(|(k, v)| format!("{}={}", text(k), text(v)))
+        .collect::<Vec<_>>()
+        .join(" ");
+    vec![
+        time(e.time.as_ref(), "-"),
+        enum_name(e.kind().as_str_name(), "EVENT_KIND_"),
+        e.token_id.clone(),
+        text(&e.owner),
+        text(&e.actor),
+        detail,
+    ]
 }
 
 pub fn keys(keys: &[pb::KeyUsage]) -> String {

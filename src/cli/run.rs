@@ -41,6 +41,10 @@ async fn execute(args: &ClientArgs, command: ClientCommand) -> anyhow::Result<Ex
         ClientCommand::Token(command) => token(&client, command, json).await?,
         ClientCommand::Owner(command) => owner(&client, command, json).await?,
         ClientCommand::Events(events) => list_events(&client, events, json).await?,
+        ClientCommand::Watch { owner, after } => {
+            watch(&client, owner, after, json).await?;
+            return Ok(ExitCode::SUCCESS);
+        }
         ClientCommand::Keys => {
             let keys = client
                 .admin()
@@ -239,7 +243,11 @@ async fn token(client: &Client, command: TokenCommand, json: bool) -> anyhow::Re
                     .into_inner(),
             )
         }
-        TokenCommand::List { owner, statuses } => {
+        TokenCommand::List {
+            owner,
+            statuses,
+            expires_before,
+        } => {
             let statuses: Vec<i32> = statuses
                 .into_iter()
                 .map(|s| token_status(s) as i32)
@@ -251,6 +259,7 @@ async fn token(client: &Client, command: TokenCommand, json: bool) -> anyhow::Re
                     statuses: statuses.clone(),
                     page_size: 1000,
                     page_token: std::mem::take(&mut all.next_page_token),
+                    expire_before: expires_before.map(Into::into),
                 };
                 let page = admin.list_tokens(request).await.map_err(fail)?.into_inner();
                 all.tokens.extend(page.tokens);
@@ -453,6 +462,36 @@ async fn owner(client: &Client, command: OwnerCommand, json: bool) -> anyhow::Re
             )
         }
     })
+}
+
+/// Prints each message of WatchEvents as it comes, until the stream ends.
+async fn watch(
+    client: &Client,
+    owner: Option<String>,
+    after: Option<String>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let request = pb::WatchEventsRequest {
+        after: after.unwrap_or_default(),
+        owner: owner.unwrap_or_default(),
+    };
+    let mut stream = client
+        .admin()
+        .watch_events(request)
+        .await
+        .map_err(|s| client.error(s))?
+        .into_inner();
+    while let Some(message) = stream.message().await.map_err(|s| client.error(s))? {
+        if json {
+            print(&render::json_line(
+                &message,
+                "latchkey.v1.WatchEventsResponse",
+            ))?;
+        } else if let Some(event) = &message.event {
+            print(&render::watched_event(event, &message.cursor))?;
+        }
+    }
+    Ok(())
 }
 
 async fn list_events(client: &Client, args: EventsArgs, json: bool) -> anyhow::Result<String> {

@@ -150,6 +150,23 @@ impl Settings {
         {
             bail!("console.expiry_presets must hold 1 to 10 durations, each from 1m to 100 years");
         }
+        let warnings = &self.notifications.expiry_warnings;
+        let mut distinct = warnings.clone();
+        distinct.sort();
+        distinct.dedup();
+        if warnings.len() > 10
+            || distinct.len() != warnings.len()
+            || warnings
+                .iter()
+                .any(|w| w.as_secs() < 60 || w.as_secs() > 100 * 365 * 86_400)
+        {
+            bail!(
+                "notifications.expiry_warnings must hold at most 10 distinct durations, each from                  1m to 100 years"
+            );
+        }
+        if self.notifications.check_interval.is_zero() {
+            bail!("notifications.check_interval must be positive");
+        }
         for scope in &self.console.scopes {
             if let Err(e) = latchkey_core::token::scope::validate(&scope.name) {
                 bail!("console.scopes: {:?}: {e}", scope.name);

@@ -78,6 +78,7 @@ pub struct Settings {
     pub shutdown: ShutdownSettings,
     pub console: ConsoleSettings,
     pub leaks: LeakSettings,
+    pub notifications: NotificationSettings,
 }
 
 impl Default for Settings {
@@ -110,6 +111,7 @@ impl Default for Settings {
             self_renew: SelfRenew::default(),
             shutdown: ShutdownSettings::default(),
             leaks: LeakSettings::default(),
+            notifications: NotificationSettings::default(),
         }
     }
 }
@@ -245,6 +247,31 @@ fn durations<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D:
         .iter()
         .map(|item| humantime::parse_duration(item.trim()).map_err(serde::de::Error::custom))
         .collect()
+}
+
+/// EXPIRING events, for a product to warn its users before their tokens
+/// stop working.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotificationSettings {
+    /// How long before a token's expiry an EXPIRING event is given, once
+    /// per token and lead time; none: no warnings.
+    #[serde(deserialize_with = "durations")]
+    pub expiry_warnings: Vec<Duration>,
+    /// How often each replica looks for tokens a warning is due for.
+    #[serde(with = "humantime_serde")]
+    pub check_interval: Duration,
+}
+
+impl Default for NotificationSettings {
+    fn default() -> Self {
+        NotificationSettings {
+            expiry_warnings: [7, 1]
+                .map(|days| Duration::from_secs(days * 86_400))
+                .to_vec(),
+            check_interval: Duration::from_secs(60),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Deserialize)]

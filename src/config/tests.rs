@@ -254,6 +254,43 @@ fn the_change_feed_is_configured_and_checked() {
 }
 
 #[test]
+fn expiry_warnings_default_to_a_week_and_a_day_and_are_checked() {
+    let s = Settings::load_from(None, env(&[])).unwrap();
+    assert_eq!(
+        s.notifications.expiry_warnings,
+        [Duration::from_secs(7 * 86_400), Duration::from_secs(86_400)]
+    );
+    assert_eq!(s.notifications.check_interval, Duration::from_secs(60));
+    let s = Settings::load_from(
+        None,
+        env(&[("LATCHKEY_NOTIFICATIONS__EXPIRY_WARNINGS", "30d, 3d,12h")]),
+    )
+    .unwrap();
+    assert_eq!(
+        s.notifications.expiry_warnings,
+        [30 * 86_400, 3 * 86_400, 12 * 3600].map(Duration::from_secs)
+    );
+    let none = Settings::load_from(
+        None,
+        env(&[("LATCHKEY_NOTIFICATIONS__EXPIRY_WARNINGS", "")]),
+    )
+    .unwrap();
+    assert!(none.notifications.expiry_warnings.is_empty());
+    for bad in [
+        ("LATCHKEY_NOTIFICATIONS__EXPIRY_WARNINGS", "1d,1d"),
+        ("LATCHKEY_NOTIFICATIONS__EXPIRY_WARNINGS", "30s"),
+        ("LATCHKEY_NOTIFICATIONS__EXPIRY_WARNINGS", "soon"),
+        ("LATCHKEY_NOTIFICATIONS__CHECK_INTERVAL", "0s"),
+    ] {
+        let err = Settings::load_from(None, env(&[bad])).unwrap_err();
+        assert!(
+            format!("{err:#}").to_lowercase().contains("notifications"),
+            "{bad:?}: {err:#}"
+        );
+    }
+}
+
+#[test]
 fn configured_secrets_do_not_appear_in_debug_output() {
     let s = Settings::load_from(
         None,

@@ -40,6 +40,9 @@ pub struct ChangeFeed {
     pub retention: Duration,
     /// Marked after every complete read; readiness follows it.
     pub freshness: Arc<Freshness>,
+    /// Bumped after every complete read, for the event log's watchers
+    /// (events commit with a notification, like changes).
+    pub read_done: tokio::sync::watch::Sender<u64>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -78,6 +81,8 @@ impl ChangeFeed {
             match self.read(&mut follower).await {
                 Ok(()) => {
                     self.freshness.synced(started);
+                    self.read_done
+                        .send_modify(|reads| *reads = reads.wrapping_add(1));
                     if last_read.elapsed() > self.retention {
                         tracing::warn!(
                             "the change log could not be read for longer than it is kept; \
@@ -155,7 +160,9 @@ impl ChangeFeed {
                 .changes_since(follower.seen(), &follower.gaps(), PAGE)
                 .await?;
             let full = rows.len() as u64 == PAGE;
-            for row in follower.accept(rows, Instant::now()) {
+            // This process applied its own changes as it made them.
+            let fresh = follower.accept(rows, Instant::now());
+            for row in fresh.into_iter().filter(|row| !row.ours) {
                 match row.change {
                     Change::Token(digest) => self.verifier.forget(&digest),
                     Change::Owner(owner) => self.verifier.forget_owner(&owner).await,

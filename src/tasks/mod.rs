@@ -6,6 +6,8 @@
 //!   cache entries their changes touch.
 //! - [`last_used`] writes behind the uses Verify noted, and the moves of
 //!   tokens to the primary HMAC key.
+//! - [`expiry_warnings`] gives EXPIRING events as tokens near their expiry.
 
 pub mod change_feed;
+pub mod expiry_warnings;
 pub mod last_used;

@@ -71,8 +71,8 @@ async fn listing_by_status_agrees_with_the_derived_status(backend: Backend) {
             let listed: HashSet<Uuid> = store
                 .list_tokens(
                     &ListFilter {
-                        owner: None,
                         statuses: vec![status],
+                        ..ListFilter::default()
                     },
                     None,
                     1000,

@@ -14,5 +14,5 @@ pub mod web;
 // The vocabulary of the crates below, under the names the modules use.
 pub use latchkey_service::{
     audit, auth, client, clock, console, error, lifecycle, limits, observe, owner, query, store,
-    token, usage, verdict, verifier,
+    token, usage, verdict, verifier, watch,
 };

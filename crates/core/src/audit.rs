@@ -1,7 +1,9 @@
 //! The audit trail: one [`Event`] per admin change, written in the same
 //! transaction as the change, so there is never a change without its event nor
-//! an event without its change. Events outlive the tokens they describe and
-//! never hold a secret.
+//! an event without its change (and EXPIRING warnings, written with the mark
+//! that the warning was given). Events outlive the tokens they describe and
+//! never hold a secret. The event log numbers them as they are appended
+//! ([`EventEntry`]), for watchers.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -28,10 +30,13 @@ pub enum EventKind {
     /// The token was found leaked (a secret scanner's report, or its holder
     /// through public revocation) and revoked.
     Leaked,
+    /// The token expires within one of `notifications.expiry_warnings`
+    /// (detail `lead`, `expire_time`): given once per token and lead time.
+    Expiring,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 11] = [
+    pub const ALL: [EventKind; 12] = [
         EventKind::Created,
         EventKind::Updated,
         EventKind::Revoked,
@@ -43,6 +48,7 @@ impl EventKind {
         EventKind::LimitsChanged,
         EventKind::CreditsExhausted,
         EventKind::Leaked,
+        EventKind::Expiring,
     ];
 
     /// The name stored and shown: `CREATED`, `OWNER_DISABLED`, …
@@ -59,6 +65,7 @@ impl EventKind {
             EventKind::LimitsChanged => "LIMITS_CHANGED",
             EventKind::CreditsExhausted => "CREDITS_EXHAUSTED",
             EventKind::Leaked => "LEAKED",
+            EventKind::Expiring => "EXPIRING",
         }
     }
 
@@ -89,6 +96,21 @@ pub struct Event {
     /// What changed, as short strings (a reason, the fields updated, the
     /// renewal's new token id). Never a secret.
     pub detail: BTreeMap<String, String>,
+}
+
+/// An event's place in the event log: numbered as replicas append events,
+/// with the event's owner, so that a watcher of one owner reads only its own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventEntry {
+    pub seq: i64,
+    pub event_id: Uuid,
+    pub owner: String,
+}
+
+impl crate::changes::Numbered for EventEntry {
+    fn seq(&self) -> i64 {
+        self.seq
+    }
 }
 
 /// Which events ListTokenEvents wants; both `None`: every event.

@@ -5,7 +5,8 @@
 //! log in its own transaction. Each replica reads the log in order of its
 //! numbers ([`Follower`]), woken at once by a notification on PostgreSQL and
 //! at the latest every poll interval, and drops what its cache holds about
-//! each change.
+//! each change. The event log ([`crate::audit::EventEntry`]) is numbered
+//! and followed the same way by watchers.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,6 +22,17 @@ pub enum Change {
     Token(Digest),
     /// Every token of an owner: disabled or enabled.
     Owner(String),
+}
+
+/// A row of a numbered log.
+pub trait Numbered {
+    fn seq(&self) -> i64;
+}
+
+impl Numbered for Logged {
+    fn seq(&self) -> i64 {
+        self.seq
+    }
 }
 
 /// A change as the log numbers it.
@@ -62,6 +74,18 @@ impl Follower {
         }
     }
 
+    /// Resumes after `seen` with numbers still missing below it, each with
+    /// when it was first found missing (the most [`MAX_GAPS`] kept, the
+    /// newest).
+    pub fn resume(seen: i64, gaps: impl IntoIterator<Item = (i64, Instant)>) -> Self {
+        let mut gaps: BTreeMap<i64, Instant> =
+            gaps.into_iter().filter(|(g, _)| *g < seen).collect();
+        while gaps.len() > MAX_GAPS {
+            gaps.pop_first();
+        }
+        Follower { seen, gaps }
+    }
+
     /// The highest number read.
     pub fn seen(&self) -> i64 {
         self.seen
@@ -72,26 +96,29 @@ impl Follower {
         self.gaps.keys().copied().collect()
     }
 
+    /// The missing numbers with when each was first found missing.
+    pub fn gaps_since(&self) -> impl Iterator<Item = (i64, Instant)> + '_ {
+        self.gaps.iter().map(|(g, at)| (*g, *at))
+    }
+
     /// Takes what a read returned (rows above `seen`, and any of the gaps),
-    /// and returns the changes other processes made that were not applied
-    /// before, in log order.
-    pub fn accept(&mut self, rows: Vec<Logged>, now: Instant) -> Vec<Logged> {
+    /// and returns the rows not taken before, in log order.
+    pub fn accept<R: Numbered>(&mut self, rows: Vec<R>, now: Instant) -> Vec<R> {
         let mut fresh = Vec::with_capacity(rows.len());
         let mut rows = rows;
-        rows.sort_by_key(|r| r.seq);
+        rows.sort_by_key(Numbered::seq);
         for row in rows {
-            if row.seq > self.seen {
-                for missing in self.seen + 1..row.seq {
+            let seq = row.seq();
+            if seq > self.seen {
+                for missing in self.seen + 1..seq {
                     self.gaps.insert(missing, now);
                 }
-                self.seen = row.seq;
-            } else if self.gaps.remove(&row.seq).is_none() {
-                // Read before (a page boundary, or a duplicate): applied.
+                self.seen = seq;
+            } else if self.gaps.remove(&seq).is_none() {
+                // Read before (a page boundary, or a duplicate): taken.
                 continue;
             }
-            if !row.ours {
-                fresh.push(row);
-            }
+            fresh.push(row);
         }
         self.gaps
             .retain(|_, since| now.saturating_duration_since(*since) < GAP_TIMEOUT);
@@ -198,25 +225,30 @@ mod tests {
         let mut f = Follower::new(0);
         f.accept(vec![owner(3)], start);
         assert_eq!(f.gaps(), vec![1, 2]);
-        f.accept(vec![], start + GAP_TIMEOUT / 2);
+        f.accept(Vec::<Logged>::new(), start + GAP_TIMEOUT / 2);
         assert_eq!(f.gaps(), vec![1, 2]);
-        f.accept(vec![], start + GAP_TIMEOUT);
+        f.accept(Vec::<Logged>::new(), start + GAP_TIMEOUT);
         assert!(f.gaps().is_empty());
         assert_eq!(f.seen(), 3);
     }
 
     #[test]
-    fn our_own_changes_are_passed_over_without_leaving_gaps() {
+    fn a_resumed_follower_still_asks_for_its_gaps_until_they_time_out() {
+        let start = Instant::now();
         let mut f = Follower::new(0);
-        let mine = Logged {
-            ours: true,
-            ..owner(1)
-        };
-        assert_eq!(
-            owners(&f.accept(vec![mine, owner(2)], Instant::now())),
-            ["o2"]
+        f.accept(vec![owner(3)], start);
+        let resumed_gaps: Vec<_> = f.gaps_since().collect();
+        let mut r = Follower::resume(f.seen(), resumed_gaps);
+        assert_eq!((r.seen(), r.gaps()), (3, vec![1, 2]));
+        assert_eq!(owners(&r.accept(vec![owner(2)], start)), ["o2"]);
+        r.accept(Vec::<Logged>::new(), start + GAP_TIMEOUT);
+        assert!(r.gaps().is_empty());
+        // Gaps at or above the position make no sense and are dropped.
+        assert!(
+            Follower::resume(3, [(3, start), (7, start)])
+                .gaps()
+                .is_empty()
         );
-        assert!(f.gaps().is_empty());
     }
 
     #[test]

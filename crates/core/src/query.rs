@@ -15,6 +15,9 @@ pub struct ListFilter {
     pub owner: Option<String>,
     /// Empty: every status.
     pub statuses: Vec<Status>,
+    /// Only tokens expiring before this time (never-expiring ones are left
+    /// out).
+    pub expire_before: Option<Timestamp>,
 }
 
 /// A position in a newest-first order: the last row of the previous page.

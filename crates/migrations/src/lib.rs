@@ -19,6 +19,7 @@ mod m20261205_000007_credits;
 mod m20261206_000008_rate_limits;
 mod m20261207_000009_client_details;
 mod m20261207_000010_token_usage;
+mod m20261208_000011_event_log;
 
 /// Applies latchkey's migrations.
 pub struct Migrator;
@@ -37,6 +38,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000008_rate_limits::Migration),
             Box::new(m20261207_000009_client_details::Migration),
             Box::new(m20261207_000010_token_usage::Migration),
+            Box::new(m20261208_000011_event_log::Migration),
         ]
     }
 }

@@ -93,12 +93,8 @@ impl Store {
     /// # Errors
     /// On a database fault or a corrupt row.
     pub async fn changes_since(&self, after: i64, also: &[i64], limit: u64) -> Result<Vec<Logged>> {
-        let mut wanted = Condition::any().add(token_changes::Column::Seq.gt(after));
-        if !also.is_empty() {
-            wanted = wanted.add(token_changes::Column::Seq.is_in(also.iter().copied()));
-        }
         token_changes::Entity::find()
-            .filter(wanted)
+            .filter(numbered_since(token_changes::Column::Seq, after, also))
             .order_by_asc(token_changes::Column::Seq)
             .limit(limit)
             .all(&self.db)
@@ -172,6 +168,16 @@ impl Txn {
             .exec_without_returning(&self.txn)
             .await?;
         }
+        self.announce().await
+    }
+
+    /// On PostgreSQL, wakes the replicas listening on [`CHANGES_CHANNEL`]
+    /// when (and only if) the transaction commits; several in one
+    /// transaction wake them once.
+    ///
+    /// # Errors
+    /// On a database fault.
+    pub(crate) async fn announce(&self) -> Result<()> {
         if self.txn.get_database_backend() == DbBackend::Postgres {
             self.txn
                 .execute_unprepared(&format!("NOTIFY {CHANGES_CHANNEL}"))
@@ -179,6 +185,16 @@ impl Txn {
         }
         Ok(())
     }
+}
+
+/// Rows numbered above `after` or among `also` (the gaps a reader still
+/// waits for).
+pub(crate) fn numbered_since<C: ColumnTrait>(seq: C, after: i64, also: &[i64]) -> Condition {
+    let mut wanted = Condition::any().add(seq.gt(after));
+    if !also.is_empty() {
+        wanted = wanted.add(seq.is_in(also.iter().copied()));
+    }
+    wanted
 }
 
 fn change_model(change: &Change, now: Timestamp, origin: i64) -> token_changes::ActiveModel {

@@ -48,6 +48,9 @@ pub mod tokens {
         /// The last five distinct addresses, the latest first, separated by
         /// spaces.
         pub recent_ips: String,
+        /// The lead time (seconds) of the last EXPIRING event given; NULL:
+        /// none yet.
+        pub expiry_warned: Option<i64>,
     }
 
     /// Tokens name their owner; the owner's row may not exist (enabled).
@@ -188,6 +191,25 @@ pub mod token_changes {
         pub digest: Option<Vec<u8>>,
         pub owner: Option<String>,
         pub origin: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod event_log {
+    use sea_orm::entity::prelude::*;
+
+    /// Every audit event, numbered in the order replicas appended it.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "event_log")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub seq: i64,
+        pub event_id: Uuid,
+        pub owner: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

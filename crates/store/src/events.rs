@@ -1,13 +1,16 @@
 //! The audit trail: `token_events`, written in the transaction of the change
-//! it records and listed newest first.
+//! it records and listed newest first; and `event_log`, which numbers each
+//! event as it is appended, for watchers following every replica's events.
 
 use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use uuid::Uuid;
 
+use crate::change_log::numbered_since;
 use crate::connection::{Store, Txn};
-use crate::entity::token_events;
+use crate::entity::{event_log, token_events};
 use crate::error::{Result, StoreError};
 use crate::sql::{BULK_CHUNK, before, encode_map};
-use latchkey_core::audit::{Event, EventFilter, EventKind};
+use latchkey_core::audit::{Event, EventEntry, EventFilter, EventKind};
 use latchkey_core::clock::Timestamp;
 use latchkey_core::query::Cursor;
 
@@ -47,29 +50,99 @@ impl Store {
             .map(to_event)
             .collect()
     }
+
+    /// Up to `limit` entries of the event log numbered above `after` or
+    /// among `also`, in order.
+    ///
+    /// # Errors
+    /// On a database fault.
+    pub async fn event_log_since(
+        &self,
+        after: i64,
+        also: &[i64],
+        limit: u64,
+    ) -> Result<Vec<EventEntry>> {
+        Ok(event_log::Entity::find()
+            .filter(numbered_since(event_log::Column::Seq, after, also))
+            .order_by_asc(event_log::Column::Seq)
+            .limit(limit)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|row| EventEntry {
+                seq: row.seq,
+                event_id: row.event_id,
+                owner: row.owner,
+            })
+            .collect())
+    }
+
+    /// The highest number in the event log; 0 while it is empty.
+    ///
+    /// # Errors
+    /// On a database fault.
+    pub async fn event_log_end(&self) -> Result<i64> {
+        Ok(event_log::Entity::find()
+            .select_only()
+            .column_as(event_log::Column::Seq.max(), "seq")
+            .into_tuple::<Option<i64>>()
+            .one(&self.db)
+            .await?
+            .flatten()
+            .unwrap_or(0))
+    }
+
+    /// The events with these ids, in no particular order.
+    ///
+    /// # Errors
+    /// On a database fault or a corrupt row.
+    pub async fn events_by_id(&self, ids: &[Uuid]) -> Result<Vec<Event>> {
+        let mut events = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(BULK_CHUNK) {
+            for row in token_events::Entity::find()
+                .filter(token_events::Column::Id.is_in(chunk.iter().copied()))
+                .all(&self.db)
+                .await?
+            {
+                events.push(to_event(row)?);
+            }
+        }
+        Ok(events)
+    }
 }
 
 impl Txn {
+    /// Inserts an event and numbers it in the event log.
+    ///
     /// # Errors
     /// On a database fault.
     pub async fn insert_event(&self, event: &Event) -> Result<()> {
-        token_events::Entity::insert(event_model(event))
-            .exec_without_returning(&self.txn)
-            .await?;
-        Ok(())
+        self.insert_events(std::slice::from_ref(event)).await
     }
 
-    /// Inserts many events, [`BULK_CHUNK`] rows per statement.
+    /// Inserts many events, [`BULK_CHUNK`] rows per statement, numbers them
+    /// in the event log in this order, and (PostgreSQL) wakes the replicas
+    /// at commit so that their watchers see them at once.
     ///
     /// # Errors
     /// On a database fault.
     pub async fn insert_events(&self, events: &[Event]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
         for chunk in events.chunks(BULK_CHUNK) {
             token_events::Entity::insert_many(chunk.iter().map(event_model))
                 .exec_without_returning(&self.txn)
                 .await?;
+            event_log::Entity::insert_many(chunk.iter().map(|e| event_log::ActiveModel {
+                seq: sea_orm::ActiveValue::NotSet,
+                event_id: Set(e.id),
+                owner: Set(e.owner.clone()),
+            }))
+            .exec_without_returning(&self.txn)
+            .await?;
         }
-        Ok(())
+        self.announce().await
     }
 }
 

@@ -124,6 +124,9 @@ impl Store {
                 .fold(Condition::any(), |c, s| c.add(status_condition(*s, now)));
             query = query.filter(any);
         }
+        if let Some(t) = filter.expire_before {
+            query = query.filter(tokens::Column::ExpireTime.lt(t.as_micros()));
+        }
         if let Some(c) = after {
             query = query.filter(before(tokens::Column::CreateTime, tokens::Column::Id, c));
         }
@@ -523,14 +526,15 @@ fn to_active_model(row: &NewRow<'_>) -> tokens::ActiveModel {
         last_used_ip: Set(last_used_ip),
         last_used_user_agent: Set(last_used_user_agent),
         recent_ips: Set(crate::uses::encode_ips(&r.recent_ips)),
+        expiry_warned: Set(None),
     }
 }
 
-fn duration_micros(d: Duration) -> i64 {
+pub(crate) fn duration_micros(d: Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
 
-fn to_record(m: tokens::Model) -> Result<TokenRecord> {
+pub(crate) fn to_record(m: tokens::Model) -> Result<TokenRecord> {
     let credits = credits_of(&m);
     let metadata = serde_json::from_str(&m.metadata).map_err(|e| {
         StoreError::Corrupt(anyhow::Error::new(e).context(format!("metadata of token {}", m.id)))

@@ -1,8 +1,12 @@
 //! `latchkey.v1.TokenAdmin`: authenticates each call, converts the request,
 //! calls the lifecycle, converts the answer.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Instant;
 
+use futures_util::Stream;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use super::answer;
@@ -16,10 +20,22 @@ use crate::error::Error;
 use crate::lifecycle::{EventQuery, Lifecycle, ListQuery, NewToken, Renewal};
 use crate::owner::{OwnerRecord, TokenCounts};
 use crate::query::{ListFilter, TokenPatch};
+use crate::watch::{MARK_EVERY, Watched, Watcher, Watching};
+
+/// The events WatchEvents sends.
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<pb::WatchEventsResponse, Status>> + Send>>;
+
+/// The event log's watchers, and the signal that ends their streams.
+pub struct Watchers {
+    pub watching: Arc<Watching>,
+    /// Cancelled when the server stops serving.
+    pub stop: CancellationToken,
+}
 
 pub struct AdminService {
     lifecycle: Arc<Lifecycle>,
     auth: Arc<AdminAuth>,
+    watchers: Watchers,
     clock: Arc<dyn Clock>,
     /// The configured HMAC keys' ids, the primary first.
     key_ids: Vec<String>,
@@ -32,12 +48,14 @@ impl AdminService {
     pub fn new(
         lifecycle: Arc<Lifecycle>,
         auth: Arc<AdminAuth>,
+        watchers: Watchers,
         clock: Arc<dyn Clock>,
         key_ids: Vec<String>,
     ) -> Self {
         AdminService {
             lifecycle,
             auth,
+            watchers,
             clock,
             key_ids,
             console: None,
@@ -64,8 +82,89 @@ impl AdminService {
     }
 }
 
+/// A watcher's stream: its messages until the server stops or the
+/// credential it opened with stops being an admin's (checked again every
+/// [`MARK_EVERY`]); the credential is kept only for that.
+fn event_stream(
+    watcher: Watcher,
+    auth: Arc<AdminAuth>,
+    credential: Option<String>,
+    stop: CancellationToken,
+) -> EventStream {
+    struct Open {
+        watcher: Watcher,
+        auth: Arc<AdminAuth>,
+        credential: Option<String>,
+        stop: CancellationToken,
+        checked: Instant,
+    }
+    let open = Open {
+        watcher,
+        auth,
+        credential,
+        stop,
+        checked: Instant::now(),
+    };
+    Box::pin(futures_util::stream::unfold(
+        Some(open),
+        |open| async move {
+            let mut open = open?;
+            let watched = tokio::select! {
+                () = open.stop.cancelled() => {
+                    let stopping = Status::unavailable(
+                        "the server is stopping; call WatchEvents again with the last cursor",
+                    );
+                    return Some((Err(stopping), None));
+                }
+                watched = open.watcher.next() => watched,
+            };
+            if open.checked.elapsed() >= MARK_EVERY {
+                if let Err(e) = open.auth.authorize(open.credential.as_deref()).await {
+                    return Some((Err(crate::status::status(e)), None));
+                }
+                open.checked = Instant::now();
+            }
+            let message = match watched {
+                Watched::Event(event, cursor) => pb::WatchEventsResponse {
+                    event: Some(convert::event(&event)),
+                    cursor,
+                },
+                Watched::Mark(cursor) => pb::WatchEventsResponse {
+                    event: None,
+                    cursor,
+                },
+            };
+            Some((Ok(message), Some(open)))
+        },
+    ))
+}
+
 #[tonic::async_trait]
 impl TokenAdmin for AdminService {
+    type WatchEventsStream = EventStream;
+
+    async fn watch_events(
+        &self,
+        request: Request<pb::WatchEventsRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        answer(async {
+            self.authorize(&request).await?;
+            let credential = super::authorization(&request).map(str::to_owned);
+            let req = request.into_inner();
+            let watcher = self
+                .watchers
+                .watching
+                .watch(&req.after, (!req.owner.is_empty()).then_some(req.owner))
+                .await?;
+            Ok(Response::new(event_stream(
+                watcher,
+                Arc::clone(&self.auth),
+                credential,
+                self.watchers.stop.clone(),
+            )))
+        })
+        .await
+    }
     async fn create_token(
         &self,
         request: Request<pb::CreateTokenRequest>,
@@ -141,6 +240,11 @@ impl TokenAdmin for AdminService {
                     filter: ListFilter {
                         owner: (!req.owner.is_empty()).then_some(req.owner),
                         statuses,
+                        expire_before: req
+                            .expire_before
+                            .as_ref()
+                            .map(|t| convert::timestamp_from("expire_before", t))
+                            .transpose()?,
                     },
                     page_size: req.page_size,
                     page_token: req.page_token,

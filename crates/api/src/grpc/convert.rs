@@ -188,6 +188,7 @@ pub fn event(e: &Event) -> pb::TokenEvent {
         EventKind::LimitsChanged => pb::EventKind::LimitsChanged,
         EventKind::CreditsExhausted => pb::EventKind::CreditsExhausted,
         EventKind::Leaked => pb::EventKind::Leaked,
+        EventKind::Expiring => pb::EventKind::Expiring,
     };
     pb::TokenEvent {
         id: e.id.to_string(),

@@ -8,6 +8,7 @@
 //! for the other replicas ([`crate::changes`]); it invalidates this process's
 //! cache entries after it commits and before it returns.
 
+mod expiry;
 mod leaks;
 mod owners;
 mod paging;

@@ -117,12 +117,19 @@ pub(super) fn list_fingerprint(filter: &ListFilter) -> u32 {
     statuses.dedup();
     let statuses: Vec<u8> = statuses.into_iter().map(|s| s as u8).collect();
     let owner = filter.owner.as_deref().map(str::as_bytes);
-    fingerprint([
-        b"tokens".as_slice(),
-        owner.map_or(b"*".as_slice(), |o| o),
-        if owner.is_some() { b"o" } else { b"-" },
-        &statuses,
-    ])
+    // Added last and only when set, so that page tokens of queries without
+    // it keep their fingerprint.
+    let expire_before = filter.expire_before.map(|t| t.as_micros().to_be_bytes());
+    fingerprint(
+        [
+            b"tokens".as_slice(),
+            owner.map_or(b"*".as_slice(), |o| o),
+            if owner.is_some() { b"o" } else { b"-" },
+            &statuses,
+        ]
+        .into_iter()
+        .chain(expire_before.as_ref().map(<[u8; 8]>::as_slice)),
+    )
 }
 
 pub(super) fn event_fingerprint(filter: &EventFilter) -> u32 {
@@ -175,8 +182,8 @@ mod tests {
     fn the_status_filter_fingerprint_ignores_order_and_repeats() {
         let f = |s: Vec<Status>| {
             list_fingerprint(&ListFilter {
-                owner: None,
                 statuses: s,
+                ..ListFilter::default()
             })
         };
         assert_eq!(
@@ -191,10 +198,27 @@ mod tests {
         let f = |owner: Option<&str>| {
             list_fingerprint(&ListFilter {
                 owner: owner.map(str::to_owned),
-                statuses: vec![],
+                ..ListFilter::default()
             })
         };
         assert_ne!(f(Some("*")), f(None));
         assert_ne!(f(Some("a")), f(Some("b")));
+    }
+
+    #[test]
+    fn an_expiry_bound_fingerprints_apart_and_leaves_unbounded_queries_alone() {
+        let f = |micros: Option<i64>| {
+            list_fingerprint(&ListFilter {
+                expire_before: micros.map(Timestamp::from_micros),
+                ..ListFilter::default()
+            })
+        };
+        assert_ne!(f(Some(1)), f(None));
+        assert_ne!(f(Some(1)), f(Some(2)));
+        // As before the bound existed.
+        assert_eq!(
+            f(None),
+            fingerprint([b"tokens".as_slice(), b"*", b"-", b""])
+        );
     }
 }

@@ -143,6 +143,7 @@ async fn list(State(api): State<Arc<WebApi>>, request: Request<Body>, realm: Rea
         filter: ListFilter {
             owner: Some(query.owner.clone()).filter(|o| !o.is_empty()),
             statuses,
+            expire_before: None,
         },
         page_size: PAGE_SIZE,
         page_token: query.page_token.clone(),
