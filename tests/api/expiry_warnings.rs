@@ -195,7 +195,7 @@ async fn tokens_expiring_before_a_time_are_listed(backend: Backend) {
     let active = pb::TokenStatus::Active as i32;
     assert_eq!(
         ids(list(vec![active], 2, 0, String::new()).await.unwrap()),
-        [soon.id.clone()]
+        [soon.id.as_str()]
     );
     assert_eq!(
         ids(list(vec![], 2, 0, String::new()).await.unwrap()),
@@ -210,7 +210,7 @@ async fn tokens_expiring_before_a_time_are_listed(backend: Backend) {
     let token = first.next_page_token.clone();
     assert_eq!(
         ids(list(vec![active], 11, 1, token.clone()).await.unwrap()),
-        [soon.id.clone()]
+        [soon.id.as_str()]
     );
     assert_invalid(list(vec![active], 12, 1, token).await, "page_token");
     // A timestamp out of range is refused naming the field.
