@@ -14,6 +14,7 @@ on_both_databases!(
     a_watcher_that_disconnects_resumes_without_losing_or_repeating_an_event,
     a_watcher_sees_the_events_of_every_replica_and_only_its_owner,
     watch_requests_are_checked,
+    a_watch_ends_when_its_credential_is_revoked,
 );
 
 /// Test settings with a fast change-log poll, so that watchers on SQLite
@@ -297,6 +298,32 @@ async fn an_event_that_commits_late_is_delivered_once_to_live_and_resumed_watche
         quiet(stream).await;
     }
     conn.close().await.ok();
+}
+
+async fn a_watch_ends_when_its_credential_is_revoked(backend: Backend) {
+    let app = spawn_app_with(backend, fast).await;
+    let (admin, secret) = app.create_token("ops", &["latchkey:admin"]).await;
+    let mut stream = app
+        .admin
+        .clone()
+        .watch_events(with_bearer(pb::WatchEventsRequest::default(), &secret))
+        .await
+        .unwrap()
+        .into_inner();
+    next(&mut stream).await;
+    app.revoke(&admin.id, "rotated").await.unwrap();
+    // Checked again every 15 s, events or not.
+    let ended = loop {
+        match tokio::time::timeout(Duration::from_secs(30), stream.message())
+            .await
+            .expect("the stream ends within 30 s")
+        {
+            Ok(Some(message)) => assert!(message.event.is_some() || !message.cursor.is_empty()),
+            Ok(None) => panic!("the stream ended without saying why"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(ended.code(), Code::Unauthenticated, "{ended:?}");
 }
 
 async fn watch_requests_are_checked(backend: Backend) {

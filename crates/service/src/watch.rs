@@ -119,38 +119,44 @@ pub struct Watcher {
 }
 
 impl Watcher {
-    /// The next message; waits for events. Store faults are logged and the
-    /// read tried again at the next prompt.
-    pub async fn next(&mut self) -> Watched {
+    /// The next message, waiting for events; `None` after [`MARK_EVERY`]
+    /// with nothing to send (call again). Store faults are logged and the
+    /// read tried again at the next prompt. Cancelled while it reads, it
+    /// may lose its place: drop the watcher then.
+    pub async fn next(&mut self) -> Option<Watched> {
+        if self.marked.is_none() {
+            return Some(self.send(Watched::Mark(self.cursor())));
+        }
+        let quiet_until = tokio::time::Instant::now() + MARK_EVERY;
         loop {
-            if self.marked.is_none() {
-                return self.send(Watched::Mark(self.cursor()));
-            }
             if let Some(message) = self.ready.pop_front() {
-                return self.send(message);
+                return Some(self.send(message));
             }
-            match self.read().await {
-                Ok(true) => continue,
-                Ok(false) => {}
-                Err(e) => tracing::warn!(
+            let more = self.read().await.unwrap_or_else(|e| {
+                tracing::warn!(
                     error = format!("{:#}", anyhow::Error::from(e)),
                     "reading the event log for a watcher; trying again"
-                ),
-            }
-            if self.ready.is_empty()
-                && self.last_sent.elapsed() >= MARK_EVERY
-                && self.marked.as_deref() != Some(self.cursor().as_str())
-            {
-                return self.send(Watched::Mark(self.cursor()));
-            }
-            if !self.ready.is_empty() {
+                );
+                false
+            });
+            if more || !self.ready.is_empty() {
                 continue;
             }
-            // A prompt, or the time to send a mark (and ask for gaps again).
-            if let Ok(Err(_)) = tokio::time::timeout(MARK_EVERY, self.appended.changed()).await {
-                // The change feed has stopped (the server is stopping):
-                // nothing prompts reads any more.
-                tokio::time::sleep(MARK_EVERY).await;
+            let cursor = self.cursor();
+            if self.last_sent.elapsed() >= MARK_EVERY && self.marked.as_ref() != Some(&cursor) {
+                return Some(self.send(Watched::Mark(cursor)));
+            }
+            // A prompt, or a quiet stretch (after which gaps are asked for
+            // again and a mark may be due).
+            match tokio::time::timeout_at(quiet_until, self.appended.changed()).await {
+                Ok(Ok(())) => {}
+                Err(_) => return None,
+                Ok(Err(_)) => {
+                    // The change feed has stopped (the server is stopping):
+                    // nothing prompts reads any more.
+                    tokio::time::sleep(MARK_EVERY).await;
+                    return None;
+                }
             }
         }
     }

@@ -84,59 +84,74 @@ impl AdminService {
 
 /// A watcher's stream: its messages until the server stops or the
 /// credential it opened with stops being an admin's (checked again every
-/// [`MARK_EVERY`]); the credential is kept only for that.
+/// [`MARK_EVERY`], whether or not events come); the credential is kept only
+/// for that.
 fn event_stream(
     watcher: Watcher,
     auth: Arc<AdminAuth>,
     credential: Option<String>,
     stop: CancellationToken,
 ) -> EventStream {
-    struct Open {
-        watcher: Watcher,
-        auth: Arc<AdminAuth>,
-        credential: Option<String>,
-        stop: CancellationToken,
-        checked: Instant,
-    }
-    let open = Open {
+    let open = OpenWatch {
         watcher,
         auth,
         credential,
         stop,
         checked: Instant::now(),
     };
-    Box::pin(futures_util::stream::unfold(
-        Some(open),
-        |open| async move {
-            let mut open = open?;
+    Box::pin(futures_util::stream::unfold(Some(open), |open| async move {
+        let mut open = open?;
+        match open.next().await {
+            Ok(message) => Some((Ok(message), Some(open))),
+            Err(end) => Some((Err(end), None)),
+        }
+    }))
+}
+
+struct OpenWatch {
+    watcher: Watcher,
+    auth: Arc<AdminAuth>,
+    credential: Option<String>,
+    stop: CancellationToken,
+    checked: Instant,
+}
+
+impl OpenWatch {
+    /// The next message, or the status that ends the stream.
+    async fn next(&mut self) -> Result<pb::WatchEventsResponse, Status> {
+        loop {
             let watched = tokio::select! {
-                () = open.stop.cancelled() => {
-                    let stopping = Status::unavailable(
+                () = self.stop.cancelled() => {
+                    return Err(Status::unavailable(
                         "the server is stopping; call WatchEvents again with the last cursor",
-                    );
-                    return Some((Err(stopping), None));
+                    ));
                 }
-                watched = open.watcher.next() => watched,
+                watched = self.watcher.next() => watched,
             };
-            if open.checked.elapsed() >= MARK_EVERY {
-                if let Err(e) = open.auth.authorize(open.credential.as_deref()).await {
-                    return Some((Err(crate::status::status(e)), None));
-                }
-                open.checked = Instant::now();
+            if self.checked.elapsed() >= MARK_EVERY {
+                self.auth
+                    .authorize(self.credential.as_deref())
+                    .await
+                    .map_err(crate::status::status)?;
+                self.checked = Instant::now();
             }
-            let message = match watched {
-                Watched::Event(event, cursor) => pb::WatchEventsResponse {
-                    event: Some(convert::event(&event)),
-                    cursor,
-                },
-                Watched::Mark(cursor) => pb::WatchEventsResponse {
-                    event: None,
-                    cursor,
-                },
-            };
-            Some((Ok(message), Some(open)))
-        },
-    ))
+            match watched {
+                Some(Watched::Event(event, cursor)) => {
+                    return Ok(pb::WatchEventsResponse {
+                        event: Some(convert::event(&event)),
+                        cursor,
+                    });
+                }
+                Some(Watched::Mark(cursor)) => {
+                    return Ok(pb::WatchEventsResponse {
+                        event: None,
+                        cursor,
+                    });
+                }
+                None => {}
+            }
+        }
+    }
 }
 
 #[tonic::async_trait]
