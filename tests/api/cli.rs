@@ -9,7 +9,79 @@ on_both_databases!(
     cli_manages_owners_and_shows_events_and_keys,
     cli_reports_errors_with_the_field_and_a_failing_status,
     cli_lists_every_page,
+    cli_watches_events_and_lists_tokens_near_their_expiry,
 );
+
+async fn cli_watches_events_and_lists_tokens_near_their_expiry(backend: Backend) {
+    use tokio::io::AsyncBufReadExt as _;
+
+    let app = spawn_app_with(backend, |s| {
+        s.changes.poll_interval = std::time::Duration::from_millis(100);
+    })
+    .await;
+    let mut opening = crate::watch_events::watch(&app, "", "").await.unwrap();
+    let start = crate::watch_events::next(&mut opening).await.cursor;
+    let soon = app.create_with_ttl("carol", 3600).await.token.unwrap();
+    let (later, _) = app.create_token("carol", &[]).await;
+    app.revoke(&later.id, "lost").await.unwrap();
+
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_latchkey"))
+        .env_clear()
+        .env("LATCHKEY_ADDR", format!("http://{}", app.addr))
+        .env("LATCHKEY_TOKEN", ADMIN_TOKEN)
+        .args(["watch", "--owner", "carol", "--after", &start])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let line = tokio::time::timeout(std::time::Duration::from_secs(10), lines.next_line())
+            .await
+            .expect("a line within 10 s")
+            .unwrap()
+            .expect("the watch goes on");
+        seen.push(line);
+    }
+    child.kill().await.unwrap();
+    for (line, (kind, id)) in seen.iter().zip([
+        ("created", &soon.id),
+        ("created", &later.id),
+        ("revoked", &later.id),
+    ]) {
+        assert!(line.contains(kind) && line.contains(id.as_str()), "{line}");
+        assert!(line.contains("cursor="), "{line}");
+    }
+    assert!(seen[2].contains("reason=lost"), "{}", seen[2]);
+
+    let in_two_hours = humantime::format_rfc3339_seconds(
+        std::time::SystemTime::UNIX_EPOCH
+            + std::time::Duration::from_secs(
+                u64::try_from(now_plus(&app.clock, std::time::Duration::from_secs(7200)).seconds)
+                    .unwrap(),
+            ),
+    )
+    .to_string();
+    let listed = run_client(
+        &app,
+        &[
+            "token",
+            "list",
+            "--status",
+            "active",
+            "--expires-before",
+            &in_two_hours,
+            "-o",
+            "json",
+        ],
+        b"",
+    )
+    .await;
+    assert_eq!(listed.jq("[.tokens[].id]"), serde_json::json!([soon.id]));
+    let bad = run_client(&app, &["token", "list", "--expires-before", "soon"], b"").await;
+    assert!(bad.failed(2).contains("--expires-before"), "{bad:?}");
+}
 
 async fn cli_drives_a_token_through_its_life(backend: Backend) {
     let app = spawn_app(backend).await;

@@ -99,13 +99,16 @@ fn event_stream(
         stop,
         checked: Instant::now(),
     };
-    Box::pin(futures_util::stream::unfold(Some(open), |open| async move {
-        let mut open = open?;
-        match open.next().await {
-            Ok(message) => Some((Ok(message), Some(open))),
-            Err(end) => Some((Err(end), None)),
-        }
-    }))
+    Box::pin(futures_util::stream::unfold(
+        Some(open),
+        |open| async move {
+            let mut open = open?;
+            match open.next().await {
+                Ok(message) => Some((Ok(message), Some(open))),
+                Err(end) => Some((Err(end), None)),
+            }
+        },
+    ))
 }
 
 struct OpenWatch {
