@@ -13,7 +13,6 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic_health::ServingStatus;
-use tonic_health::server::HealthReporter;
 
 use latchkey_core::observe::Observe;
 
@@ -348,47 +347,14 @@ impl Application {
         );
 
         let (health, health_service) = tonic_health::server::health_reporter();
-        set_health(&health, ServingStatus::Serving).await;
-        // NOT_SERVING while the cache is not trusted (the change log has gone
-        // unread past changes.max_staleness: Verify then asks the database
-        // for every token), on the same clock Verify judges by; until
-        // draining.
+        crate::readiness::set_health(&health, ServingStatus::Serving).await;
         let draining = CancellationToken::new();
-        let health_follower = tokio::spawn({
-            let (health, draining) = (health.clone(), draining.clone());
-            async move {
-                let mut serving = true;
-                loop {
-                    let fresh = freshness.is_fresh(std::time::Instant::now());
-                    if fresh != serving {
-                        serving = fresh;
-                        let status = if fresh {
-                            ServingStatus::Serving
-                        } else {
-                            ServingStatus::NotServing
-                        };
-                        // The API services only: the server itself ("")
-                        // stays SERVING, so a liveness probe does not
-                        // restart a replica that waits for its database.
-                        for service in grpc::API_SERVICES {
-                            health.set_service_status(service, status).await;
-                        }
-                    }
-                    // Fresh: until the bound passes (the log may be read
-                    // again meanwhile); stale: until the next read may have
-                    // come.
-                    let wake = if fresh {
-                        tokio::time::Instant::from_std(freshness.stale_at())
-                    } else {
-                        tokio::time::Instant::now() + poll_interval
-                    };
-                    tokio::select! {
-                        () = draining.cancelled() => return,
-                        () = tokio::time::sleep_until(wake) => {}
-                    }
-                }
-            }
-        });
+        let health_follower = tokio::spawn(crate::readiness::follow(
+            freshness,
+            health.clone(),
+            poll_interval,
+            draining.clone(),
+        ));
         {
             let (metrics, verifier, stop) = (
                 Arc::clone(&metrics),
@@ -484,7 +450,7 @@ impl Application {
                 }
                 draining.cancel();
                 let _ = health_follower.await;
-                set_health(&health, ServingStatus::NotServing).await;
+                crate::readiness::set_health(&health, ServingStatus::NotServing).await;
                 stop_serving.cancel();
             }
         });
@@ -593,11 +559,4 @@ async fn serve_router(
     };
     serve::serve(listener, service, limits, stop).await;
     Ok(())
-}
-
-async fn set_health(health: &HealthReporter, status: ServingStatus) {
-    health.set_service_status("", status).await;
-    for service in grpc::API_SERVICES {
-        health.set_service_status(service, status).await;
-    }
 }

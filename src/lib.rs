@@ -22,6 +22,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod metrics;
+pub mod readiness;
 pub mod serve;
 pub mod setup;
 pub mod tasks;

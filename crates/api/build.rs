@@ -1,6 +1,7 @@
 //! Writes the encoded descriptor set of Envoy's external authorization API
 //! for server reflection (compiled with protox: no system `protoc`), and
-//! generates the TokenVerify server that answers with pre-encoded tokens.
+//! generates the TokenVerify server that answers with pre-encoded tokens
+//! and the Check server that decodes only what it reads.
 //! latchkey's own messages, clients and servers come from `latchkey-proto`.
 
 use std::{env, fs, path::PathBuf};
@@ -36,8 +37,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .build(),
         )
         .build();
+    // The server side of Envoy's Check, taking a request type that decodes
+    // only the fields Check reads (see `grpc::ext_authz::wire`).
+    let check = tonic_prost_build::manual::Service::builder()
+        .name("Authorization")
+        .package("envoy.service.auth.v3")
+        .method(
+            tonic_prost_build::manual::Method::builder()
+                .name("check")
+                .route_name("Check")
+                .input_type("crate::grpc::ext_authz::wire::CheckCall")
+                .output_type("envoy_types::ext_authz::v3::pb::CheckResponse")
+                .codec_path("tonic_prost::ProstCodec")
+                .build(),
+        )
+        .build();
     tonic_prost_build::manual::Builder::new()
         .build_client(false)
-        .compile(&[verify]);
+        .compile(&[verify, check]);
     Ok(())
 }

@@ -1,17 +1,14 @@
 //! `latchkey.v1.TokenAdmin`: authenticates each call, converts the request,
 //! calls the lifecycle, converts the answer.
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
 
-use futures_util::Stream;
-use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use super::answer;
 use super::convert;
 use super::pb::{self, token_admin_server::TokenAdmin};
+use super::watch::{EventStream, Watchers, event_stream};
 use crate::audit::EventFilter;
 use crate::auth::{Actor, AdminAuth};
 use crate::clock::Clock;
@@ -20,17 +17,6 @@ use crate::error::Error;
 use crate::lifecycle::{EventQuery, Lifecycle, ListQuery, NewToken, Renewal};
 use crate::owner::{OwnerRecord, TokenCounts};
 use crate::query::{ListFilter, TokenPatch};
-use crate::watch::{MARK_EVERY, Watched, Watcher, Watching};
-
-/// The events WatchEvents sends.
-pub type EventStream = Pin<Box<dyn Stream<Item = Result<pb::WatchEventsResponse, Status>> + Send>>;
-
-/// The event log's watchers, and the signal that ends their streams.
-pub struct Watchers {
-    pub watching: Arc<Watching>,
-    /// Cancelled when the server stops serving.
-    pub stop: CancellationToken,
-}
 
 pub struct AdminService {
     lifecycle: Arc<Lifecycle>,
@@ -79,81 +65,6 @@ impl AdminService {
 
     fn token(&self, record: &crate::token::TokenRecord) -> pb::Token {
         convert::token(record, self.clock.now())
-    }
-}
-
-/// A watcher's stream: its messages until the server stops or the
-/// credential it opened with stops being an admin's (checked again every
-/// [`MARK_EVERY`], whether or not events come); the credential is kept only
-/// for that.
-fn event_stream(
-    watcher: Watcher,
-    auth: Arc<AdminAuth>,
-    credential: Option<String>,
-    stop: CancellationToken,
-) -> EventStream {
-    let open = OpenWatch {
-        watcher,
-        auth,
-        credential,
-        stop,
-        checked: Instant::now(),
-    };
-    Box::pin(futures_util::stream::unfold(
-        Some(open),
-        |open| async move {
-            let mut open = open?;
-            match open.next().await {
-                Ok(message) => Some((Ok(message), Some(open))),
-                Err(end) => Some((Err(end), None)),
-            }
-        },
-    ))
-}
-
-struct OpenWatch {
-    watcher: Watcher,
-    auth: Arc<AdminAuth>,
-    credential: Option<String>,
-    stop: CancellationToken,
-    checked: Instant,
-}
-
-impl OpenWatch {
-    /// The next message, or the status that ends the stream.
-    async fn next(&mut self) -> Result<pb::WatchEventsResponse, Status> {
-        loop {
-            let watched = tokio::select! {
-                () = self.stop.cancelled() => {
-                    return Err(Status::unavailable(
-                        "the server is stopping; call WatchEvents again with the last cursor",
-                    ));
-                }
-                watched = self.watcher.next() => watched,
-            };
-            if self.checked.elapsed() >= MARK_EVERY {
-                self.auth
-                    .authorize(self.credential.as_deref())
-                    .await
-                    .map_err(crate::status::status)?;
-                self.checked = Instant::now();
-            }
-            match watched {
-                Some(Watched::Event(event, cursor)) => {
-                    return Ok(pb::WatchEventsResponse {
-                        event: Some(convert::event(&event)),
-                        cursor,
-                    });
-                }
-                Some(Watched::Mark(cursor)) => {
-                    return Ok(pb::WatchEventsResponse {
-                        event: None,
-                        cursor,
-                    });
-                }
-                None => {}
-            }
-        }
     }
 }
 

@@ -7,12 +7,13 @@ mod ext_authz;
 mod token_self;
 mod transport;
 mod verify;
+mod watch;
 
 use std::future::Future;
 
 use crate::error::Error;
 
-pub use admin::{AdminService, EventStream, Watchers};
+pub use admin::AdminService;
 pub use ext_authz::{
     ExtAuthzService, OWNER_HEADER, REQUIRED_SCOPES, SCOPES_HEADER, TOKEN_ID_HEADER,
 };
@@ -21,6 +22,7 @@ pub use transport::GrpcService;
 pub use verify::{
     TokenVerifyServer, VerifyReply, VerifyService, decode_rendered, render as render_token,
 };
+pub use watch::{EventStream, Watchers};
 
 /// Types generated from `proto/latchkey/v1`, with clients for callers and tests.
 pub use latchkey_proto as pb;
@@ -54,7 +56,7 @@ pub const API_SERVICES: [&str; 4] = [
     <pb::token_admin_server::TokenAdminServer<AdminService> as tonic::server::NamedService>::NAME,
     <pb::token_self_server::TokenSelfServer<SelfService> as tonic::server::NamedService>::NAME,
     <TokenVerifyServer<VerifyService> as tonic::server::NamedService>::NAME,
-    <envoy_types::ext_authz::v3::pb::AuthorizationServer<ExtAuthzService> as tonic::server::NamedService>::NAME,
+    <ext_authz::AuthorizationServer<ExtAuthzService> as tonic::server::NamedService>::NAME,
 ];
 
 /// The services one server answers.
@@ -101,7 +103,7 @@ pub fn routes(
         )
         .add_service(TokenVerifyServer::new(verify).max_decoding_message_size(MAX_MESSAGE_BYTES))
         .add_service(
-            envoy_types::ext_authz::v3::pb::AuthorizationServer::new(ext_authz)
+            ext_authz::AuthorizationServer::new(ext_authz)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
         ))
 }
