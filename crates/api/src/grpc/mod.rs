@@ -14,6 +14,7 @@ use std::future::Future;
 use crate::error::Error;
 
 pub use admin::AdminService;
+pub use ext_authz::wire::CheckCall;
 pub use ext_authz::{
     ExtAuthzService, OWNER_HEADER, REQUIRED_SCOPES, SCOPES_HEADER, TOKEN_ID_HEADER,
 };

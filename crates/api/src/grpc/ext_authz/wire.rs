@@ -39,11 +39,10 @@ pub struct Peer {
     pub address: Option<Address>,
 }
 
-/// `config.core.v3.Address`: `socket_address` (1, of a oneof whose other
-/// members are skipped).
-#[derive(Clone, PartialEq, prost::Message)]
+/// `config.core.v3.Address`: `socket_address` (1) of the oneof `address`,
+/// whose other members (`pipe`, 2; `envoy_internal_address`, 3) replace it.
+#[derive(Clone, Default, PartialEq, Debug)]
 pub struct Address {
-    #[prost(message, optional, tag = "1")]
     pub socket_address: Option<SocketAddress>,
 }
 
@@ -181,6 +180,41 @@ impl prost::Message for Attributes {
 
     fn clear(&mut self) {
         *self = Attributes::default();
+    }
+}
+
+impl prost::Message for Address {
+    fn encode_raw(&self, _: &mut impl BufMut) {}
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: WireType,
+        buf: &mut impl Buf,
+        ctx: DecodeContext,
+    ) -> Result<(), DecodeError> {
+        match tag {
+            1 => encoding::message::merge(
+                wire_type,
+                self.socket_address.get_or_insert_with(SocketAddress::default),
+                buf,
+                ctx,
+            ),
+            2 | 3 => {
+                // Another member of the oneof: the last one set is the one.
+                self.socket_address = None;
+                encoding::skip_field(wire_type, tag, buf, ctx)
+            }
+            _ => encoding::skip_field(wire_type, tag, buf, ctx),
+        }
+    }
+
+    fn encoded_len(&self) -> usize {
+        0
+    }
+
+    fn clear(&mut self) {
+        *self = Address::default();
     }
 }
 
