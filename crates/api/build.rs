@@ -47,7 +47,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .name("check")
                 .route_name("Check")
                 .input_type("crate::grpc::ext_authz::wire::CheckCall")
-                .output_type("envoy_types::ext_authz::v3::pb::CheckResponse")
+                .output_type("crate::grpc::ext_authz::reply::CheckReply")
                 .codec_path("tonic_prost::ProstCodec")
                 .build(),
         )

@@ -196,7 +196,8 @@ impl prost::Message for Address {
         match tag {
             1 => encoding::message::merge(
                 wire_type,
-                self.socket_address.get_or_insert_with(SocketAddress::default),
+                self.socket_address
+                    .get_or_insert_with(SocketAddress::default),
                 buf,
                 ctx,
             ),
