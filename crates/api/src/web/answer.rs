@@ -10,7 +10,12 @@ use crate::error::Error;
 pub(super) type Answer = Response<Full<Bytes>>;
 /// A JSON answer that no cache may keep (it describes a credential).
 pub(super) fn json(status: StatusCode, body: &serde_json::Value) -> Answer {
-    let mut answer = Response::new(Full::new(Bytes::from(body.to_string())));
+    json_bytes(status, Bytes::from(body.to_string()))
+}
+
+/// [`json`] of a body already written.
+pub(super) fn json_bytes(status: StatusCode, body: Bytes) -> Answer {
+    let mut answer = Response::new(Full::new(body));
     *answer.status_mut() = status;
     let headers = answer.headers_mut();
     headers.insert(

@@ -8,11 +8,12 @@
 //! RFC 7662 2.2 requires, so the answer tells the caller nothing more about
 //! a token it may not use.
 
+use hyper::body::Bytes;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Response, StatusCode};
 use zeroize::Zeroizing;
 
-use super::api::{Answer, Refusal, WebApi, error, json, undecided};
+use super::api::{Answer, Refusal, WebApi, error, json_bytes, undecided};
 use crate::observe::Api;
 use crate::token::INTROSPECT_SCOPE;
 use crate::verifier::{Snapshot, Verdict};
@@ -67,9 +68,9 @@ impl WebApi {
         self.observer.verdict(Api::Introspect, checked.verdict);
         let known = match (checked.verdict, checked.token) {
             (Verdict::Valid, Some(known)) => known,
-            _ => return json(StatusCode::OK, &serde_json::json!({ "active": false })),
+            _ => return json_bytes(StatusCode::OK, Bytes::from_static(INACTIVE)),
         };
-        json(StatusCode::OK, &active(&known.snapshot))
+        json_bytes(StatusCode::OK, active(&known.snapshot))
     }
 
     /// `None` if the caller's bearer token may introspect; else the 401 or
@@ -100,21 +101,39 @@ impl WebApi {
     }
 }
 
-/// The RFC 7662 2.2 answer for an active token.
-fn active(token: &Snapshot) -> serde_json::Value {
-    let mut answer = serde_json::json!({
-        "active": true,
-        "scope": token.scopes(),
-        "client_id": token.id.to_string(),
-        "sub": token.owner(),
-        "iat": token.create_time.to_unix().0,
-        "token_type": "Bearer",
-        "jti": token.id.to_string(),
-    });
-    if let Some(expire) = token.lifetime.expire_time() {
-        answer["exp"] = expire.to_unix().0.into();
-    }
-    answer
+/// The answer for every token but a valid one.
+const INACTIVE: &[u8] = br#"{"active":false}"#;
+
+/// The RFC 7662 2.2 answer for an active token, its fields in name order.
+#[derive(serde::Serialize)]
+struct Active<'a> {
+    active: bool,
+    client_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exp: Option<i64>,
+    iat: i64,
+    jti: &'a str,
+    scope: &'a str,
+    sub: &'a str,
+    token_type: &'static str,
+}
+
+fn active(token: &Snapshot) -> Bytes {
+    let mut id = [0u8; 36];
+    let id = token.id.hyphenated().encode_lower(&mut id);
+    let answer = Active {
+        active: true,
+        client_id: id,
+        exp: token.lifetime.expire_time().map(|t| t.to_unix().0),
+        iat: token.create_time.to_unix().0,
+        jti: id,
+        scope: token.scopes(),
+        sub: token.owner(),
+        token_type: "Bearer",
+    };
+    let mut body = Vec::with_capacity(256);
+    serde_json::to_writer(&mut body, &answer).expect("a struct of strings and numbers serializes");
+    Bytes::from(body)
 }
 
 fn challenge(status: StatusCode, value: &'static str, code: &str, description: &str) -> Answer {
@@ -138,7 +157,8 @@ mod tests {
             scopes: vec!["a".into(), "b:*".into()],
             ..TokenRecord::new(id, "alice".into(), Timestamp::from_micros(100_000_005))
         };
-        let answer = active(&Snapshot::new(&record, false, |_, _| {}));
+        let parse = |b: Bytes| serde_json::from_slice::<serde_json::Value>(&b).unwrap();
+        let answer = parse(active(&Snapshot::new(&record, false, |_, _| {})));
         let id = id.to_string();
         assert_eq!(
             answer,
@@ -152,7 +172,7 @@ mod tests {
             ..record
         };
         assert_eq!(
-            active(&Snapshot::new(&expiring, false, |_, _| {}))["exp"],
+            parse(active(&Snapshot::new(&expiring, false, |_, _| {})))["exp"],
             200
         );
     }

@@ -22,9 +22,11 @@
 use std::collections::BTreeMap;
 
 use hyper::StatusCode;
-use serde::Deserialize;
+use std::sync::Arc;
 
-use super::api::{Answer, Refusal, WebApi, json, undecided};
+use serde::{Deserialize, Serialize};
+
+use super::api::{Answer, Refusal, WebApi, json, json_bytes, undecided};
 use crate::observe::Api;
 use crate::peer::PeerCertificates;
 use crate::verifier::{Snapshot, Verdict};
@@ -108,19 +110,19 @@ impl WebApi {
                 Err(answer) => return answer,
             }
         };
-        json(
-            StatusCode::OK,
-            &serde_json::json!({
-                "apiVersion": api_version,
-                "kind": "TokenReview",
-                "status": status,
-            }),
-        )
+        let reviewed = Reviewed {
+            api_version,
+            kind: "TokenReview",
+            status: &status,
+        };
+        let mut body = Vec::with_capacity(512);
+        serde_json::to_writer(&mut body, &reviewed).expect("a review serializes");
+        json_bytes(StatusCode::OK, body.into())
     }
 
     /// The review's `status` for `token`, or the answer if latchkey could
     /// not decide.
-    async fn review(&self, token: &str) -> Result<serde_json::Value, Answer> {
+    async fn review(&self, token: &str) -> Result<ReviewStatus<'_>, Answer> {
         let checked = self
             .verifier
             .verify_spending(token, &self.review_scopes, 1, None)
@@ -129,33 +131,107 @@ impl WebApi {
         checked.record_in_span();
         self.observer.verdict(Api::TokenReview, checked.verdict);
         match (checked.verdict, checked.token) {
-            (Verdict::Valid, Some(known)) => Ok(self.authenticated(&known.snapshot)),
+            (Verdict::Valid, Some(known)) => Ok(ReviewStatus {
+                authenticated: true,
+                user: Some(User {
+                    token: known.snapshot,
+                    username_prefix: &self.username_prefix,
+                    group_prefix: &self.group_prefix,
+                }),
+            }),
             _ => Ok(not_authenticated()),
         }
     }
+}
 
-    fn authenticated(&self, token: &Snapshot) -> serde_json::Value {
-        let groups: Vec<String> = token
-            .scopes()
-            .split_ascii_whitespace()
-            .map(|s| format!("{}{s}", self.group_prefix))
-            .collect();
-        let extra: BTreeMap<&str, [&str; 1]> = token.metadata().map(|(k, v)| (k, [v])).collect();
-        serde_json::json!({
-            "authenticated": true,
-            "user": {
-                "username": format!("{}{}", self.username_prefix, token.owner()),
-                "uid": token.id.to_string(),
-                "groups": groups,
-                "extra": extra,
+/// A TokenReview answer, its fields in name order at every level.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Reviewed<'a> {
+    api_version: &'a str,
+    kind: &'static str,
+    status: &'a ReviewStatus<'a>,
+}
+
+#[derive(Serialize)]
+struct ReviewStatus<'a> {
+    authenticated: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<User<'a>>,
+}
+
+/// Who a valid token is to Kubernetes: written straight from the cached
+/// token as it is serialized.
+struct User<'a> {
+    token: Arc<Snapshot>,
+    username_prefix: &'a str,
+    group_prefix: &'a str,
+}
+
+impl Serialize for User<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct as _;
+        let token = &self.token;
+        let mut id = [0u8; 36];
+        let mut user = serializer.serialize_struct("User", 4)?;
+        user.serialize_field("extra", &Extra(token))?;
+        user.serialize_field(
+            "groups",
+            &Groups {
+                prefix: self.group_prefix,
+                scopes: token.scopes(),
             },
-        })
+        )?;
+        user.serialize_field("uid", token.id.hyphenated().encode_lower(&mut id))?;
+        user.serialize_field(
+            "username",
+            &Prefixed(self.username_prefix, token.owner()),
+        )?;
+        user.end()
+    }
+}
+
+/// `prefix` then `text`, as one JSON string.
+struct Prefixed<'a>(&'a str, &'a str);
+
+impl Serialize for Prefixed<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&format_args!("{}{}", self.0, self.1))
+    }
+}
+
+/// The token's scopes, each a group with the prefix.
+struct Groups<'a> {
+    prefix: &'a str,
+    scopes: &'a str,
+}
+
+impl Serialize for Groups<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(
+            self.scopes
+                .split_ascii_whitespace()
+                .map(|s| Prefixed(self.prefix, s)),
+        )
+    }
+}
+
+/// The token's metadata, one value per key, keys in order.
+struct Extra<'a>(&'a Snapshot);
+
+impl Serialize for Extra<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let sorted: BTreeMap<&str, [&str; 1]> = self.0.metadata().map(|(k, v)| (k, [v])).collect();
+        serializer.collect_map(sorted)
     }
 }
 
 /// The review of any token the cluster will not take, whatever the reason.
-fn not_authenticated() -> serde_json::Value {
-    serde_json::json!({ "authenticated": false })
+fn not_authenticated() -> ReviewStatus<'static> {
+    ReviewStatus {
+        authenticated: false,
+        user: None,
+    }
 }
 
 /// A Kubernetes `Status` for a request that is not a TokenReview.
