@@ -183,10 +183,7 @@ impl Serialize for User<'_> {
             },
         )?;
         user.serialize_field("uid", token.id.hyphenated().encode_lower(&mut id))?;
-        user.serialize_field(
-            "username",
-            &Prefixed(self.username_prefix, token.owner()),
-        )?;
+        user.serialize_field("username", &Prefixed(self.username_prefix, token.owner()))?;
         user.end()
     }
 }

@@ -3,276 +3,337 @@
 //! `authorization`, `user-agent` and `x-forwarded-for` headers, the source
 //! address and the `required_scopes` context extension. Every other field
 //! (a real request carries dozens of headers, principals, the path, the
-//! time) is skipped on the wire without being decoded or copied, and what
-//! is kept points into the received buffer.
+//! time) is skipped on the wire without being decoded or copied. The
+//! attributes are kept as received (a slice of the receive buffer, not a
+//! copy) and decoded where they lie: a header's key is compared in place,
+//! and a kept value is only its position.
 //!
 //! Field numbers are `external_auth.proto` and `attribute_context.proto`'s.
-//! Strings are read as bytes and taken only if they are UTF-8. For every
-//! encoding the full message decodes, this one decodes too and finds the
-//! same values (a map's last entry for a key wins, as protobuf says); the
-//! `check` fuzz target holds it to that.
+//! Strings are taken only if they are UTF-8. For every encoding the full
+//! message decodes, this one decodes too and finds the same values (a
+//! map's last entry for a key wins, as protobuf says; a oneof's last member
+//! set); the `check` fuzz target holds it to that.
 
 use prost::DecodeError;
 use prost::bytes::{Buf, BufMut, Bytes};
 use prost::encoding::{self, DecodeContext, WireType};
 
-/// `CheckRequest`: `attributes` (1).
-#[derive(Clone, PartialEq, prost::Message)]
+/// `CheckRequest`: `attributes` (1), kept as received and decoded where it
+/// lies: the fields Check reads are [`Span`]s of it.
+#[derive(Clone, Default, PartialEq)]
 pub struct CheckCall {
-    #[prost(message, optional, tag = "1")]
-    pub attributes: Option<Attributes>,
+    raw: Bytes,
+    attributes: Attributes,
+}
+
+/// Where a kept string lies in the attributes: its length, and how many
+/// bytes from its first to the end of the attributes (what a decoder knows
+/// is how much is left, not where it is).
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+struct Span {
+    from_end: usize,
+    len: usize,
 }
 
 /// `AttributeContext`: `source` (1), `request` (4) and, of the
 /// `context_extensions` map (10), `required_scopes`.
-#[derive(Clone, Default, PartialEq)]
-pub struct Attributes {
-    pub source: Option<Peer>,
-    pub request: Option<Request>,
-    pub required_scopes: Option<Bytes>,
+#[derive(Clone, Default, PartialEq, Debug)]
+struct Attributes {
+    source: Option<Peer>,
+    request: Option<Request>,
+    required_scopes: Option<Span>,
 }
 
 /// `AttributeContext.Peer`: `address` (1).
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct Peer {
+struct Peer {
     #[prost(message, optional, tag = "1")]
-    pub address: Option<Address>,
+    address: Option<Address>,
 }
 
 /// `config.core.v3.Address`: `socket_address` (1) of the oneof `address`,
 /// whose other members (`pipe`, 2; `envoy_internal_address`, 3) replace it.
 #[derive(Clone, Default, PartialEq, Debug)]
-pub struct Address {
-    pub socket_address: Option<SocketAddress>,
+struct Address {
+    socket_address: Option<SocketAddress>,
 }
 
 /// `config.core.v3.SocketAddress`: `address` (2).
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct SocketAddress {
-    #[prost(bytes = "bytes", tag = "2")]
-    pub address: Bytes,
+#[derive(Clone, Default, PartialEq, Debug)]
+struct SocketAddress {
+    address: Span,
 }
 
 /// `AttributeContext.Request`: `http` (2).
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct Request {
+struct Request {
     #[prost(message, optional, tag = "2")]
-    pub http: Option<Http>,
+    http: Option<Http>,
 }
 
 /// `AttributeContext.HttpRequest`: of the `headers` map (3), the three
 /// Check reads. Envoy writes header names in lower case.
 #[derive(Clone, Default, PartialEq)]
-pub struct Http {
-    pub authorization: Option<Bytes>,
-    pub user_agent: Option<Bytes>,
-    pub forwarded_for: Option<Bytes>,
-}
-
-/// One entry of a `map<string, string>`: `key` (1), `value` (2).
-#[derive(Clone, PartialEq, prost::Message)]
-struct Entry {
-    #[prost(bytes = "bytes", tag = "1")]
-    key: Bytes,
-    #[prost(bytes = "bytes", tag = "2")]
-    value: Bytes,
+struct Http {
+    authorization: Option<Span>,
+    user_agent: Option<Span>,
+    forwarded_for: Option<Span>,
 }
 
 impl CheckCall {
-    fn attributes(&self) -> Option<&Attributes> {
-        self.attributes.as_ref()
+    fn text(&self, span: Option<Span>) -> Option<&str> {
+        let span = span?;
+        let start = self.raw.len().checked_sub(span.from_end)?;
+        std::str::from_utf8(self.raw.get(start..start + span.len)?).ok()
     }
 
     fn http(&self) -> Option<&Http> {
-        self.attributes()?.request.as_ref()?.http.as_ref()
+        self.attributes.request.as_ref()?.http.as_ref()
     }
 
     /// The `authorization` header.
     pub fn authorization(&self) -> Option<&str> {
-        text(self.http()?.authorization.as_ref())
+        self.text(self.http()?.authorization)
     }
 
     /// The `user-agent` header.
     pub fn user_agent(&self) -> Option<&str> {
-        text(self.http()?.user_agent.as_ref())
+        self.text(self.http()?.user_agent)
     }
 
     /// The `x-forwarded-for` header.
     pub fn forwarded_for(&self) -> Option<&str> {
-        text(self.http()?.forwarded_for.as_ref())
+        self.text(self.http()?.forwarded_for)
     }
 
     /// The source's socket address (the connection Envoy saw).
     pub fn source_address(&self) -> Option<&str> {
-        let peer = self.attributes()?.source.as_ref()?;
-        text(Some(
-            &peer.address.as_ref()?.socket_address.as_ref()?.address,
-        ))
+        let peer = self.attributes.source.as_ref()?;
+        let socket = peer.address.as_ref()?.socket_address.as_ref()?;
+        self.text(Some(socket.address))
     }
 
     /// The `required_scopes` context extension.
     pub fn required_scopes(&self) -> Option<&str> {
-        text(self.attributes()?.required_scopes.as_ref())
+        self.text(self.attributes.required_scopes)
     }
 }
 
-fn text(bytes: Option<&Bytes>) -> Option<&str> {
-    std::str::from_utf8(bytes?).ok()
+/// A length-delimited field's place, the buffer moved past it.
+fn take_span(wire_type: WireType, buf: &mut impl Buf) -> Result<Span, DecodeError> {
+    let len = field_len(wire_type, buf)?;
+    let span = Span {
+        from_end: buf.remaining(),
+        len,
+    };
+    buf.advance(len);
+    Ok(span)
 }
 
-/// Decodes one map entry and, if its key is one of `keys`, keeps its value
-/// in the matching slot of `kept`.
+/// A length-delimited field's length, read from its prefix and checked
+/// against what is left.
+fn field_len(wire_type: WireType, buf: &mut impl Buf) -> Result<usize, DecodeError> {
+    encoding::check_wire_type(WireType::LengthDelimited, wire_type)?;
+    usize::try_from(encoding::decode_varint(buf)?)
+        .ok()
+        .filter(|len| *len <= buf.remaining())
+        .ok_or_else(underflow)
+}
+
+/// prost's own error for a length past the end of the buffer.
+fn underflow() -> DecodeError {
+    let mut nothing = Vec::new();
+    // A one-byte field with nothing after its length.
+    match encoding::bytes::merge(
+        WireType::LengthDelimited,
+        &mut nothing,
+        &mut [1u8].as_slice(),
+        DecodeContext::default(),
+    ) {
+        Err(e) => e,
+        Ok(()) => unreachable!("a length past the end is an error"),
+    }
+}
+
+/// Which of `keys` a length-delimited key field is, compared where it lies,
+/// the buffer moved past it.
+fn take_key(
+    keys: &[&str],
+    wire_type: WireType,
+    buf: &mut impl Buf,
+) -> Result<Option<usize>, DecodeError> {
+    take_span_where(wire_type, buf, |bytes| {
+        keys.iter().position(|k| k.as_bytes() == bytes)
+    })
+}
+
+/// [`take_span`], looking at the bytes with `look` before moving past them
+/// (on a buffer in pieces, at a copy of them).
+fn take_span_where<T>(
+    wire_type: WireType,
+    buf: &mut impl Buf,
+    look: impl FnOnce(&[u8]) -> T,
+) -> Result<T, DecodeError> {
+    let len = field_len(wire_type, buf)?;
+    if let Some(bytes) = buf.chunk().get(..len) {
+        let seen = look(bytes);
+        buf.advance(len);
+        Ok(seen)
+    } else {
+        Ok(look(&buf.copy_to_bytes(len)))
+    }
+}
+
+/// Decodes one map entry (`key` 1, `value` 2; the last of each wins, as for
+/// any field) and, if its key is one of `keys`, keeps where its value lies
+/// in the matching slot of `kept` (an entry without a value has an empty
+/// one).
 fn merge_entry(
     keys: &[&str],
-    kept: &mut [&mut Option<Bytes>],
+    kept: &mut [&mut Option<Span>],
     wire_type: WireType,
     buf: &mut impl Buf,
     ctx: DecodeContext,
 ) -> Result<(), DecodeError> {
-    let mut entry = Entry::default();
-    encoding::message::merge(wire_type, &mut entry, buf, ctx)?;
-    if let Some(i) = keys.iter().position(|k| k.as_bytes() == entry.key) {
-        *kept[i] = Some(entry.value);
+    encoding::check_wire_type(WireType::LengthDelimited, wire_type)?;
+    let mut entry: (Option<usize>, Span) = (None, Span::default());
+    encoding::merge_loop(&mut entry, buf, ctx, |(key, value), buf, ctx| {
+        let (tag, wire_type) = encoding::decode_key(buf)?;
+        match tag {
+            1 => take_key(keys, wire_type, buf).map(|found| *key = found),
+            2 => take_span(wire_type, buf).map(|span| *value = span),
+            _ => encoding::skip_field(wire_type, tag, buf, ctx),
+        }
+    })?;
+    if let (Some(i), value) = entry {
+        *kept[i] = Some(value);
     }
     Ok(())
 }
 
-// Decode-only messages: the server never encodes a request, so these
-// encode as empty (which decodes back to nothing kept).
+/// The messages here are decode-only: the server never encodes a request,
+/// so they encode as empty.
+macro_rules! decode_only {
+    ($name:ty, |$this:ident, $tag:ident, $wire_type:ident, $buf:ident, $ctx:ident| $merge:expr) => {
+        impl prost::Message for $name {
+            fn encode_raw(&self, _: &mut impl BufMut) {}
 
-impl prost::Message for Attributes {
-    fn encode_raw(&self, _: &mut impl BufMut) {}
-
-    fn merge_field(
-        &mut self,
-        tag: u32,
-        wire_type: WireType,
-        buf: &mut impl Buf,
-        ctx: DecodeContext,
-    ) -> Result<(), DecodeError> {
-        match tag {
-            1 => encoding::message::merge(
-                wire_type,
-                self.source.get_or_insert_with(Peer::default),
-                buf,
-                ctx,
-            ),
-            4 => encoding::message::merge(
-                wire_type,
-                self.request.get_or_insert_with(Request::default),
-                buf,
-                ctx,
-            ),
-            10 => merge_entry(
-                &["required_scopes"],
-                &mut [&mut self.required_scopes],
-                wire_type,
-                buf,
-                ctx,
-            ),
-            _ => encoding::skip_field(wire_type, tag, buf, ctx),
-        }
-    }
-
-    fn encoded_len(&self) -> usize {
-        0
-    }
-
-    fn clear(&mut self) {
-        *self = Attributes::default();
-    }
-}
-
-impl prost::Message for Address {
-    fn encode_raw(&self, _: &mut impl BufMut) {}
-
-    fn merge_field(
-        &mut self,
-        tag: u32,
-        wire_type: WireType,
-        buf: &mut impl Buf,
-        ctx: DecodeContext,
-    ) -> Result<(), DecodeError> {
-        match tag {
-            1 => encoding::message::merge(
-                wire_type,
-                self.socket_address
-                    .get_or_insert_with(SocketAddress::default),
-                buf,
-                ctx,
-            ),
-            2 | 3 => {
-                // Another member of the oneof: the last one set is the one.
-                self.socket_address = None;
-                encoding::skip_field(wire_type, tag, buf, ctx)
+            fn merge_field(
+                &mut self,
+                $tag: u32,
+                $wire_type: WireType,
+                $buf: &mut impl Buf,
+                $ctx: DecodeContext,
+            ) -> Result<(), DecodeError> {
+                let $this = self;
+                $merge
             }
-            _ => encoding::skip_field(wire_type, tag, buf, ctx),
+
+            fn encoded_len(&self) -> usize {
+                0
+            }
+
+            fn clear(&mut self) {
+                *self = Self::default();
+            }
         }
-    }
-
-    fn encoded_len(&self) -> usize {
-        0
-    }
-
-    fn clear(&mut self) {
-        *self = Address::default();
-    }
+    };
 }
 
-impl prost::Message for Http {
-    fn encode_raw(&self, _: &mut impl BufMut) {}
-
-    fn merge_field(
-        &mut self,
-        tag: u32,
-        wire_type: WireType,
-        buf: &mut impl Buf,
-        ctx: DecodeContext,
-    ) -> Result<(), DecodeError> {
-        match tag {
-            3 => merge_entry(
-                &["authorization", "user-agent", "x-forwarded-for"],
-                &mut [
-                    &mut self.authorization,
-                    &mut self.user_agent,
-                    &mut self.forwarded_for,
-                ],
-                wire_type,
-                buf,
-                ctx,
-            ),
-            _ => encoding::skip_field(wire_type, tag, buf, ctx),
-        }
+decode_only!(CheckCall, |this, tag, wire_type, buf, ctx| match tag {
+    1 => {
+        // The attributes as received (no copy), decoded where they lie. A
+        // message repeated is merged, as decoding its parts one after the
+        // other does.
+        let len = field_len(wire_type, buf)?;
+        let part = buf.copy_to_bytes(len);
+        this.raw = if this.raw.is_empty() {
+            part
+        } else {
+            Bytes::from([this.raw.as_ref(), part.as_ref()].concat())
+        };
+        this.attributes = Attributes::default();
+        prost::Message::merge(&mut this.attributes, this.raw.as_ref())
     }
+    _ => encoding::skip_field(wire_type, tag, buf, ctx),
+});
 
-    fn encoded_len(&self) -> usize {
-        0
-    }
+decode_only!(Attributes, |this, tag, wire_type, buf, ctx| match tag {
+    1 => encoding::message::merge(
+        wire_type,
+        this.source.get_or_insert_with(Peer::default),
+        buf,
+        ctx
+    ),
+    4 => encoding::message::merge(
+        wire_type,
+        this.request.get_or_insert_with(Request::default),
+        buf,
+        ctx
+    ),
+    10 => merge_entry(
+        &["required_scopes"],
+        &mut [&mut this.required_scopes],
+        wire_type,
+        buf,
+        ctx
+    ),
+    _ => encoding::skip_field(wire_type, tag, buf, ctx),
+});
 
-    fn clear(&mut self) {
-        *self = Http::default();
+decode_only!(Address, |this, tag, wire_type, buf, ctx| match tag {
+    1 => encoding::message::merge(
+        wire_type,
+        this.socket_address
+            .get_or_insert_with(SocketAddress::default),
+        buf,
+        ctx,
+    ),
+    2 | 3 => {
+        // Another member of the oneof: the last one set is the one.
+        this.socket_address = None;
+        encoding::skip_field(wire_type, tag, buf, ctx)
     }
-}
+    _ => encoding::skip_field(wire_type, tag, buf, ctx),
+});
+
+decode_only!(SocketAddress, |this, tag, wire_type, buf, ctx| match tag {
+    2 => take_span(wire_type, buf).map(|span| this.address = span),
+    _ => encoding::skip_field(wire_type, tag, buf, ctx),
+});
+
+decode_only!(Http, |this, tag, wire_type, buf, ctx| match tag {
+    3 => merge_entry(
+        &["authorization", "user-agent", "x-forwarded-for"],
+        &mut [
+            &mut this.authorization,
+            &mut this.user_agent,
+            &mut this.forwarded_for
+        ],
+        wire_type,
+        buf,
+        ctx,
+    ),
+    _ => encoding::skip_field(wire_type, tag, buf, ctx),
+});
 
 // Debug without the values: the authorization header is a secret.
 
-impl std::fmt::Debug for Attributes {
+impl std::fmt::Debug for CheckCall {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Attributes")
-            .field("source", &self.source)
-            .field("request", &self.request)
-            .field("required_scopes", &self.required_scopes)
+        f.debug_struct("CheckCall")
+            .field("authorization", &self.authorization().map(|_| "…"))
+            .field("user_agent", &self.user_agent())
+            .field("forwarded_for", &self.forwarded_for())
+            .field("source_address", &self.source_address())
+            .field("required_scopes", &self.required_scopes())
             .finish()
     }
 }
 
 impl std::fmt::Debug for Http {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Http")
-            .field("authorization", &self.authorization.as_ref().map(|_| "…"))
-            .field("user_agent", &self.user_agent)
-            .field("forwarded_for", &self.forwarded_for)
-            .finish()
+        f.debug_struct("Http").finish_non_exhaustive()
     }
 }
 
