@@ -17,7 +17,49 @@ pub struct Client {
     pub user_agent: String,
 }
 
+/// A client as a call names it, borrowed from the request: what a use
+/// notes (copied only when it differs from the token's last client).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientRef<'a> {
+    pub ip: Option<IpAddr>,
+    pub user_agent: &'a str,
+}
+
+impl ClientRef<'_> {
+    pub fn to_client(self) -> Client {
+        Client {
+            ip: self.ip,
+            user_agent: self.user_agent.to_owned(),
+        }
+    }
+}
+
 impl Client {
+    pub fn view(&self) -> ClientRef<'_> {
+        ClientRef {
+            ip: self.ip,
+            user_agent: &self.user_agent,
+        }
+    }
+
+    /// [`Client::seen`], borrowing `user_agent` when it needs no cleaning
+    /// (the usual case), else the cleaned copy it puts in `cleaned`.
+    pub fn seen_in<'a>(
+        ip: Option<IpAddr>,
+        user_agent: &'a str,
+        cleaned: &'a mut Option<Client>,
+    ) -> Option<ClientRef<'a>> {
+        let clean = user_agent.len() <= MAX_USER_AGENT_BYTES
+            && (user_agent.bytes().all(|b| (0x20..0x7f).contains(&b))
+                || !user_agent.chars().any(char::is_control));
+        if clean {
+            return (ip.is_some() || !user_agent.is_empty())
+                .then_some(ClientRef { ip, user_agent });
+        }
+        *cleaned = Client::seen(ip, user_agent);
+        cleaned.as_ref().map(Client::view)
+    }
+
     /// A client as a caller gives it (`client.ip`, `client.user_agent`);
     /// `None` if both are empty.
     ///
@@ -102,5 +144,21 @@ mod tests {
         let seen = Client::seen(None, &format!("a\u{7}b{}", "é".repeat(400))).unwrap();
         assert!(seen.user_agent.starts_with("ab") && seen.user_agent.len() <= 512);
         assert_eq!(Client::seen(None, "\u{1}"), None);
+        // Borrowed when clean, cleaned the same way when not.
+        for ua in [
+            "curl/8",
+            "",
+            "\u{1}",
+            "ünïcode/1",
+            &format!("a\u{7}b{}", "é".repeat(400)),
+        ] {
+            let ip = Some("192.0.2.1".parse().unwrap());
+            let mut spare = None;
+            assert_eq!(
+                Client::seen_in(ip, ua, &mut spare).map(ClientRef::to_client),
+                Client::seen(ip, ua),
+                "{ua:?}"
+            );
+        }
     }
 }

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use uuid::Uuid;
 
-use crate::client::{Client, RECENT_IPS};
+use crate::client::{Client, ClientRef, RECENT_IPS};
 use crate::clock::Timestamp;
 use crate::token::Digest;
 use crate::verdict::Verdict;
@@ -29,17 +29,19 @@ pub struct Clients {
 }
 
 impl Clients {
-    fn note(&mut self, client: &Client, at: Timestamp) {
+    fn note(&mut self, client: ClientRef<'_>, at: Timestamp) {
         let newest = self.latest.as_ref().is_none_or(|(t, _)| at >= *t);
         if newest {
             match &mut self.latest {
                 Some((t, latest)) => {
                     *t = at;
-                    if latest != client {
-                        latest.clone_from(client);
+                    latest.ip = client.ip;
+                    if latest.user_agent != client.user_agent {
+                        latest.user_agent.clear();
+                        latest.user_agent.push_str(client.user_agent);
                     }
                 }
-                None => self.latest = Some((at, client.clone())),
+                None => self.latest = Some((at, client.to_client())),
             }
             if let Some(ip) = client.ip {
                 note_first(&mut self.ips, ip);
@@ -146,7 +148,7 @@ impl LastUsed {
         id: Uuid,
         holder: &Arc<H>,
         at: Timestamp,
-        client: Option<&Client>,
+        client: Option<ClientRef<'_>>,
     ) {
         let cell = holder.uses();
         if let Some(client) = client {
@@ -369,7 +371,7 @@ mod tests {
             }),
             ..plain(id, 3)
         }]);
-        lu.record(id, &cell, at(8), Some(&client("192.0.2.9", "new")));
+        lu.record(id, &cell, at(8), Some(client("192.0.2.9", "new").view()));
         assert_eq!(
             lu.drain(),
             vec![Use {
@@ -392,11 +394,11 @@ mod tests {
                 id,
                 &cell,
                 at(t),
-                Some(&client(&format!("192.0.2.{last}"), "ua")),
+                Some(client(&format!("192.0.2.{last}"), "ua").view()),
             );
         }
         // Noted late: an older use leaves the latest client alone.
-        lu.record(id, &cell, at(2), Some(&client("192.0.2.7", "late")));
+        lu.record(id, &cell, at(2), Some(client("192.0.2.7", "late").view()));
         let clients = lu.drain().remove(0).clients.unwrap();
         assert_eq!(clients.latest, Some((at(7), client("192.0.2.6", "ua"))));
         let ips: Vec<String> = clients.ips.iter().map(ToString::to_string).collect();

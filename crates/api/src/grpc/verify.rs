@@ -297,7 +297,12 @@ impl TokenVerify for VerifyService {
         };
         let v = self
             .verifier
-            .verify_spending(&req.token, &req.required_scopes, cost, client.as_ref())
+            .verify_spending(
+                &req.token,
+                &req.required_scopes,
+                cost,
+                client.as_ref().map(Client::view),
+            )
             .await
             .map_err(crate::status::status)?;
         v.record_in_span();

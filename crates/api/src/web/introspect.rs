@@ -60,7 +60,11 @@ impl WebApi {
                 );
             }
         };
-        let checked = match self.verifier.verify_spending(&token, &[], 1, None).await {
+        let checked = match self
+            .verifier
+            .verify_spending(&token, &[] as &[&str], 1, None)
+            .await
+        {
             Ok(checked) => checked,
             Err(e) => return undecided(e),
         };

@@ -259,7 +259,7 @@ pub fn check_owner(field: &str, owner: &str) -> Result<(), FieldError> {
 /// # Errors
 /// If there are too many scopes or one is not a valid scope; the error names
 /// the offending element (`scopes[3]`).
-pub fn check_scopes(field: &str, scopes: &[String]) -> Result<(), FieldError> {
+pub fn check_scopes<S: AsRef<str>>(field: &str, scopes: &[S]) -> Result<(), FieldError> {
     if scopes.len() > limits::MAX_SCOPES {
         return Err(FieldError::new(
             field,
@@ -267,7 +267,7 @@ pub fn check_scopes(field: &str, scopes: &[String]) -> Result<(), FieldError> {
         ));
     }
     for (i, s) in scopes.iter().enumerate() {
-        scope::validate(s).map_err(|why| FieldError::new(format!("{field}[{i}]"), why))?;
+        scope::validate(s.as_ref()).map_err(|why| FieldError::new(format!("{field}[{i}]"), why))?;
     }
     Ok(())
 }

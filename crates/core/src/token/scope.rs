@@ -40,14 +40,14 @@ pub fn covers(granted: &str, required: &str) -> bool {
 }
 
 /// The required scopes that no granted scope covers, in the order given.
-pub fn missing<'a, 'g>(
+pub fn missing<'a, 'g, S: AsRef<str>>(
     granted: impl Iterator<Item = &'g str> + Clone,
-    required: &'a [String],
+    required: &'a [S],
 ) -> Vec<&'a str> {
     required
         .iter()
+        .map(AsRef::as_ref)
         .filter(|r| !granted.clone().any(|g| covers(g, r)))
-        .map(String::as_str)
         .collect()
 }
 

@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use crate::cache::{CacheConfig, Cached, Lookup, VerifyCache};
 use crate::changes::Freshness;
-use crate::client::Client;
+use crate::client::ClientRef;
 use crate::clock::{Clock, Timestamp};
 use crate::error::Error;
 use crate::limits::{Allowances, Limits, Outcome, RateState};
@@ -286,9 +286,9 @@ impl Verifier {
     pub async fn verify_spending(
         &self,
         token: &str,
-        required_scopes: &[String],
+        required_scopes: &[impl AsRef<str> + Sync],
         cost: u64,
-        client: Option<&Client>,
+        client: Option<ClientRef<'_>>,
     ) -> Result<Verification, Error> {
         token::check_scopes("required_scopes", required_scopes)?;
         if !format::is_well_formed(&self.prefix, token) {

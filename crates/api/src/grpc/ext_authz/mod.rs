@@ -23,7 +23,7 @@ use envoy_types::pb::google::rpc;
 use tonic::{Request, Response, Status};
 
 use crate::auth::bearer_credential;
-use crate::client::Client;
+use crate::client::{Client, ClientRef};
 use crate::limits::RateState;
 use crate::observe::{Api, Observe};
 use crate::verifier::{Verdict, Verifier};
@@ -73,8 +73,13 @@ impl ExtAuthzService {
         self
     }
 
-    /// The client of `request` as Envoy saw it.
-    fn client(&self, request: &CheckCall) -> Option<Client> {
+    /// The client of `request` as Envoy saw it (a user agent that needs
+    /// cleaning cleaned into `cleaned`).
+    fn client<'a>(
+        &self,
+        request: &'a CheckCall,
+        cleaned: &'a mut Option<Client>,
+    ) -> Option<ClientRef<'a>> {
         let ip = if self.forwarded_for {
             request
                 .forwarded_for()
@@ -83,7 +88,7 @@ impl ExtAuthzService {
         } else {
             request.source_address().and_then(|a| a.parse().ok())
         };
-        Client::seen(ip, request.user_agent().unwrap_or_default())
+        Client::seen_in(ip, request.user_agent().unwrap_or_default(), cleaned)
     }
     pub fn new(
         verifier: Arc<Verifier>,
@@ -103,10 +108,14 @@ impl ExtAuthzService {
 impl Authorization for ExtAuthzService {
     async fn check(&self, request: Request<CheckCall>) -> Result<Response<CheckReply>, Status> {
         let request = request.into_inner();
-        let required: Vec<String> = request
-            .required_scopes()
-            .map(|s| s.split_whitespace().map(str::to_owned).collect())
-            .unwrap_or_default();
+        let mut few = [""; FEW_SCOPES];
+        let mut many = Vec::new();
+        let required = words(
+            request.required_scopes().unwrap_or_default(),
+            &mut few,
+            &mut many,
+        );
+        let mut cleaned = None;
         let Some(token) = request.authorization().and_then(bearer_credential) else {
             self.observer.verdict(Api::Check, Verdict::Malformed);
             return Ok(Response::new(CheckReply::Message(Box::new(denied(
@@ -118,7 +127,7 @@ impl Authorization for ExtAuthzService {
         };
         let checked = self
             .verifier
-            .verify_spending(token, &required, 1, self.client(&request).as_ref())
+            .verify_spending(token, required, 1, self.client(&request, &mut cleaned))
             .await
             .map_err(|e| match e {
                 // The route's configuration, not the client, is at fault.
@@ -174,6 +183,33 @@ impl Authorization for ExtAuthzService {
         }
         Ok(Response::new(CheckReply::Message(Box::new(answer))))
     }
+}
+
+/// Required scopes a route names without a heap allocation.
+const FEW_SCOPES: usize = 8;
+
+/// The words of `text`, in `few` if they fit, else in `many`.
+fn words<'a, 'b>(
+    text: &'a str,
+    few: &'b mut [&'a str; FEW_SCOPES],
+    many: &'b mut Vec<&'a str>,
+) -> &'b [&'a str] {
+    let mut n = 0;
+    for word in text.split_whitespace() {
+        match few.get_mut(n) {
+            Some(slot) if many.is_empty() => {
+                *slot = word;
+                n += 1;
+            }
+            _ => {
+                if many.is_empty() {
+                    many.extend_from_slice(&few[..n]);
+                }
+                many.push(word);
+            }
+        }
+    }
+    if many.is_empty() { &few[..n] } else { many }
 }
 
 /// For a token with rate limits, the headers of the IETF draft
@@ -282,6 +318,17 @@ pub(crate) fn header_safe(value: String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_route_names_any_number_of_scopes() {
+        for n in [0, 1, FEW_SCOPES, FEW_SCOPES + 1, 3 * FEW_SCOPES] {
+            let text: Vec<String> = (0..n).map(|i| format!("s{i}")).collect();
+            let (mut few, mut many) = ([""; FEW_SCOPES], Vec::new());
+            let spaced = format!("  {} ", text.join(" \t "));
+            let found = words(&spaced, &mut few, &mut many);
+            assert_eq!(found, text.iter().map(String::as_str).collect::<Vec<_>>());
+        }
+    }
 
     #[test]
     fn header_values_never_carry_control_characters() {
