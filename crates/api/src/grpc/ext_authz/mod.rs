@@ -254,7 +254,16 @@ fn denied(
     error: &str,
     description: &str,
 ) -> CheckResponse {
-    let body = serde_json::json!({ "error": error, "error_description": description }).to_string();
+    #[derive(serde::Serialize)]
+    struct Body<'a> {
+        error: &'a str,
+        error_description: &'a str,
+    }
+    let body = serde_json::to_string(&Body {
+        error,
+        error_description: description,
+    })
+    .expect("two strings serialize");
     let code = if status == HttpStatusCode::Forbidden {
         tonic::Code::PermissionDenied
     } else {
