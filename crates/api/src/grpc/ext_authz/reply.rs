@@ -12,7 +12,7 @@ use prost::DecodeError;
 use prost::bytes::{Buf, BufMut};
 use prost::encoding::{self, DecodeContext, WireType};
 
-use super::{OWNER_HEADER, SCOPES_HEADER, TOKEN_ID_HEADER, header_safe};
+use super::headers::{OWNER_HEADER, SCOPES_HEADER, TOKEN_ID_HEADER, header_safe};
 use crate::verifier::Snapshot;
 
 /// `CheckResponse.status` (1), `.ok_response` (3).
