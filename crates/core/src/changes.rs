@@ -59,7 +59,7 @@ const MAX_GAPS: usize = 10_000;
 /// Where a replica stands in the log: every number up to `seen` has been read
 /// except the `gaps`, which are asked for again on each read until they turn
 /// up or [`GAP_TIMEOUT`] passes.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Follower {
     seen: i64,
     gaps: BTreeMap<i64, Instant>,

@@ -181,29 +181,33 @@ impl Watcher {
         let now = Instant::now();
         let mut sorted = entries;
         sorted.sort_by_key(|e| e.seq);
+        // Moved on only once the events are read: a read that fails leaves
+        // the watcher where it was, to read them again.
+        let mut follower = self.follower.clone();
         // One at a time, so that each event's cursor is the position just
         // after it.
         let mut wanted: Vec<(Uuid, String)> = Vec::new();
         for entry in sorted {
-            for taken in self.follower.accept(vec![entry], now) {
+            for taken in follower.accept(vec![entry], now) {
                 if self.owner.as_ref().is_none_or(|o| *o == taken.owner) {
-                    wanted.push((taken.event_id, self.cursor()));
+                    wanted.push((taken.event_id, self.cursor_at(&follower)));
                 }
             }
         }
         // Gaps that timed out are dropped even when nothing arrived.
-        self.follower.accept(Vec::<EventEntry>::new(), now);
-        if wanted.is_empty() {
-            return Ok(full);
-        }
+        follower.accept(Vec::<EventEntry>::new(), now);
         let ids: Vec<Uuid> = wanted.iter().map(|(id, _)| *id).collect();
-        let mut events: std::collections::HashMap<Uuid, Event> = self
-            .store
-            .events_by_id(&ids)
-            .await?
-            .into_iter()
-            .map(|e| (e.id, e))
-            .collect();
+        let mut events: std::collections::HashMap<Uuid, Event> = if ids.is_empty() {
+            std::collections::HashMap::new()
+        } else {
+            self.store
+                .events_by_id(&ids)
+                .await?
+                .into_iter()
+                .map(|e| (e.id, e))
+                .collect()
+        };
+        self.follower = follower;
         for (id, cursor) in wanted {
             match events.remove(&id) {
                 Some(event) => self
@@ -216,7 +220,11 @@ impl Watcher {
     }
 
     fn cursor(&self) -> String {
-        Cursor::of(&self.follower, self.clock.now(), Instant::now()).to_string()
+        self.cursor_at(&self.follower)
+    }
+
+    fn cursor_at(&self, follower: &Follower) -> String {
+        Cursor::of(follower, self.clock.now(), Instant::now()).to_string()
     }
 }
 
