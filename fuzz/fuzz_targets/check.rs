@@ -17,11 +17,29 @@ fuzz_target!(|data: &[u8]| {
     };
     let slim = CheckCall::decode(data).expect("a valid CheckRequest decodes as a CheckCall");
     let attributes = full.attributes.as_ref();
-    let headers = attributes
+    let http = attributes
         .and_then(|a| a.request.as_ref())
-        .and_then(|r| r.http.as_ref())
-        .map(|h| &h.headers);
-    let header = |name: &str| headers.and_then(|h| h.get(name)).map(String::as_str);
+        .and_then(|r| r.http.as_ref());
+    // The `headers` map's value, else the last `header_map` entry's raw
+    // value (its value if the raw one is empty).
+    let header = |name: &str| -> Option<&str> {
+        let http = http?;
+        if let Some(value) = http.headers.get(name) {
+            return Some(value);
+        }
+        let last = http
+            .header_map
+            .as_ref()?
+            .headers
+            .iter()
+            .rev()
+            .find(|h| h.key == name)?;
+        if last.raw_value.is_empty() {
+            Some(&last.value)
+        } else {
+            std::str::from_utf8(&last.raw_value).ok()
+        }
+    };
     assert_eq!(slim.authorization(), header("authorization"));
     assert_eq!(slim.user_agent(), header("user-agent"));
     assert_eq!(slim.forwarded_for(), header("x-forwarded-for"));

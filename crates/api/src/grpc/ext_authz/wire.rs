@@ -71,14 +71,18 @@ struct Request {
     http: Option<Http>,
 }
 
-/// `AttributeContext.HttpRequest`: of the `headers` map (3), the three
-/// Check reads. Envoy writes header names in lower case.
+/// `AttributeContext.HttpRequest`: the headers Check reads ([`HEADERS`]),
+/// from the `headers` map (3) or else from `header_map` (13, which Envoy
+/// fills instead with `encode_raw_headers`; its last entry of a name, the
+/// raw value if there is one). Envoy writes header names in lower case.
 #[derive(Clone, Default, PartialEq)]
 struct Http {
-    authorization: Option<Span>,
-    user_agent: Option<Span>,
-    forwarded_for: Option<Span>,
+    headers: [Option<Span>; 3],
+    header_map: [Option<Span>; 3],
 }
+
+/// The headers Check reads, in the order of [`Http`]'s slots.
+const HEADERS: [&str; 3] = ["authorization", "user-agent", "x-forwarded-for"];
 
 impl CheckCall {
     fn text(&self, span: Option<Span>) -> Option<&str> {
@@ -87,23 +91,25 @@ impl CheckCall {
         std::str::from_utf8(self.raw.get(start..start + span.len)?).ok()
     }
 
-    fn http(&self) -> Option<&Http> {
-        self.attributes.request.as_ref()?.http.as_ref()
+    /// Header `i` of [`HEADERS`].
+    fn header(&self, i: usize) -> Option<&str> {
+        let http = self.attributes.request.as_ref()?.http.as_ref()?;
+        self.text(http.headers[i].or(http.header_map[i]))
     }
 
     /// The `authorization` header.
     pub fn authorization(&self) -> Option<&str> {
-        self.text(self.http()?.authorization)
+        self.header(0)
     }
 
     /// The `user-agent` header.
     pub fn user_agent(&self) -> Option<&str> {
-        self.text(self.http()?.user_agent)
+        self.header(1)
     }
 
     /// The `x-forwarded-for` header.
     pub fn forwarded_for(&self) -> Option<&str> {
-        self.text(self.http()?.forwarded_for)
+        self.header(2)
     }
 
     /// The source's socket address (the connection Envoy saw).
@@ -211,6 +217,32 @@ fn merge_entry(
     Ok(())
 }
 
+/// Decodes one `config.core.v3.HeaderValue` (`key` 1, `value` 2,
+/// `raw_value` 3) and, if its key is one of [`HEADERS`], keeps where its
+/// raw value lies, or its value if the raw one is empty.
+fn merge_header_value(
+    kept: &mut [Option<Span>; 3],
+    wire_type: WireType,
+    buf: &mut impl Buf,
+    ctx: DecodeContext,
+) -> Result<(), DecodeError> {
+    encoding::check_wire_type(WireType::LengthDelimited, wire_type)?;
+    let mut header: (Option<usize>, Span, Span) = Default::default();
+    encoding::merge_loop(&mut header, buf, ctx, |(key, value, raw), buf, ctx| {
+        let (tag, wire_type) = encoding::decode_key(buf)?;
+        match tag {
+            1 => take_key(&HEADERS, wire_type, buf).map(|found| *key = found),
+            2 => take_span(wire_type, buf).map(|span| *value = span),
+            3 => take_span(wire_type, buf).map(|span| *raw = span),
+            _ => encoding::skip_field(wire_type, tag, buf, ctx),
+        }
+    })?;
+    if let (Some(i), value, raw) = header {
+        kept[i] = Some(if raw.len > 0 { raw } else { value });
+    }
+    Ok(())
+}
+
 /// The messages here are decode-only: the server never encodes a request,
 /// so they encode as empty.
 macro_rules! decode_only {
@@ -303,17 +335,21 @@ decode_only!(SocketAddress, |this, tag, wire_type, buf, ctx| match tag {
 });
 
 decode_only!(Http, |this, tag, wire_type, buf, ctx| match tag {
-    3 => merge_entry(
-        &["authorization", "user-agent", "x-forwarded-for"],
-        &mut [
-            &mut this.authorization,
-            &mut this.user_agent,
-            &mut this.forwarded_for
-        ],
-        wire_type,
-        buf,
-        ctx,
-    ),
+    3 => {
+        let [a, b, c] = &mut this.headers;
+        merge_entry(&HEADERS, &mut [a, b, c], wire_type, buf, ctx)
+    }
+    13 => {
+        // `HeaderMap`: `headers` (1), each a `HeaderValue`.
+        encoding::check_wire_type(WireType::LengthDelimited, wire_type)?;
+        encoding::merge_loop(&mut this.header_map, buf, ctx, |kept, buf, ctx| {
+            let (tag, wire_type) = encoding::decode_key(buf)?;
+            match tag {
+                1 => merge_header_value(kept, wire_type, buf, ctx),
+                _ => encoding::skip_field(wire_type, tag, buf, ctx),
+            }
+        })
+    }
     _ => encoding::skip_field(wire_type, tag, buf, ctx),
 });
 
@@ -405,6 +441,35 @@ mod tests {
         let bare = CheckCall::decode(full(&[], None).encode_to_vec().as_slice()).unwrap();
         assert_eq!((bare.authorization(), bare.required_scopes()), (None, None));
         assert!(!format!("{call:?}").contains("lk_x"), "{call:?}");
+    }
+
+    #[test]
+    fn headers_sent_raw_are_read_from_the_header_map() {
+        use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
+        let raw = |key: &str, value: &str, raw: &str| HeaderValue {
+            key: key.into(),
+            value: value.into(),
+            raw_value: raw.as_bytes().to_vec(),
+        };
+        let mut request = full(&[("user-agent", "from the map")], None);
+        let http = request
+            .attributes
+            .as_mut()
+            .and_then(|a| a.request.as_mut())
+            .and_then(|r| r.http.as_mut())
+            .unwrap();
+        http.header_map = Some(HeaderMap {
+            headers: vec![
+                raw("authorization", "", "Bearer first"),
+                raw("authorization", "", "Bearer lk_raw"),
+                raw("user-agent", "", "from the header map"),
+                raw("x-forwarded-for", "198.51.100.7", ""),
+            ],
+        });
+        let call = CheckCall::decode(request.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(call.authorization(), Some("Bearer lk_raw"));
+        assert_eq!(call.user_agent(), Some("from the map"));
+        assert_eq!(call.forwarded_for(), Some("198.51.100.7"));
     }
 
     #[test]
