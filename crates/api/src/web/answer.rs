@@ -9,8 +9,16 @@ use crate::error::Error;
 
 pub(super) type Answer = Response<Full<Bytes>>;
 /// A JSON answer that no cache may keep (it describes a credential).
-pub(super) fn json(status: StatusCode, body: &serde_json::Value) -> Answer {
-    json_bytes(status, Bytes::from(body.to_string()))
+pub(super) fn json(status: StatusCode, body: &impl serde::Serialize) -> Answer {
+    json_bytes(status, json_body(body))
+}
+
+/// `body` as JSON, written in one buffer.
+pub(super) fn json_body(body: &impl serde::Serialize) -> Bytes {
+    let mut out = Vec::with_capacity(256);
+    serde_json::to_writer(&mut out, body)
+        .expect("an answer of strings, numbers and maps serializes");
+    Bytes::from(out)
 }
 
 /// [`json`] of a body already written.

@@ -14,7 +14,7 @@ use crate::observe::Observe;
 use crate::token::{INTROSPECT_SCOPE, TOKEN_REVIEW_SCOPE};
 use crate::verifier::{Verdict, Verifier};
 
-pub(super) use super::answer::{Answer, error, json, json_bytes, undecided};
+pub(super) use super::answer::{Answer, error, json, json_body, json_bytes, undecided};
 
 /// Largest request body accepted, in bytes.
 pub(super) const MAX_BODY_BYTES: usize = 64 * 1024;

@@ -13,7 +13,7 @@ use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Response, StatusCode};
 use zeroize::Zeroizing;
 
-use super::api::{Answer, Refusal, WebApi, error, json_bytes, undecided};
+use super::api::{Answer, Refusal, WebApi, error, json_body, json_bytes, undecided};
 use crate::observe::Api;
 use crate::token::INTROSPECT_SCOPE;
 use crate::verifier::{Snapshot, Verdict};
@@ -135,9 +135,7 @@ fn active(token: &Snapshot) -> Bytes {
         sub: token.owner(),
         token_type: "Bearer",
     };
-    let mut body = Vec::with_capacity(256);
-    serde_json::to_writer(&mut body, &answer).expect("a struct of strings and numbers serializes");
-    Bytes::from(body)
+    json_body(&answer)
 }
 
 fn challenge(status: StatusCode, value: &'static str, code: &str, description: &str) -> Answer {

@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::api::{Answer, Refusal, WebApi, json, json_bytes, undecided};
+use super::api::{Answer, Refusal, WebApi, json, undecided};
 use crate::observe::Api;
 use crate::peer::PeerCertificates;
 use crate::verifier::{Snapshot, Verdict};
@@ -115,9 +115,7 @@ impl WebApi {
             kind: "TokenReview",
             status: &status,
         };
-        let mut body = Vec::with_capacity(512);
-        serde_json::to_writer(&mut body, &reviewed).expect("a review serializes");
-        json_bytes(StatusCode::OK, body.into())
+        json(StatusCode::OK, &reviewed)
     }
 
     /// The review's `status` for `token`, or the answer if latchkey could
