@@ -1,5 +1,7 @@
 //! The headers Check writes: their names, and values made safe to write.
 
+use std::borrow::Cow;
+
 /// Headers set on an allowed request for the upstream service.
 pub const TOKEN_ID_HEADER: &str = "x-latchkey-token-id";
 pub const OWNER_HEADER: &str = "x-latchkey-owner";
@@ -9,9 +11,9 @@ pub const SCOPES_HEADER: &str = "x-latchkey-scopes";
 /// header Envoy writes can be split or cut short, whatever a stored owner
 /// holds. Text fields refuse control characters on the way in; this guards
 /// rows written before that rule, or straight into the database.
-pub(super) fn header_safe(value: String) -> String {
+pub(super) fn header_safe(value: &str) -> Cow<'_, str> {
     if !value.chars().any(char::is_control) {
-        return value;
+        return Cow::Borrowed(value);
     }
     let mut safe = String::with_capacity(value.len() + 8);
     for c in value.chars() {
@@ -24,5 +26,5 @@ pub(super) fn header_safe(value: String) -> String {
             safe.push(c);
         }
     }
-    safe
+    Cow::Owned(safe)
 }

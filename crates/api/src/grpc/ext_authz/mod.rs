@@ -12,6 +12,7 @@
 //! cache miss, or a route's bad `required_scopes`), and Envoy applies its
 //! own failure policy.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -143,11 +144,11 @@ impl Authorization for ExtAuthzService {
         let rate_headers = rate_limit_headers(checked.rate.as_ref(), checked.retry_after);
         let mut answer = match (checked.verdict, checked.token) {
             (Verdict::Valid, Some(known)) => {
-                return Ok(Response::new(CheckReply::Allowed(Allowed {
-                    token: known.snapshot,
-                    remove_authorization: self.remove_authorization,
-                    response_headers: rate_headers,
-                })));
+                return Ok(Response::new(CheckReply::Allowed(Allowed::new(
+                    known.snapshot,
+                    self.remove_authorization,
+                    rate_headers,
+                ))));
             }
             (Verdict::RateLimited, _) => denied(
                 HttpStatusCode::TooManyRequests,
@@ -292,7 +293,10 @@ fn header(key: &str, value: String) -> HeaderValueOption {
     HeaderValueOption {
         header: Some(HeaderValue {
             key: key.to_owned(),
-            value: header_safe(value),
+            value: match header_safe(&value) {
+                Cow::Borrowed(_) => value,
+                Cow::Owned(safe) => safe,
+            },
             raw_value: Vec::new(),
         }),
         append_action: envoy_types::ext_authz::v3::pb::HeaderAppendAction::OverwriteIfExistsOrAdd
@@ -318,12 +322,12 @@ mod tests {
 
     #[test]
     fn header_values_never_carry_control_characters() {
-        assert_eq!(header_safe("user-42".into()), "user-42");
+        assert_eq!(header_safe("user-42"), "user-42");
         assert_eq!(
-            header_safe("alice\r\nx-admin: true\0".into()),
+            header_safe("alice\r\nx-admin: true\0"),
             "alice%0D%0Ax-admin: true%00"
         );
-        assert_eq!(header_safe("a\u{85}b".into()), "a%C2%85b");
+        assert_eq!(header_safe("a\u{85}b"), "a%C2%85b");
         let h = header(OWNER_HEADER, "eve\nx".into()).header.unwrap();
         assert_eq!(h.value, "eve%0Ax");
     }

@@ -50,9 +50,12 @@ impl Default for CheckReply {
 /// headers for the client (rate limits), rarely any.
 #[derive(Debug)]
 pub struct Allowed {
-    pub token: Arc<Snapshot>,
-    pub remove_authorization: bool,
-    pub response_headers: Vec<HeaderValueOption>,
+    token: Arc<Snapshot>,
+    remove_authorization: bool,
+    response_headers: Vec<HeaderValueOption>,
+    /// `ok_response`'s length, worked out once: encoding asks for the
+    /// whole length first, then writes this one as a prefix.
+    ok_len: usize,
 }
 
 /// The token's id as text, on the stack.
@@ -61,12 +64,29 @@ fn id_text<'a>(token: &Snapshot, out: &'a mut [u8; 36]) -> &'a str {
 }
 
 impl Allowed {
+    pub fn new(
+        token: Arc<Snapshot>,
+        remove_authorization: bool,
+        response_headers: Vec<HeaderValueOption>,
+    ) -> Self {
+        let mut allowed = Allowed {
+            token,
+            remove_authorization,
+            response_headers,
+            ok_len: 0,
+        };
+        let mut id = [0u8; 36];
+        allowed.ok_len =
+            allowed.ok_response_len(&allowed.headers(id_text(&allowed.token, &mut id)));
+        allowed
+    }
+
     /// The upstream headers, each checked for control characters.
     fn headers<'a>(&'a self, id: &'a str) -> [(&'static str, Cow<'a, str>); 3] {
         [
             (TOKEN_ID_HEADER, Cow::Borrowed(id)),
-            (OWNER_HEADER, safe(self.token.owner())),
-            (SCOPES_HEADER, safe(self.token.scopes())),
+            (OWNER_HEADER, header_safe(self.token.owner())),
+            (SCOPES_HEADER, header_safe(self.token.scopes())),
         ]
     }
 
@@ -84,16 +104,6 @@ impl Allowed {
                 RESPONSE_HEADERS_TO_ADD,
                 &self.response_headers,
             )
-    }
-}
-
-/// `value`, or a copy with its control characters percent-encoded (a row
-/// written by hand may hold one; see [`header_safe`]).
-fn safe(value: &str) -> Cow<'_, str> {
-    if value.chars().any(char::is_control) {
-        Cow::Owned(header_safe(value.to_owned()))
-    } else {
-        Cow::Borrowed(value)
     }
 }
 
@@ -150,7 +160,7 @@ impl prost::Message for CheckReply {
         encoding::encode_key(STATUS, WireType::LengthDelimited, buf);
         encoding::encode_varint(0, buf);
         encoding::encode_key(OK_RESPONSE, WireType::LengthDelimited, buf);
-        encoding::encode_varint(allowed.ok_response_len(&headers) as u64, buf);
+        encoding::encode_varint(allowed.ok_len as u64, buf);
         for (key, value) in &headers {
             encode_option(key, value, buf);
         }
@@ -176,9 +186,7 @@ impl prost::Message for CheckReply {
             CheckReply::Message(message) => return message.encoded_len(),
             CheckReply::Allowed(allowed) => allowed,
         };
-        let mut id = [0u8; 36];
-        let headers = allowed.headers(id_text(&allowed.token, &mut id));
-        nested_len(STATUS, 0) + nested_len(OK_RESPONSE, allowed.ok_response_len(&headers))
+        nested_len(STATUS, 0) + nested_len(OK_RESPONSE, allowed.ok_len)
     }
 
     fn clear(&mut self) {
@@ -201,7 +209,7 @@ mod tests {
     fn as_message(id: String, owner: &str, scopes: &str, remove: bool) -> CheckResponse {
         let headers = [
             (TOKEN_ID_HEADER, id),
-            (OWNER_HEADER, header_safe(owner.to_owned())),
+            (OWNER_HEADER, header_safe(owner).into_owned()),
             (SCOPES_HEADER, scopes.to_owned()),
         ]
         .into_iter()
@@ -251,14 +259,14 @@ mod tests {
             };
             let token = Arc::new(Snapshot::new(&record, false, |_, _| {}));
             let expected = as_message(record.id.to_string(), owner, "read deploy:*", remove);
-            let reply = CheckReply::Allowed(Allowed {
+            let reply = CheckReply::Allowed(Allowed::new(
                 token,
-                remove_authorization: remove,
-                response_headers: match &expected.http_response {
+                remove,
+                match &expected.http_response {
                     Some(HttpResponse::OkResponse(ok)) => ok.response_headers_to_add.clone(),
                     _ => unreachable!(),
                 },
-            });
+            ));
             let bytes = reply.encode_to_vec();
             assert_eq!(bytes.len(), reply.encoded_len());
             assert_eq!(CheckResponse::decode(bytes.as_slice()).unwrap(), expected);
