@@ -196,7 +196,7 @@ fn take_span_where<T>(
 /// one).
 fn merge_entry(
     keys: &[&str],
-    kept: &mut [&mut Option<Span>],
+    kept: &mut [Option<Span>],
     wire_type: WireType,
     buf: &mut impl Buf,
     ctx: DecodeContext,
@@ -212,7 +212,7 @@ fn merge_entry(
         }
     })?;
     if let (Some(i), value) = entry {
-        *kept[i] = Some(value);
+        kept[i] = Some(value);
     }
     Ok(())
 }
@@ -305,7 +305,7 @@ decode_only!(Attributes, |this, tag, wire_type, buf, ctx| match tag {
     ),
     10 => merge_entry(
         &["required_scopes"],
-        &mut [&mut this.required_scopes],
+        std::slice::from_mut(&mut this.required_scopes),
         wire_type,
         buf,
         ctx
@@ -335,10 +335,7 @@ decode_only!(SocketAddress, |this, tag, wire_type, buf, ctx| match tag {
 });
 
 decode_only!(Http, |this, tag, wire_type, buf, ctx| match tag {
-    3 => {
-        let [a, b, c] = &mut this.headers;
-        merge_entry(&HEADERS, &mut [a, b, c], wire_type, buf, ctx)
-    }
+    3 => merge_entry(&HEADERS, &mut this.headers, wire_type, buf, ctx),
     13 => {
         // `HeaderMap`: `headers` (1), each a `HeaderValue`.
         encoding::check_wire_type(WireType::LengthDelimited, wire_type)?;
