@@ -33,6 +33,7 @@ use crate::store::Store;
 use crate::tasks::change_feed::ChangeFeed;
 use crate::tasks::expiry_warnings::ExpiryWarnings;
 use crate::tasks::last_used::LastUsedFlusher;
+use crate::tasks::warm_up::WarmUp;
 use crate::tls::{Flavor, ReloadingTls};
 use crate::usage::{LastUsed, Rekeys};
 use crate::verifier::{MissHook, Verifier};
@@ -44,6 +45,9 @@ pub struct Options {
     pub clock: Arc<dyn Clock>,
     /// See [`MissHook`].
     pub miss_hook: Option<MissHook>,
+    /// Runs while warming the cache at start, between the read and the
+    /// caching.
+    pub warm_hook: Option<MissHook>,
 }
 
 impl Default for Options {
@@ -51,6 +55,7 @@ impl Default for Options {
         Options {
             clock: Arc::new(SystemClock),
             miss_hook: None,
+            warm_hook: None,
         }
     }
 }
@@ -76,6 +81,7 @@ pub struct Application {
     key_ids: Vec<String>,
     clock: Arc<dyn Clock>,
     change_feed: ChangeFeed,
+    warm_up: WarmUp,
     watching: Arc<Watching>,
 }
 
@@ -224,7 +230,19 @@ impl Application {
             settings.console.session_ttl,
         ));
         let ports = Ports::bind(&settings).await?;
-        let (read_done, log_read) = tokio::sync::watch::channel(0);
+        let (read_done, log_read) = tokio::sync::watch::channel(None);
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let warm_up = WarmUp {
+            verifier: Arc::clone(&verifier),
+            clock: Arc::clone(&clock),
+            window: settings.cache.warm_window,
+            timeout: settings.cache.warm_timeout,
+            metrics: Arc::clone(&metrics),
+            paused: options.warm_hook,
+            feed_read: log_read.clone(),
+            wake_feed: Arc::clone(&wake),
+            done: tokio::sync::watch::Sender::new(false),
+        };
         let watching = Arc::new(Watching::new(store.clone(), Arc::clone(&clock), log_read));
         let change_feed = ChangeFeed {
             store: store.clone(),
@@ -236,6 +254,7 @@ impl Application {
             retention: settings.changes.retention,
             freshness,
             read_done,
+            wake,
             metrics: Arc::clone(&metrics),
         };
         Ok(Application {
@@ -252,6 +271,7 @@ impl Application {
             key_ids: keys.ids(),
             clock,
             change_feed,
+            warm_up,
             watching,
             settings,
         })
@@ -297,6 +317,7 @@ impl Application {
             key_ids,
             clock,
             change_feed,
+            warm_up,
             watching,
         } = self;
         let (limits, drain_timeout) = (settings.server, settings.shutdown.drain_timeout);
@@ -346,11 +367,17 @@ impl Application {
             &failed,
         );
 
+        let warmed = warm_up.done.subscribe();
+        tasks.spawn(warm_up.run(stop_tasks.clone()));
+
         let (health, health_service) = tonic_health::server::health_reporter();
-        crate::readiness::set_health(&health, ServingStatus::Serving).await;
+        // Alive at once; ready once the cache is warm.
+        crate::readiness::set_health(&health, ServingStatus::Serving, ServingStatus::NotServing)
+            .await;
         let draining = CancellationToken::new();
         let health_follower = tokio::spawn(crate::readiness::follow(
             freshness,
+            warmed,
             health.clone(),
             poll_interval,
             draining.clone(),
@@ -450,7 +477,8 @@ impl Application {
                 }
                 draining.cancel();
                 let _ = health_follower.await;
-                crate::readiness::set_health(&health, ServingStatus::NotServing).await;
+                let not = ServingStatus::NotServing;
+                crate::readiness::set_health(&health, not, not).await;
                 stop_serving.cancel();
             }
         });

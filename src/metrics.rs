@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus::{
-    Encoder as _, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    Opts, Registry, TextEncoder,
+    Encoder as _, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, Opts, Registry, TextEncoder,
 };
 
 use latchkey_core::observe::{Api, Observe};
@@ -46,6 +46,10 @@ pub struct Metrics {
     pub last_used_write_errors: IntCounter,
     pub invalidation_lag: Histogram,
     pub change_log_read_errors: IntCounter,
+    /// Tokens cached by warming at start.
+    pub cache_warmed_tokens: IntGauge,
+    /// How long warming took (or ran, until `cache.warm_timeout`).
+    pub cache_warm_seconds: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -137,10 +141,20 @@ impl Metrics {
                 "latchkey_change_log_read_errors_total",
                 "Reads of the change log that failed",
             ),
+            cache_warmed_tokens: IntGauge::new(
+                "latchkey_cache_warmed_tokens",
+                "Tokens cached at start, before reporting SERVING (cache.warm_window)",
+            )
+            .expect("valid metric"),
+            cache_warm_seconds: Gauge::new(
+                "latchkey_cache_warm_seconds",
+                "How long warming the cache at start took (cache.warm_timeout if it gave up)",
+            )
+            .expect("valid metric"),
             calls,
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 11] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 13] = [
             Box::new(verdicts_vec),
             Box::new(metrics.lookups_refused.clone()),
             Box::new(metrics.calls.clone()),
@@ -152,6 +166,8 @@ impl Metrics {
             Box::new(metrics.last_used_flush_lag.clone()),
             Box::new(metrics.invalidation_lag.clone()),
             Box::new(metrics.change_log_read_errors.clone()),
+            Box::new(metrics.cache_warmed_tokens.clone()),
+            Box::new(metrics.cache_warm_seconds.clone()),
         ];
         for c in collectors {
             metrics.registry.register(c).expect("distinct metrics");

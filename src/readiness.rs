@@ -1,9 +1,11 @@
 //! Health: the server itself (`""`, liveness) SERVING until it drains; the
-//! API services (readiness) NOT_SERVING while the cache is not trusted.
+//! API services (readiness) NOT_SERVING until the cache is warm, and while
+//! it is not trusted.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
@@ -11,22 +13,25 @@ use tonic_health::server::HealthReporter;
 use crate::changes::Freshness;
 use crate::grpc;
 
-/// NOT_SERVING for the API services while the cache is not trusted (the
-/// change log has gone unread past changes.max_staleness: Verify then asks
-/// the database for every token), on the same clock Verify judges by;
-/// until `draining`.
+/// NOT_SERVING for the API services until `warmed` (warming the cache is
+/// over), and while the cache is not trusted (the change log has gone
+/// unread past changes.max_staleness: Verify then asks the database for
+/// every token), on the same clock Verify judges by; until `draining`.
 pub async fn follow(
     freshness: Arc<Freshness>,
+    mut warmed: watch::Receiver<bool>,
     health: HealthReporter,
     poll_interval: Duration,
     draining: CancellationToken,
 ) {
-    let mut serving = true;
+    // As `run_until_stopped` set them.
+    let mut serving = false;
     loop {
         let fresh = freshness.is_fresh(std::time::Instant::now());
-        if fresh != serving {
-            serving = fresh;
-            let status = if fresh {
+        let ready = fresh && *warmed.borrow_and_update();
+        if ready != serving {
+            serving = ready;
+            let status = if ready {
                 ServingStatus::Serving
             } else {
                 ServingStatus::NotServing
@@ -48,14 +53,16 @@ pub async fn follow(
         tokio::select! {
             () = draining.cancelled() => return,
             () = tokio::time::sleep_until(wake) => {}
+            // Ends once (the sender is dropped after warming).
+            Ok(()) = warmed.changed() => {}
         }
     }
 }
 
-/// Sets the server and every API service to `status`.
-pub async fn set_health(health: &HealthReporter, status: ServingStatus) {
-    health.set_service_status("", status).await;
+/// Sets the server to `server` and every API service to `api`.
+pub async fn set_health(health: &HealthReporter, server: ServingStatus, api: ServingStatus) {
+    health.set_service_status("", server).await;
     for service in grpc::API_SERVICES {
-        health.set_service_status(service, status).await;
+        health.set_service_status(service, api).await;
     }
 }

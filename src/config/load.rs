@@ -130,6 +130,10 @@ impl Settings {
         if self.cache.ttl.is_zero() || self.cache.negative_ttl.is_zero() {
             bail!("cache.ttl and cache.negative_ttl must be positive");
         }
+        if self.cache.warm_timeout.is_zero() || self.cache.warm_timeout > Duration::from_secs(3600)
+        {
+            bail!("cache.warm_timeout must be positive and at most an hour");
+        }
         if self.lookups.max_pending == 0 {
             bail!("lookups.max_pending must be at least 1");
         }

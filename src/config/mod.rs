@@ -138,6 +138,15 @@ pub struct CacheSettings {
     /// How long "no such token" is remembered.
     #[serde(with = "humantime_serde")]
     pub negative_ttl: Duration,
+    /// At start, before reporting SERVING, the cache is filled with the
+    /// tokens used within this window (by last use, most recent first, up
+    /// to `capacity`), read in bulk. 0 turns warming off.
+    #[serde(with = "humantime_serde")]
+    pub warm_window: Duration,
+    /// The longest warming may take; past it the replica serves with the
+    /// cache as it is, and says so.
+    #[serde(with = "humantime_serde")]
+    pub warm_timeout: Duration,
 }
 
 impl Default for CacheSettings {
@@ -146,6 +155,8 @@ impl Default for CacheSettings {
             capacity: 100_000,
             ttl: Duration::from_secs(300),
             negative_ttl: Duration::from_secs(2),
+            warm_window: Duration::from_secs(24 * 3600),
+            warm_timeout: Duration::from_secs(30),
         }
     }
 }

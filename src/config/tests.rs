@@ -254,6 +254,44 @@ fn the_change_feed_is_configured_and_checked() {
 }
 
 #[test]
+fn warming_defaults_to_a_day_of_use_within_30_seconds_and_is_checked() {
+    let s = Settings::load_from(None, env(&[])).unwrap();
+    assert_eq!(s.cache.warm_window, Duration::from_secs(86_400));
+    assert_eq!(s.cache.warm_timeout, Duration::from_secs(30));
+    let s = Settings::load_from(
+        None,
+        env(&[
+            ("LATCHKEY_CACHE__WARM_WINDOW", "0s"),
+            ("LATCHKEY_CACHE__WARM_TIMEOUT", "2m"),
+        ]),
+    )
+    .unwrap();
+    assert!(s.cache.warm_window.is_zero(), "0 turns warming off");
+    assert_eq!(s.cache.warm_timeout, Duration::from_secs(120));
+    for bad in [
+        ("LATCHKEY_CACHE__WARM_TIMEOUT", "0s"),
+        ("LATCHKEY_CACHE__WARM_TIMEOUT", "2h"),
+    ] {
+        let err = Settings::load_from(None, env(&[bad])).unwrap_err();
+        assert!(
+            err.to_string().contains("cache.warm_timeout"),
+            "{bad:?}: {err:#}"
+        );
+    }
+    for bad in [
+        ("LATCHKEY_CACHE__WARM_WINDOW", "yesterday"),
+        ("LATCHKEY_CACHE__WARM_WINDOW", "-1h"),
+        ("LATCHKEY_CACHE__WARM_WINDOW", "1\u{7}h"),
+    ] {
+        let err = Settings::load_from(None, env(&[bad])).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("LATCHKEY_CACHE__WARM_WINDOW"),
+            "{bad:?}: {err:#}"
+        );
+    }
+}
+
+#[test]
 fn expiry_warnings_default_to_a_week_and_a_day_and_are_checked() {
     let s = Settings::load_from(None, env(&[])).unwrap();
     assert_eq!(

@@ -20,6 +20,7 @@ use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::verifier::Verifier;
+use crate::watch::LogRead;
 
 /// Rows read per query.
 const PAGE: u64 = 1_000;
@@ -40,9 +41,13 @@ pub struct ChangeFeed {
     pub retention: Duration,
     /// Marked after every complete read; readiness follows it.
     pub freshness: Arc<Freshness>,
-    /// Bumped after every complete read, for the event log's watchers
-    /// (events commit with a notification, like changes).
-    pub read_done: tokio::sync::watch::Sender<u64>,
+    /// When the last complete read began, set after each: for the event
+    /// log's watchers (events commit with a notification, like changes),
+    /// and for warming, which starts after the first read and ends after a
+    /// read that began once it had cached its tokens.
+    pub read_done: tokio::sync::watch::Sender<LogRead>,
+    /// Asks for a read now.
+    pub wake: Arc<Notify>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -55,7 +60,7 @@ impl ChangeFeed {
         let Some(mut follower) = self.start(&shutdown).await else {
             return Ok(());
         };
-        let wake = Arc::new(Notify::new());
+        let wake = Arc::clone(&self.wake);
         let relisten = Arc::new(Notify::new());
         if let Some(url) = self.listen_url.clone() {
             tokio::spawn(listen(
@@ -81,8 +86,7 @@ impl ChangeFeed {
             match self.read(&mut follower).await {
                 Ok(()) => {
                     self.freshness.synced(started);
-                    self.read_done
-                        .send_modify(|reads| *reads = reads.wrapping_add(1));
+                    self.read_done.send_replace(Some(started));
                     if last_read.elapsed() > self.retention {
                         tracing::warn!(
                             "the change log could not be read for longer than it is kept; \

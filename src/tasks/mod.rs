@@ -7,7 +7,9 @@
 //! - [`last_used`] writes behind the uses Verify noted, and the moves of
 //!   tokens to the primary HMAC key.
 //! - [`expiry_warnings`] gives EXPIRING events as tokens near their expiry.
+//! - [`warm_up`] fills the cache with the tokens used recently, at start.
 
 pub mod change_feed;
 pub mod expiry_warnings;
 pub mod last_used;
+pub mod warm_up;

@@ -45,5 +45,6 @@ mod tls;
 mod token_review;
 mod usage_counts;
 mod verify;
+mod warm_up;
 mod watch_events;
 mod workflows;

@@ -51,13 +51,17 @@ pub enum Watched {
 pub struct Watching {
     store: Store,
     clock: Arc<dyn Clock>,
-    /// Bumped after every read of the change log: events may have been
-    /// appended.
-    appended: watch::Receiver<u64>,
+    /// Changes after every read of the change log (to when that read
+    /// began): events may have been appended.
+    appended: watch::Receiver<LogRead>,
 }
 
+/// When the change feed's last complete read of the change log began;
+/// `None` before the first.
+pub type LogRead = Option<std::time::Instant>;
+
 impl Watching {
-    pub fn new(store: Store, clock: Arc<dyn Clock>, appended: watch::Receiver<u64>) -> Self {
+    pub fn new(store: Store, clock: Arc<dyn Clock>, appended: watch::Receiver<LogRead>) -> Self {
         Watching {
             store,
             clock,
@@ -109,7 +113,7 @@ impl Watching {
 pub struct Watcher {
     store: Store,
     clock: Arc<dyn Clock>,
-    appended: watch::Receiver<u64>,
+    appended: watch::Receiver<LogRead>,
     follower: Follower,
     owner: Option<String>,
     ready: std::collections::VecDeque<Watched>,

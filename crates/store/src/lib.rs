@@ -26,6 +26,7 @@ mod sql;
 mod status;
 mod tokens;
 mod uses;
+mod warm;
 
 pub use latchkey_core::query::{Cursor, ListFilter, TokenPatch};
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use sea_orm::{
     ColumnTrait, DbBackend, EntityTrait, JoinType, QueryFilter, QuerySelect, QueryTrait,
-    RelationTrait,
+    RelationTrait, Select,
 };
 
 use crate::entity::{owners, tokens};
@@ -18,14 +18,20 @@ pub(crate) const OWNER_RATE_LIMITS: &str = "owner_rate_limits";
 /// The token with a given digest (unique, so at most one row), with its
 /// owner's disable time; the digest is the only parameter.
 pub(crate) fn find_by_digest_sql(backend: DbBackend) -> Arc<str> {
-    tokens::Entity::find()
-        .column_as(owners::Column::DisableTime, OWNER_DISABLE_TIME)
-        .column_as(owners::Column::RateLimits, OWNER_RATE_LIMITS)
-        .join(JoinType::LeftJoin, tokens::Relation::Owner.def())
+    with_owner()
         .filter(tokens::Column::Digest.eq(Vec::<u8>::new()))
         .build(backend)
         .sql
         .into()
+}
+
+/// Tokens with their owner's disable time and rate limits: the columns
+/// Verify caches a token from.
+pub(crate) fn with_owner() -> Select<tokens::Entity> {
+    tokens::Entity::find()
+        .column_as(owners::Column::DisableTime, OWNER_DISABLE_TIME)
+        .column_as(owners::Column::RateLimits, OWNER_RATE_LIMITS)
+        .join(JoinType::LeftJoin, tokens::Relation::Owner.def())
 }
 
 /// PostgreSQL: [`find_by_digest_sql`] for an array of digests (`$1`,

@@ -6,7 +6,7 @@ use std::time::Duration;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, FromQueryResult,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Statement,
+    PaginatorTrait, QueryFilter, QueryOrder, QueryResult, QuerySelect, Statement,
 };
 use uuid::Uuid;
 
@@ -77,18 +77,10 @@ impl Store {
         let Some(row) = row else {
             return Ok(None);
         };
-        let owner_disable_time: Option<i64> = row.try_get("", OWNER_DISABLE_TIME)?;
-        let owner_rate_limits: Option<String> = row.try_get("", OWNER_RATE_LIMITS)?;
-        let record = to_record(tokens::Model::from_query_result(&row, "")?)?;
-        let owner_rate_limits =
-            crate::limit_rows::decode(owner_rate_limits.as_deref().unwrap_or("")).map_err(|e| {
-                StoreError::Corrupt(e.context(format!("rate limits of owner {:?}", record.owner)))
-            })?;
-        Ok(Some(FoundToken {
-            record,
-            owner_disabled: owner_disable_time.is_some(),
-            owner_rate_limits,
-        }))
+        Ok(Some(found_token(
+            tokens::Model::from_query_result(&row, "")?,
+            &row,
+        )?))
     }
 
     /// # Errors
@@ -532,6 +524,23 @@ fn to_active_model(row: &NewRow<'_>) -> tokens::ActiveModel {
 
 pub(crate) fn duration_micros(d: Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
+/// A row of [`crate::lookup::find_by_digest_sql`] (or a query with its
+/// columns), its token part already read into `model`.
+pub(crate) fn found_token(model: tokens::Model, row: &QueryResult) -> Result<FoundToken> {
+    let owner_disable_time: Option<i64> = row.try_get("", OWNER_DISABLE_TIME)?;
+    let owner_rate_limits: Option<String> = row.try_get("", OWNER_RATE_LIMITS)?;
+    let record = to_record(model)?;
+    let owner_rate_limits = crate::limit_rows::decode(owner_rate_limits.as_deref().unwrap_or(""))
+        .map_err(|e| {
+        StoreError::Corrupt(e.context(format!("rate limits of owner {:?}", record.owner)))
+    })?;
+    Ok(FoundToken {
+        record,
+        owner_disabled: owner_disable_time.is_some(),
+        owner_rate_limits,
+    })
 }
 
 pub(crate) fn to_record(m: tokens::Model) -> Result<TokenRecord> {

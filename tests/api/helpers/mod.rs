@@ -22,6 +22,8 @@ use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
+pub use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 mod browser;
 mod calls;
@@ -251,6 +253,15 @@ impl MissGate {
         }
     }
 
+    /// A hook that passes through this gate.
+    pub fn hook(self: &Arc<Self>) -> latchkey::verifier::MissHook {
+        let gate = Arc::clone(self);
+        Arc::new(move || {
+            let gate = Arc::clone(&gate);
+            Box::pin(async move { gate.pass().await }) as Pin<Box<dyn Future<Output = ()> + Send>>
+        })
+    }
+
     /// The next lookup will wait in the gate until [`MissGate::release`].
     pub fn arm(&self) {
         self.armed.store(true, Ordering::SeqCst);
@@ -289,6 +300,16 @@ pub struct TestApp {
     pub db: Arc<TestDb>,
 }
 
+/// What the health service says of `service` (UNKNOWN if it cannot answer).
+pub async fn health_of(channel: &Channel, service: &str) -> ServingStatus {
+    HealthClient::new(channel.clone())
+        .check(HealthCheckRequest {
+            service: service.to_owned(),
+        })
+        .await
+        .map_or(ServingStatus::Unknown, |r| r.into_inner().status())
+}
+
 /// Settings for a test: port 0, the test's database, known keys, fast flushes.
 pub fn test_settings(db: &TestDb) -> Settings {
     let mut s = Settings {
@@ -325,17 +346,28 @@ pub async fn spawn_app_on(db: Arc<TestDb>, settings: Settings) -> TestApp {
         .expect("application builds")
 }
 
+/// Starts the application and waits until it is ready (its cache warm).
 pub async fn try_spawn_app_on(db: Arc<TestDb>, settings: Settings) -> anyhow::Result<TestApp> {
+    let app = try_spawn_app_warming(db, settings, None).await?;
+    app.until_ready().await;
+    Ok(app)
+}
+
+/// Starts the application without waiting for it to be ready; warming its
+/// cache passes through `warm_gate`, if given, between the read and the
+/// caching.
+pub async fn try_spawn_app_warming(
+    db: Arc<TestDb>,
+    settings: Settings,
+    warm_gate: Option<Arc<MissGate>>,
+) -> anyhow::Result<TestApp> {
     capture_logs();
     let clock = Arc::new(ManualClock::new());
     let gate = Arc::new(MissGate::default());
-    let hook_gate = Arc::clone(&gate);
     let options = Options {
         clock: clock.clone(),
-        miss_hook: Some(Arc::new(move || {
-            let gate = Arc::clone(&hook_gate);
-            Box::pin(async move { gate.pass().await }) as Pin<Box<dyn Future<Output = ()> + Send>>
-        })),
+        miss_hook: Some(gate.hook()),
+        warm_hook: warm_gate.map(|gate| gate.hook()),
     };
     let app = Application::build_with(settings.clone(), options).await?;
     let addr = app.local_addr();
@@ -391,6 +423,27 @@ impl TestApp {
             Some(server) => server.await?,
             None => Ok(()),
         }
+    }
+
+    /// Readiness: TokenVerify's health (the API services share it).
+    pub async fn readiness(&self) -> ServingStatus {
+        health_of(&self.channel, "latchkey.v1.TokenVerify").await
+    }
+
+    /// Liveness: the server's own health.
+    pub async fn liveness(&self) -> ServingStatus {
+        health_of(&self.channel, "").await
+    }
+
+    /// Waits until the API services are SERVING (the cache warm).
+    pub async fn until_ready(&self) {
+        for _ in 0..1_000 {
+            if self.readiness().await == ServingStatus::Serving {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the server never became ready");
     }
 
     /// Stops and starts again on the same database and settings.

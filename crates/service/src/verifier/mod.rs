@@ -6,6 +6,9 @@
 //! flusher.
 
 mod by_secret;
+mod warm;
+
+pub use warm::Warmed;
 
 use std::future::Future;
 use std::pin::Pin;
