@@ -26,6 +26,7 @@ use uuid::Uuid;
 
 #[path = "../../src/allocator.rs"]
 mod allocator;
+mod load;
 
 /// The server's allocator, so that memory figures match.
 #[global_allocator]
@@ -99,6 +100,22 @@ enum Command {
         #[arg(long, default_value = "lk")]
         prefix: String,
     },
+    /// Verify at full speed for SECONDS over the first COUNT tokens of a
+    /// file, each call the next token in turn.
+    Load {
+        #[arg(long)]
+        addr: String,
+        #[arg(long)]
+        tokens: PathBuf,
+        #[arg(long)]
+        count: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 16)]
+        connections: usize,
+        #[arg(long, default_value_t = 16)]
+        streams: usize,
+    },
     /// Opens STREAMS calls to each gRPC PATH, each announcing a 4 MiB
     /// request message and sending its first 64 KiB, and holds them until
     /// standard input closes; prints how the server answered them.
@@ -157,6 +174,24 @@ async fn main() -> anyhow::Result<()> {
             streams,
             paths,
         } => unfinished(&addr, streams, &paths).await,
+        Command::Load {
+            addr,
+            tokens,
+            count,
+            seconds,
+            connections,
+            streams,
+        } => {
+            load::load(
+                &addr,
+                &tokens,
+                count,
+                seconds,
+                connections.max(1),
+                streams.max(1),
+            )
+            .await
+        }
     }
 }
 
