@@ -294,7 +294,7 @@ impl Verifier {
         client: Option<ClientRef<'_>>,
     ) -> Result<Verification, Error> {
         token::check_scopes("required_scopes", required_scopes)?;
-        if !format::is_well_formed(&self.prefix, token) {
+        if !format::has_shape(&self.prefix, token) {
             return Ok(Verification::without_token(Verdict::Malformed));
         }
         let digest = self.keys.primary().digest(token);
@@ -306,6 +306,18 @@ impl Verifier {
         } else {
             Lookup::Absent
         };
+        // A known token's digest proves it genuine; anything else must pass
+        // the checksum before it is answered UNKNOWN or costs a lookup.
+        if !matches!(
+            found,
+            Lookup::Live {
+                value: Cached::Known(_),
+                ..
+            } | Lookup::Lapsed(_)
+        ) && !format::checksum_matches(token)
+        {
+            return Ok(Verification::without_token(Verdict::Malformed));
+        }
         // Boxed: the database read's state machine is large, and the hit
         // path should not carry (or move) it.
         let cached = match found {
@@ -340,7 +352,7 @@ impl Verifier {
             }
             Lookup::Lapsed(_) | Lookup::Absent => {
                 self.observer.cache_miss();
-                let _admitted = self.lookups.admit().await.map_err(|_| {
+                let _admitted = Box::pin(self.lookups.admit()).await.map_err(|_| {
                     self.observer.lookup_refused();
                     Error::Overloaded
                 })?;
@@ -376,6 +388,19 @@ impl Verifier {
         if matches!(verdict, Verdict::Valid | Verdict::InsufficientScope) {
             self.last_used.record(snapshot.id, &snapshot, at, client);
         }
+        let spent = if verdict == Verdict::Valid
+            && cost > 0
+            && let Some(limits) = &snapshot.limits
+        {
+            Some(match self.allowances.spend_held(limits, cost, at) {
+                Some(spent) => spent,
+                // Boxed: a call that has to take from the database should
+                // not make every hit's future carry that state.
+                None => Box::pin(self.allowances.spend(limits, cost, at)).await?,
+            })
+        } else {
+            None
+        };
         let mut answer = Verification {
             verdict,
             token: None,
@@ -384,16 +409,7 @@ impl Verifier {
             rate: None,
             retry_after: None,
         };
-        if verdict == Verdict::Valid
-            && cost > 0
-            && let Some(limits) = &snapshot.limits
-        {
-            let spent = match self.allowances.spend_held(limits, cost, at) {
-                Some(spent) => spent,
-                // Boxed: a call that has to take from the database should
-                // not make every hit's future carry that state.
-                None => Box::pin(self.allowances.spend(limits, cost, at)).await?,
-            };
+        if let Some(spent) = spent {
             answer.verdict = match spent.outcome {
                 Outcome::Admitted => Verdict::Valid,
                 Outcome::RateLimited { retry_after } => {

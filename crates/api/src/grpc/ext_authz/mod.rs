@@ -107,7 +107,8 @@ impl ExtAuthzService {
 #[tonic::async_trait]
 impl Authorization for ExtAuthzService {
     async fn check(&self, request: Request<CheckCall>) -> Result<Response<CheckReply>, Status> {
-        let request = request.into_inner();
+        // Borrowed, not moved out: the call's future then holds it once.
+        let request = request.get_ref();
         let mut few = [""; FEW_SCOPES];
         let mut many = Vec::new();
         let required = words(
@@ -127,7 +128,7 @@ impl Authorization for ExtAuthzService {
         };
         let checked = self
             .verifier
-            .verify_spending(token, required, 1, self.client(&request, &mut cleaned))
+            .verify_spending(token, required, 1, self.client(request, &mut cleaned))
             .await
             .map_err(|e| match e {
                 // The route's configuration, not the client, is at fault.
