@@ -26,9 +26,10 @@ pub async fn follow(
 ) {
     // As `run_until_stopped` set them.
     let mut serving = false;
+    let mut warm = *warmed.borrow_and_update();
     loop {
         let fresh = freshness.is_fresh(std::time::Instant::now());
-        let ready = fresh && *warmed.borrow_and_update();
+        let ready = fresh && warm;
         if ready != serving {
             serving = ready;
             let status = if ready {
@@ -53,8 +54,11 @@ pub async fn follow(
         tokio::select! {
             () = draining.cancelled() => return,
             () = tokio::time::sleep_until(wake) => {}
-            // Ends once (the sender is dropped after warming).
-            Ok(()) = warmed.changed() => {}
+            changed = warmed.changed(), if !warm => {
+                // Over; or the warming task ended without saying so (it
+                // panicked): then serve cold rather than never.
+                warm = changed.is_err() || *warmed.borrow_and_update();
+            }
         }
     }
 }

@@ -18,6 +18,7 @@ on_both_databases!(
     a_restarted_replica_answers_recently_used_tokens_from_its_cache,
     changes_committed_while_a_replica_warms_are_never_served_stale,
     a_replica_that_cannot_warm_serves_cold_after_the_timeout,
+    a_replica_whose_warming_fails_outright_still_turns_ready,
 );
 
 /// Settings for replicas that see each other's changes quickly.
@@ -104,7 +105,7 @@ async fn changes_committed_while_a_replica_warms_are_never_served_stale(backend:
     // before caching what it read.
     let gate = Arc::new(MissGate::default());
     gate.arm();
-    let two = try_spawn_app_warming(Arc::clone(&db), settings(&db), Some(Arc::clone(&gate)))
+    let two = try_spawn_app_warming(Arc::clone(&db), settings(&db), Some(gate.hook()))
         .await
         .unwrap();
     tokio::time::timeout(Duration::from_secs(30), gate.reached())
@@ -168,7 +169,7 @@ async fn a_replica_that_cannot_warm_serves_cold_after_the_timeout(backend: Backe
     let mut s = settings(&db);
     s.cache.warm_timeout = Duration::from_secs(1);
     let started = Instant::now();
-    let two = try_spawn_app_warming(Arc::clone(&db), s, Some(Arc::clone(&gate)))
+    let two = try_spawn_app_warming(Arc::clone(&db), s, Some(gate.hook()))
         .await
         .unwrap();
     assert_eq!(two.liveness().await, ServingStatus::Serving);
@@ -193,4 +194,30 @@ async fn a_replica_that_cannot_warm_serves_cold_after_the_timeout(backend: Backe
         Verdict::Valid
     );
     gate.open();
+}
+
+async fn a_replica_whose_warming_fails_outright_still_turns_ready(backend: Backend) {
+    let db = Arc::new(TestDb::new(backend).await);
+    let one = spawn_app_on(Arc::clone(&db), settings(&db)).await;
+    let (_, secret) = used_token(&one, "alice").await;
+    // The warming task dies (a bug, say) between its read and its caching.
+    let hook: latchkey::verifier::MissHook = Arc::new(|| {
+        Box::pin(async {
+            if std::hint::black_box(true) {
+                panic!("warming failed");
+            }
+        }) as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+    });
+    let two = try_spawn_app_warming(Arc::clone(&db), settings(&db), Some(hook))
+        .await
+        .unwrap();
+    // Ready long before cache.warm_timeout (30 s), with a cold cache.
+    tokio::time::timeout(Duration::from_secs(10), two.until_ready())
+        .await
+        .expect("ready without waiting for the timeout");
+    assert_eq!(
+        two.verify(&secret, &["read"]).await.verdict(),
+        Verdict::Valid
+    );
+    assert_eq!(two.gate.lookups(), 1, "a cold cache");
 }

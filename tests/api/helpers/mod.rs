@@ -358,12 +358,11 @@ pub async fn try_spawn_app_on(db: Arc<TestDb>, settings: Settings) -> anyhow::Re
 }
 
 /// Starts the application without waiting for it to be ready; warming its
-/// cache passes through `warm_gate`, if given, between the read and the
-/// caching.
+/// cache runs `warm_hook`, if given, between the read and the caching.
 pub async fn try_spawn_app_warming(
     db: Arc<TestDb>,
     settings: Settings,
-    warm_gate: Option<Arc<MissGate>>,
+    warm_hook: Option<latchkey::verifier::MissHook>,
 ) -> anyhow::Result<TestApp> {
     capture_logs();
     let clock = Arc::new(ManualClock::new());
@@ -371,7 +370,7 @@ pub async fn try_spawn_app_warming(
     let options = Options {
         clock: clock.clone(),
         miss_hook: Some(gate.hook()),
-        warm_hook: warm_gate.map(|gate| gate.hook()),
+        warm_hook,
     };
     let app = Application::build_with(settings.clone(), options).await?;
     let addr = app.local_addr();
