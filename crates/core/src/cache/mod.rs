@@ -259,10 +259,31 @@ impl<V: Send + Sync + 'static> VerifyCache<V> {
             known,
         };
         self.put(buckets, slot, now, Replace::Always);
-        if self.epochs[ticket.stripe].load(Ordering::SeqCst) == ticket.epoch {
-            ticket.generation == self.generation.load(Ordering::SeqCst)
+        self.kept(
+            buckets,
+            &digest,
+            ticket.stripe,
+            ticket.epoch,
+            ticket.generation,
+        )
+    }
+
+    /// After putting an answer read when `digest`'s stripe was at `epoch`
+    /// and the cache at `generation`: whether it stands. If the stripe
+    /// moved since, it is removed again; if the generation moved, its slot
+    /// (of the old generation) is never answered from.
+    fn kept(
+        &self,
+        buckets: &Buckets<V>,
+        digest: &Digest,
+        stripe: usize,
+        epoch: u64,
+        generation: u32,
+    ) -> bool {
+        if self.epochs[stripe].load(Ordering::SeqCst) == epoch {
+            generation == self.generation.load(Ordering::SeqCst)
         } else {
-            self.remove(buckets, &digest);
+            self.remove(buckets, digest);
             false
         }
     }

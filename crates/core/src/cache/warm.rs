@@ -65,14 +65,13 @@ impl<V: Send + Sync + 'static> VerifyCache<V> {
             return false;
         }
         let stripe = stripe_of(&digest);
-        if self.epochs[stripe].load(Ordering::SeqCst) == ticket.epochs[stripe]
-            && self.generation.load(Ordering::SeqCst) == ticket.generation
-        {
-            true
-        } else {
-            self.remove(buckets, &digest);
-            false
-        }
+        self.kept(
+            buckets,
+            &digest,
+            stripe,
+            ticket.epochs[stripe],
+            ticket.generation,
+        )
     }
 }
 
