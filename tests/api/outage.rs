@@ -11,9 +11,6 @@ use std::time::{Duration, Instant};
 use latchkey::grpc::pb::{self, Verdict};
 use sea_orm::{ConnectionTrait, Database};
 use tonic::Code;
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-};
 
 use crate::helpers::*;
 use crate::replicas::{Replica, try_create};
@@ -173,18 +170,12 @@ struct Seen {
 /// that a liveness probe does not restart a replica waiting for its
 /// database.)
 async fn health(replica: &Replica) -> ServingStatus {
-    let ask = |service: &str| {
-        let mut client = HealthClient::new(replica.channel.clone());
-        let service = service.to_owned();
-        async move {
-            client
-                .check(HealthCheckRequest { service })
-                .await
-                .map_or(ServingStatus::Unknown, |r| r.into_inner().status())
-        }
-    };
-    assert_eq!(ask("").await, ServingStatus::Serving, "liveness");
-    ask("latchkey.v1.TokenVerify").await
+    assert_eq!(
+        health_of(&replica.channel, "").await,
+        ServingStatus::Serving,
+        "liveness"
+    );
+    health_of(&replica.channel, "latchkey.v1.TokenVerify").await
 }
 
 async fn try_verify(replica: &Replica, secret: &str) -> Result<Verdict, Code> {

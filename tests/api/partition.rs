@@ -13,9 +13,6 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tonic::Code;
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-};
 
 use crate::helpers::*;
 
@@ -96,15 +93,6 @@ fn upstream(url: &str) -> SocketAddr {
         .unwrap()
 }
 
-async fn readiness(app: &TestApp) -> ServingStatus {
-    HealthClient::new(app.channel.clone())
-        .check(HealthCheckRequest {
-            service: "latchkey.v1.TokenVerify".into(),
-        })
-        .await
-        .map_or(ServingStatus::Unknown, |r| r.into_inner().status())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_partition_is_noticed_bounded_and_recovered_from() {
     if !postgres_available() {
@@ -127,7 +115,7 @@ async fn a_silent_partition_is_noticed_bounded_and_recovered_from() {
     let (token, secret) = b.create_token("alice", &[]).await;
     let (_, cold) = b.create_token("bob", &[]).await;
     assert_eq!(a.verify(&secret, &[]).await.verdict(), Verdict::Valid);
-    assert_eq!(readiness(&a).await, ServingStatus::Serving);
+    assert_eq!(a.readiness().await, ServingStatus::Serving);
 
     proxy.partition(true);
     let partitioned = Instant::now();
@@ -162,7 +150,7 @@ async fn a_silent_partition_is_noticed_bounded_and_recovered_from() {
             "GetToken took {:?}",
             asked.elapsed()
         );
-        if left_serving.is_none() && readiness(&a).await == ServingStatus::NotServing {
+        if left_serving.is_none() && a.readiness().await == ServingStatus::NotServing {
             left_serving = Some(partitioned.elapsed());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -189,7 +177,7 @@ async fn a_silent_partition_is_noticed_bounded_and_recovered_from() {
     assert!(recovered < Duration::from_secs(1), "{recovered:?}");
     assert_eq!(a.verify(&cold, &[]).await.verdict(), Verdict::Valid);
     let back = Instant::now();
-    while readiness(&a).await != ServingStatus::Serving {
+    while a.readiness().await != ServingStatus::Serving {
         assert!(
             back.elapsed() < Duration::from_secs(5),
             "readiness never came back"
