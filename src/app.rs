@@ -483,6 +483,14 @@ impl Application {
             }
         });
         let observer = Arc::clone(&metrics) as Arc<dyn Observe>;
+        let ext_authz = Arc::new(
+            ExtAuthzService::new(
+                verifier.clone(),
+                Arc::clone(&observer),
+                settings.ext_authz.remove_authorization,
+            )
+            .with_forwarded_for(settings.ext_authz.trust_forwarded_for),
+        );
         let routes = grpc::routes(grpc::Services {
             admin: {
                 let watchers = grpc::Watchers {
@@ -503,12 +511,7 @@ impl Application {
             },
             token_self: SelfService::new(lifecycle, Arc::clone(&verifier), Arc::clone(&clock)),
             verify: VerifyService::new(Arc::clone(&verifier), Arc::clone(&observer)),
-            ext_authz: ExtAuthzService::new(
-                verifier,
-                Arc::clone(&observer),
-                settings.ext_authz.remove_authorization,
-            )
-            .with_forwarded_for(settings.ext_authz.trust_forwarded_for),
+            ext_authz: Arc::clone(&ext_authz),
         })
         .context("building the reflection service")?
         .add_service(health_service);
@@ -516,7 +519,8 @@ impl Application {
             routes,
             Arc::clone(&metrics) as Arc<dyn Observe>,
             limits.request_timeout,
-        );
+        )
+        .answering(grpc::CHECK_PATH, ext_authz);
         let (listener, addr) = ports.grpc;
         if let Some(tls) = &listener.tls {
             tasks.spawn(tls.clone().watch(stop_tasks.clone()));

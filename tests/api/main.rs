@@ -7,6 +7,7 @@ mod admin_auth;
 mod audit;
 mod bad_input;
 mod change_log;
+mod check_wire;
 mod cli;
 mod client_details;
 mod client_layer;

@@ -4,20 +4,23 @@
 mod admin;
 mod convert;
 mod ext_authz;
+mod immediate;
 mod token_self;
 mod transport;
 mod verify;
 mod watch;
 
 use std::future::Future;
+use std::sync::Arc;
 
 use crate::error::Error;
 
 pub use admin::AdminService;
 pub use ext_authz::wire::CheckCall;
 pub use ext_authz::{
-    ExtAuthzService, OWNER_HEADER, REQUIRED_SCOPES, SCOPES_HEADER, TOKEN_ID_HEADER,
+    CHECK_PATH, ExtAuthzService, OWNER_HEADER, REQUIRED_SCOPES, SCOPES_HEADER, TOKEN_ID_HEADER,
 };
+pub use immediate::Immediate;
 pub use token_self::SelfService;
 pub use transport::GrpcService;
 pub use verify::{
@@ -65,7 +68,9 @@ pub struct Services {
     pub admin: AdminService,
     pub token_self: SelfService,
     pub verify: VerifyService,
-    pub ext_authz: ExtAuthzService,
+    /// Shared with [`GrpcService::answering`], which answers Check on a
+    /// cached token without tonic.
+    pub ext_authz: Arc<ExtAuthzService>,
 }
 
 /// Every gRPC service behind one router (the caller adds health): `services`, and server reflection
@@ -104,7 +109,7 @@ pub fn routes(
         )
         .add_service(TokenVerifyServer::new(verify).max_decoding_message_size(MAX_MESSAGE_BYTES))
         .add_service(
-            ext_authz::AuthorizationServer::new(ext_authz)
+            ext_authz::AuthorizationServer::from_arc(ext_authz)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
         ))
 }

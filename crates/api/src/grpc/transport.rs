@@ -9,7 +9,8 @@
 //!   it), not the `INTERNAL` prost's codec reports;
 //! - a call not answered within `request_timeout`, or the client's shorter
 //!   `grpc-timeout`, is `CANCELLED`;
-//! - its duration is recorded by method.
+//! - its duration is recorded by method;
+//! - a method with an [`Immediate`] handler is answered by it when it can.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -25,6 +26,7 @@ use tonic::service::Routes;
 use tower_service::Service as _;
 
 use super::MAX_MESSAGE_BYTES;
+use super::immediate::{self, Immediate};
 use crate::observe::Observe;
 /// A boxed error, as hyper takes from bodies.
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -43,6 +45,8 @@ pub struct GrpcService {
     routes: Routes,
     observer: Arc<dyn Observe>,
     request_timeout: Duration,
+    /// Methods (by path) answered, where they can be, by a handler.
+    immediate: Vec<(&'static str, Arc<dyn Immediate>)>,
 }
 
 impl GrpcService {
@@ -51,7 +55,15 @@ impl GrpcService {
             routes: routes.prepare(),
             observer,
             request_timeout,
+            immediate: Vec::new(),
         }
+    }
+
+    /// Answers calls to `path` with `handler` where it can ([`Immediate`]).
+    #[must_use]
+    pub fn answering(mut self, path: &'static str, handler: Arc<dyn Immediate>) -> Self {
+        self.immediate.push((path, handler));
+        self
     }
 }
 
@@ -80,10 +92,21 @@ impl hyper::service::Service<Request<Incoming>> for GrpcService {
         });
         // Each call's span names its method; the services add the token id.
         let span = tracing::debug_span!("grpc", path, token_id = tracing::field::Empty);
-        // axum's router, inside, is always ready.
-        let answer = self.routes.clone().call(request);
+        let handler = self
+            .immediate
+            .iter()
+            .find(|(p, _)| *p == path)
+            .map(|(_, handler)| Arc::clone(handler));
+        let mut routes = self.routes.clone();
         Box::pin(tracing::Instrument::instrument(
             async move {
+                let answer = async {
+                    match handler {
+                        Some(handler) => Ok(immediate::answer(handler, routes, request).await),
+                        // axum's router, inside, is always ready.
+                        None => routes.call(request).await,
+                    }
+                };
                 let response = match tokio::time::timeout(timeout, answer).await {
                     Ok(Ok(response)) => match refused {
                         None => client_error_for_bad_messages(response),

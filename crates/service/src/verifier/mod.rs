@@ -6,6 +6,7 @@
 //! flusher.
 
 mod by_secret;
+mod steps;
 mod warm;
 
 pub use warm::Warmed;
@@ -17,16 +18,16 @@ use std::time::Instant;
 
 use uuid::Uuid;
 
-use crate::cache::{CacheConfig, Cached, Lookup, VerifyCache};
+use crate::cache::{CacheConfig, Cached, VerifyCache};
 use crate::changes::Freshness;
 use crate::client::ClientRef;
 use crate::clock::{Clock, Timestamp};
 use crate::error::Error;
-use crate::limits::{Allowances, Limits, Outcome, RateState};
+use crate::limits::{Allowances, Limits, RateState};
 use crate::lookups::LookupLimit;
 use crate::observe::{Observe, Unobserved};
 use crate::store::{FoundToken, Store};
-use crate::token::{self, Digest, KeyRing, Lifetime, Prefix, Status, TokenRecord, format, scope};
+use crate::token::{Digest, KeyRing, Lifetime, Prefix, Status, TokenRecord};
 use crate::usage::{HoldsUses, LastUsed, Rekeys, UseCell};
 pub use crate::verdict::Verdict;
 
@@ -101,6 +102,11 @@ impl Snapshot {
         !self
             .refreshing
             .swap(true, std::sync::atomic::Ordering::AcqRel)
+    }
+
+    /// Whether a call has taken the reading again and not let it go.
+    fn refresh_claimed(&self) -> bool {
+        self.refreshing.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Lets another call read it again (this one failed to).
@@ -293,137 +299,11 @@ impl Verifier {
         cost: u64,
         client: Option<ClientRef<'_>>,
     ) -> Result<Verification, Error> {
-        token::check_scopes("required_scopes", required_scopes)?;
-        if !format::has_shape(&self.prefix, token) {
-            return Ok(Verification::without_token(Verdict::Malformed));
+        match self.verify_cached(token, required_scopes, cost, client) {
+            Some(answer) => answer,
+            // Boxed: a hit's future carries none of the waiting's state.
+            None => Box::pin(self.verify_waiting(token, required_scopes, cost, client)).await,
         }
-        let digest = self.keys.primary().digest(token);
-        // Once the change log has gone unread too long, the cache may hold
-        // what another replica has since changed: ask the database.
-        let now = Instant::now();
-        let found = if self.freshness.is_fresh(now) {
-            self.cache.lookup_as_of(&digest, now)
-        } else {
-            Lookup::Absent
-        };
-        // A known token's digest proves it genuine; anything else must pass
-        // the checksum before it is answered UNKNOWN or costs a lookup.
-        if !matches!(
-            found,
-            Lookup::Live {
-                value: Cached::Known(_),
-                ..
-            } | Lookup::Lapsed(_)
-        ) && !format::checksum_matches(token)
-        {
-            return Ok(Verification::without_token(Verdict::Malformed));
-        }
-        // Boxed: the database read's state machine is large, and the hit
-        // path should not carry (or move) it.
-        let cached = match found {
-            Lookup::Live {
-                value: Cached::Known(snapshot),
-                refresh: true,
-            } if snapshot.claim_refresh() => {
-                // One call reads a token in use again before its answer
-                // lapses, ahead of every lookup the bounds hold back; if the
-                // database cannot answer, the cached answer stands.
-                self.observer.cache_hit();
-                match Box::pin(self.fill(token, digest)).await {
-                    Ok(fresh) => fresh,
-                    Err(_) => {
-                        snapshot.release_refresh();
-                        Cached::Known(snapshot)
-                    }
-                }
-            }
-            Lookup::Live { value, .. } => {
-                self.observer.cache_hit();
-                value
-            }
-            Lookup::Lapsed(snapshot) if snapshot.claim_refresh() => {
-                // A token this cache knew goes ahead of unknown digests too.
-                self.observer.cache_miss();
-                let fresh = Box::pin(self.fill(token, digest)).await;
-                if fresh.is_err() {
-                    snapshot.release_refresh();
-                }
-                fresh?
-            }
-            Lookup::Lapsed(_) | Lookup::Absent => {
-                self.observer.cache_miss();
-                let _admitted = Box::pin(self.lookups.admit()).await.map_err(|_| {
-                    self.observer.lookup_refused();
-                    Error::Overloaded
-                })?;
-                Box::pin(self.fill(token, digest)).await?
-            }
-        };
-        let Cached::Known(snapshot) = cached else {
-            return Ok(Verification::without_token(Verdict::Unknown));
-        };
-        let at = self.clock.now();
-        let status = snapshot.lifetime.status(at, snapshot.uses.latest());
-        let mut missing_scopes = Vec::new();
-        let verdict = match status {
-            Status::Revoked => Verdict::Revoked,
-            Status::Expired => Verdict::Expired,
-            _ if snapshot.owner_disabled => Verdict::OwnerDisabled,
-            Status::Inactive => Verdict::Inactive,
-            Status::Active => {
-                missing_scopes =
-                    scope::missing(snapshot.scopes().split_ascii_whitespace(), required_scopes)
-                        .into_iter()
-                        .map(str::to_owned)
-                        .collect();
-                if missing_scopes.is_empty() {
-                    Verdict::Valid
-                } else {
-                    Verdict::InsufficientScope
-                }
-            }
-        };
-        // A live token presented to a service counts as used, even when it
-        // lacked a scope for this particular call.
-        if matches!(verdict, Verdict::Valid | Verdict::InsufficientScope) {
-            self.last_used.record(snapshot.id, &snapshot, at, client);
-        }
-        let spent = if verdict == Verdict::Valid
-            && cost > 0
-            && let Some(limits) = &snapshot.limits
-        {
-            Some(match self.allowances.spend_held(limits, cost, at) {
-                Some(spent) => spent,
-                // Boxed: a call that has to take from the database should
-                // not make every hit's future carry that state.
-                None => Box::pin(self.allowances.spend(limits, cost, at)).await?,
-            })
-        } else {
-            None
-        };
-        let mut answer = Verification {
-            verdict,
-            token: None,
-            missing_scopes,
-            credits_remaining: None,
-            rate: None,
-            retry_after: None,
-        };
-        if let Some(spent) = spent {
-            answer.verdict = match spent.outcome {
-                Outcome::Admitted => Verdict::Valid,
-                Outcome::RateLimited { retry_after } => {
-                    answer.retry_after = Some(retry_after);
-                    Verdict::RateLimited
-                }
-                Outcome::UsageExceeded => Verdict::UsageExceeded,
-            };
-            answer.credits_remaining = spent.credits_remaining;
-            answer.rate = spent.rate;
-        }
-        self.last_used.count(snapshot.id, &snapshot, answer.verdict);
-        answer.token = Some(Known { snapshot, status });
-        Ok(answer)
     }
 
     /// Drops `digest` from this process's cache, and any fill of it under way.

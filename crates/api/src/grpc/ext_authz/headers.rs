@@ -12,7 +12,10 @@ pub const SCOPES_HEADER: &str = "x-latchkey-scopes";
 /// holds. Text fields refuse control characters on the way in; this guards
 /// rows written before that rule, or straight into the database.
 pub(super) fn header_safe(value: &str) -> Cow<'_, str> {
-    if !value.chars().any(char::is_control) {
+    // Bytes first: a control character is a byte under 0x20, 0x7F, or
+    // (U+0080 to U+009F) 0xC2 and a second byte.
+    let maybe = |b: &u8| *b < 0x20 || *b == 0x7f || *b == 0xc2;
+    if !value.as_bytes().iter().any(maybe) || !value.chars().any(char::is_control) {
         return Cow::Borrowed(value);
     }
     let mut safe = String::with_capacity(value.len() + 8);

@@ -21,13 +21,16 @@ use envoy_types::ext_authz::v3::pb::{
     HttpStatusCode,
 };
 use envoy_types::pb::google::rpc;
+use prost::Message as _;
+use prost::bytes::{Bytes, BytesMut};
 use tonic::{Request, Response, Status};
 
 use crate::auth::bearer_credential;
 use crate::client::{Client, ClientRef};
+use crate::grpc::immediate::Immediate;
 use crate::limits::RateState;
 use crate::observe::{Api, Observe};
-use crate::verifier::{Verdict, Verifier};
+use crate::verifier::{Verdict, Verification, Verifier};
 use reply::{Allowed, CheckReply};
 use wire::CheckCall;
 
@@ -49,6 +52,10 @@ mod server {
 }
 
 pub use server::authorization_server::{Authorization, AuthorizationServer};
+
+/// Check's path, which the gRPC transport answers from the cache with
+/// [`ExtAuthzService`]'s [`Immediate`] where it can.
+pub const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
 
 /// The context extension naming the scopes a route requires.
 pub const REQUIRED_SCOPES: &str = "required_scopes";
@@ -109,47 +116,98 @@ impl Authorization for ExtAuthzService {
     async fn check(&self, request: Request<CheckCall>) -> Result<Response<CheckReply>, Status> {
         // Borrowed, not moved out: the call's future then holds it once.
         let request = request.get_ref();
-        let mut few = [""; FEW_SCOPES];
-        let mut many = Vec::new();
+        let answer = match self.check_now(request) {
+            Some(answer) => answer,
+            // Boxed: a hit's future carries none of the waiting's state.
+            None => Box::pin(self.check_waiting(request)).await,
+        };
+        answer.map(Response::new)
+    }
+}
+
+impl Immediate for ExtAuthzService {
+    fn answer(&self, message: Bytes, out: &mut BytesMut) -> Option<Result<(), Status>> {
+        let request = CheckCall::decode(message).ok()?;
+        let reply = self.check_now(&request)?;
+        Some(reply.map(|reply| reply.encode_raw(out)))
+    }
+}
+
+impl ExtAuthzService {
+    /// Check's answer when the cache (and what this replica holds of the
+    /// token's limits) decides it: `None` when the database must be read.
+    pub fn check_now(&self, request: &CheckCall) -> Option<Result<CheckReply, Status>> {
+        let (mut few, mut many, mut cleaned) = ([""; FEW_SCOPES], Vec::new(), None);
         let required = words(
             request.required_scopes().unwrap_or_default(),
             &mut few,
             &mut many,
         );
-        let mut cleaned = None;
         let Some(token) = request.authorization().and_then(bearer_credential) else {
-            self.observer.verdict(Api::Check, Verdict::Malformed);
-            return Ok(Response::new(CheckReply::Message(Box::new(denied(
-                HttpStatusCode::Unauthorized,
-                "Bearer realm=\"latchkey\"".to_owned(),
-                "missing_token",
-                "a bearer token is required",
-            )))));
+            return Some(Ok(self.missing_token()));
         };
+        let client = self.client(request, &mut cleaned);
+        let checked = self.verifier.verify_cached(token, required, 1, client)?;
+        Some(self.answer(required, checked))
+    }
+
+    /// Check's answer, reading the database where it must.
+    async fn check_waiting(&self, request: &CheckCall) -> Result<CheckReply, Status> {
+        let (mut few, mut many, mut cleaned) = ([""; FEW_SCOPES], Vec::new(), None);
+        let required = words(
+            request.required_scopes().unwrap_or_default(),
+            &mut few,
+            &mut many,
+        );
+        let Some(token) = request.authorization().and_then(bearer_credential) else {
+            return Ok(self.missing_token());
+        };
+        let client = self.client(request, &mut cleaned);
         let checked = self
             .verifier
-            .verify_spending(token, required, 1, self.client(request, &mut cleaned))
-            .await
-            .map_err(|e| match e {
-                // The route's configuration, not the client, is at fault.
-                crate::error::Error::InvalidArgument { field, reason } => {
-                    let at = field.strip_prefix("required_scopes").unwrap_or_default();
-                    Status::invalid_argument(format!(
-                        "context_extensions.{REQUIRED_SCOPES}{at}: {reason}"
-                    ))
-                }
-                e => crate::status::status(e),
-            })?;
+            .verify_spending(token, required, 1, client)
+            .await;
+        self.answer(required, checked)
+    }
+
+    /// A request with no bearer token: 401.
+    fn missing_token(&self) -> CheckReply {
+        self.observer.verdict(Api::Check, Verdict::Malformed);
+        CheckReply::Message(Box::new(denied(
+            HttpStatusCode::Unauthorized,
+            "Bearer realm=\"latchkey\"".to_owned(),
+            "missing_token",
+            "a bearer token is required",
+        )))
+    }
+
+    /// What Envoy is told of a verification for a route that requires
+    /// `required`.
+    fn answer(
+        &self,
+        required: &[&str],
+        checked: Result<Verification, crate::error::Error>,
+    ) -> Result<CheckReply, Status> {
+        let checked = checked.map_err(|e| match e {
+            // The route's configuration, not the client, is at fault.
+            crate::error::Error::InvalidArgument { field, reason } => {
+                let at = field.strip_prefix("required_scopes").unwrap_or_default();
+                Status::invalid_argument(format!(
+                    "context_extensions.{REQUIRED_SCOPES}{at}: {reason}"
+                ))
+            }
+            e => crate::status::status(e),
+        })?;
         checked.record_in_span();
         self.observer.verdict(Api::Check, checked.verdict);
         let rate_headers = rate_limit_headers(checked.rate.as_ref(), checked.retry_after);
         let mut answer = match (checked.verdict, checked.token) {
             (Verdict::Valid, Some(known)) => {
-                return Ok(Response::new(CheckReply::Allowed(Allowed::new(
+                return Ok(CheckReply::Allowed(Allowed::new(
                     known.snapshot,
                     self.remove_authorization,
                     rate_headers,
-                ))));
+                )));
             }
             (Verdict::RateLimited, _) => denied(
                 HttpStatusCode::TooManyRequests,
@@ -182,7 +240,7 @@ impl Authorization for ExtAuthzService {
         if let Some(HttpResponse::DeniedResponse(denied)) = &mut answer.http_response {
             denied.headers.extend(rate_headers);
         }
-        Ok(Response::new(CheckReply::Message(Box::new(answer))))
+        Ok(CheckReply::Message(Box::new(answer)))
     }
 }
 
