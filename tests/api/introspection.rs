@@ -87,6 +87,9 @@ async fn an_active_token_is_described_with_the_rfc_fields(backend: Backend) {
     let answer = introspect(&app, &caller, &forever).await.json();
     assert_eq!(answer["active"], true);
     assert!(answer.get("exp").is_none(), "{answer}");
+    // A token sent percent-encoded, every byte of it, reads as itself.
+    let encoded: String = forever.bytes().map(|b| format!("%{b:02X}")).collect();
+    assert_eq!(introspect(&app, &caller, &encoded).await.json(), answer);
 }
 
 async fn every_token_that_is_not_valid_is_exactly_inactive(backend: Backend) {

@@ -136,6 +136,21 @@ async fn a_valid_token_authenticates_as_its_owner_with_groups_and_extra(backend:
     let json = answer.json();
     assert_eq!(json["apiVersion"], "authentication.k8s.io/v1beta1");
     assert_eq!(json["status"]["authenticated"], true);
+
+    // JSON escapes in every string the review reads read as their text.
+    let escaped = |text: &str| {
+        text.chars()
+            .map(|c| format!("\\u{:04x}", c as u32))
+            .collect::<String>()
+    };
+    let body = format!(
+        r#"{{"apiVersion":"{}","kind":"{}","spec":{{"token":"{}"}}}}"#,
+        escaped("authentication.k8s.io/v1"),
+        escaped("TokenReview"),
+        escaped(&created.secret)
+    );
+    let answer = post_review(&app, "/apis/authentication.k8s.io/v1/tokenreviews", &body).await;
+    assert_eq!(answer.json()["status"]["authenticated"], true, "{answer:?}");
 }
 
 async fn a_token_that_is_not_valid_is_not_authenticated_and_nothing_more(backend: Backend) {

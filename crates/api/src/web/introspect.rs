@@ -8,6 +8,8 @@
 //! RFC 7662 2.2 requires, so the answer tells the caller nothing more about
 //! a token it may not use.
 
+use std::borrow::Cow;
+
 use hyper::body::Bytes;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Response, StatusCode};
@@ -42,7 +44,7 @@ impl WebApi {
         }
         let mut tokens = form_urlencoded::parse(body)
             .filter(|(name, _)| name == "token")
-            .map(|(_, value)| Zeroizing::new(value.into_owned()));
+            .map(|(_, value)| value);
         let token = match (tokens.next(), tokens.next()) {
             (Some(token), None) if !token.is_empty() => token,
             (Some(_), Some(_)) => {
@@ -60,9 +62,19 @@ impl WebApi {
                 );
             }
         };
+        // Borrowed from the body unless it was percent-encoded; a decoded
+        // copy is wiped.
+        let copy;
+        let token = match token {
+            Cow::Borrowed(token) => token,
+            Cow::Owned(token) => {
+                copy = Zeroizing::new(token);
+                copy.as_str()
+            }
+        };
         let checked = match self
             .verifier
-            .verify_spending(&token, &[] as &[&str], 1, None)
+            .verify_spending(token, &[] as &[&str], 1, None)
             .await
         {
             Ok(checked) => checked,

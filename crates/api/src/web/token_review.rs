@@ -19,6 +19,7 @@
 //! version asked (the API server's `--authentication-token-webhook-version`
 //! picks one, v1beta1 by default).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use hyper::StatusCode;
@@ -35,24 +36,31 @@ pub const TOKEN_REVIEW_PATH: &str = "/apis/authentication.k8s.io/v1/tokenreviews
 pub(super) const V1BETA1_PATH: &str = "/apis/authentication.k8s.io/v1beta1/tokenreviews";
 const API_VERSIONS: [&str; 2] = ["authentication.k8s.io/v1", "authentication.k8s.io/v1beta1"];
 
+/// A review as sent, its strings borrowed from the body where they have
+/// no escapes (the usual case) and copied where they do.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct TokenReview {
-    api_version: String,
-    kind: String,
-    #[serde(default)]
-    spec: Spec,
+struct TokenReview<'a> {
+    #[serde(borrow)]
+    api_version: Cow<'a, str>,
+    #[serde(borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default, borrow)]
+    spec: Spec<'a>,
 }
 
 #[derive(Default, Deserialize)]
-struct Spec {
-    #[serde(default)]
-    token: String,
+struct Spec<'a> {
+    #[serde(default, borrow)]
+    token: Cow<'a, str>,
 }
 
-impl Drop for Spec {
+impl Drop for Spec<'_> {
     fn drop(&mut self) {
-        zeroize::Zeroize::zeroize(&mut self.token);
+        // A copy is wiped; a borrowed token lies in the request's body.
+        if let Cow::Owned(token) = &mut self.token {
+            zeroize::Zeroize::zeroize(token);
+        }
     }
 }
 
@@ -93,7 +101,10 @@ impl WebApi {
                 ));
             }
         };
-        let Some(api_version) = API_VERSIONS.into_iter().find(|v| *v == review.api_version) else {
+        let Some(api_version) = API_VERSIONS
+            .into_iter()
+            .find(|v| *v == review.api_version.as_ref())
+        else {
             return bad_request(&format!(
                 "apiVersion must be one of {}",
                 API_VERSIONS.join(", ")
