@@ -401,7 +401,13 @@ impl Application {
             spawn_critical(
                 &tasks,
                 "the metrics listener",
-                serve_router(listener, router, limits, stop.clone(), drain_timeout),
+                serve_http(
+                    listener,
+                    hyper_util::service::TowerToHyperService::new(router),
+                    limits,
+                    stop.clone(),
+                    drain_timeout,
+                ),
                 &stop,
                 &failed,
             );
@@ -450,13 +456,13 @@ impl Application {
             if let Some(tls) = &listener.tls {
                 tasks.spawn(tls.clone().watch(stop_tasks.clone()));
             }
-            let router = crate::web::router(api, limits.request_timeout);
+            let service = crate::web::WebService::new(api, limits.request_timeout);
             spawn_critical(
                 &tasks,
                 "the HTTP listener",
-                serve_router(
+                serve_http(
                     listener,
-                    router,
+                    service,
                     limits,
                     stop_serving.clone(),
                     drain_timeout,
@@ -576,15 +582,15 @@ fn spawn_critical(
     });
 }
 
-/// Serves `router` on `listener` until `stop`, draining for at most `drain`.
-async fn serve_router(
+/// Serves `service` on `listener` until `stop`, draining for at most
+/// `drain`.
+async fn serve_http<S: serve::HttpService<B>, B: serve::ResponseBody>(
     listener: Listener,
-    router: axum::Router,
+    service: S,
     limits: ServerSettings,
     stop: CancellationToken,
     drain: Duration,
 ) -> anyhow::Result<()> {
-    let service = hyper_util::service::TowerToHyperService::new(router);
     let stop = Stop {
         signal: stop,
         drain,

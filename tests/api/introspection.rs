@@ -222,3 +222,36 @@ async fn the_http_listener_is_off_unless_configured() {
     assert_eq!(app.http_addr, None);
     assert!(app.settings.http_addr.is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_never_arrives_is_answered_at_the_request_timeout() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.http_addr = Some("127.0.0.1:0".parse().unwrap());
+        s.server.request_timeout = Duration::from_millis(500);
+    })
+    .await;
+    let caller = format!("Bearer {}", resource_server(&app).await);
+    for path in ["/oauth2/introspect", "/apis/authentication.k8s.io/v1/tokenreviews"] {
+        let mut request =
+            http_request_bytes("POST", path, &[FORM, ("Authorization", &caller)], &[b'x'; 100]);
+        // The head and a few bytes of the announced body, then nothing.
+        request.truncate(request.len() - 90);
+        let mut stream = tokio::net::TcpStream::connect(app.http_addr.unwrap())
+            .await
+            .unwrap();
+        stream.write_all(&request).await.unwrap();
+        let started = std::time::Instant::now();
+        let mut raw = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut raw))
+            .await
+            .expect("answered before the test's own limit")
+            .unwrap();
+        raw.truncate(n);
+        let answer = parse_http_answer(raw);
+        assert_eq!(answer.status, 503, "{path}: {answer:?}");
+        assert_eq!(answer.json()["error"], "temporarily_unavailable", "{path}");
+        assert!(started.elapsed() >= Duration::from_millis(400), "{path}");
+    }
+}

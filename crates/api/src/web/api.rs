@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use axum::body::Body;
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use hyper::body::Bytes;
 use hyper::header::{self, HeaderMap};
@@ -144,9 +143,13 @@ impl WebApi {
 
 /// The request's head and its body, read whole up to [`MAX_BODY_BYTES`];
 /// past that, the 413 answer.
-pub(super) async fn read_body(
-    request: Request<Body>,
-) -> Result<(hyper::http::request::Parts, Bytes), Answer> {
+pub(super) async fn read_body<B>(
+    request: Request<B>,
+) -> Result<(hyper::http::request::Parts, Bytes), Answer>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let (parts, body) = request.into_parts();
     match Limited::new(body, MAX_BODY_BYTES).collect().await {
         Ok(collected) => Ok((parts, collected.to_bytes())),

@@ -13,15 +13,19 @@
 //!
 //! One axum [`router`], served over HTTP/1.1 with every port's connection
 //! limits and timeouts; bodies are capped at 64 KiB, each request at the
-//! server's request timeout.
+//! server's request timeout. [`WebService`] answers introspection and
+//! TokenReview, the endpoints every request of a protected service may
+//! call, without the router (same span, timeout and body cap).
 
 mod answer;
 mod api;
 mod console;
 mod introspect;
 mod leaks;
+mod service;
 mod token_review;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,6 +42,7 @@ use api::{Answer, error, json, read_body};
 pub use api::{Console, TokenReviewSettings, WebApi};
 pub use introspect::INTROSPECT_PATH;
 pub use leaks::{GITHUB_PATH, GithubPublicKey, LeakSettings, Leaks, MAX_TOKENS, REVOKE_PATH};
+pub use service::WebService;
 pub use token_review::TOKEN_REVIEW_PATH;
 
 /// The HTTP listener's routes on `api`, each request answered within
@@ -61,26 +66,35 @@ pub fn router(api: Arc<WebApi>, timeout: Duration) -> Router {
         .with_state(api)
         .layer(middleware::from_fn(
             move |request: Request, next: Next| async move {
-                // A console link's path holds its secret.
-                let path = request.uri().path();
-                let path = if path.starts_with("/console/link/") {
-                    "/console/link/…"
-                } else {
-                    path
-                };
-                let span = tracing::debug_span!("http", path, token_id = tracing::field::Empty);
-                let answer = tracing::Instrument::instrument(next.run(request), span);
-                tokio::time::timeout(timeout, answer)
-                    .await
-                    .unwrap_or_else(|_| {
-                        axum::response::IntoResponse::into_response(error(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "temporarily_unavailable",
-                            "the request took too long",
-                        ))
-                    })
+                let path = request.uri().path().to_owned();
+                within(timeout, &path, next.run(request)).await
             },
         ))
+}
+
+/// `answer` in the request's span (its path; a console link's path holds
+/// its secret, so not that), answered within `timeout`, else 503.
+async fn within(
+    timeout: Duration,
+    path: &str,
+    answer: impl Future<Output = axum::response::Response>,
+) -> axum::response::Response {
+    let path = if path.starts_with("/console/link/") {
+        "/console/link/…"
+    } else {
+        path
+    };
+    let span = tracing::debug_span!("http", path, token_id = tracing::field::Empty);
+    let answer = tracing::Instrument::instrument(answer, span);
+    tokio::time::timeout(timeout, answer)
+        .await
+        .unwrap_or_else(|_| {
+            axum::response::IntoResponse::into_response(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "the request took too long",
+            ))
+        })
 }
 
 async fn introspect(State(api): State<Arc<WebApi>>, request: Request<Body>) -> Answer {
