@@ -233,9 +233,16 @@ async fn a_body_that_never_arrives_is_answered_at_the_request_timeout() {
     })
     .await;
     let caller = format!("Bearer {}", resource_server(&app).await);
-    for path in ["/oauth2/introspect", "/apis/authentication.k8s.io/v1/tokenreviews"] {
-        let mut request =
-            http_request_bytes("POST", path, &[FORM, ("Authorization", &caller)], &[b'x'; 100]);
+    for path in [
+        "/oauth2/introspect",
+        "/apis/authentication.k8s.io/v1/tokenreviews",
+    ] {
+        let mut request = http_request_bytes(
+            "POST",
+            path,
+            &[FORM, ("Authorization", &caller)],
+            &[b'x'; 100],
+        );
         // The head and a few bytes of the announced body, then nothing.
         request.truncate(request.len() - 90);
         let mut stream = tokio::net::TcpStream::connect(app.http_addr.unwrap())
