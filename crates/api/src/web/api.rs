@@ -141,15 +141,22 @@ impl WebApi {
     }
 }
 
+/// A request body as the listener hands it over (hyper's, or axum's).
+pub(super) trait RequestBody:
+    hyper::body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+{
+}
+
+impl<B> RequestBody for B where
+    B: hyper::body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+{
+}
+
 /// The request's head and its body, read whole up to [`MAX_BODY_BYTES`];
 /// past that, the 413 answer.
-pub(super) async fn read_body<B>(
+pub(super) async fn read_body<B: RequestBody>(
     request: Request<B>,
-) -> Result<(hyper::http::request::Parts, Bytes), Answer>
-where
-    B: hyper::body::Body<Data = Bytes>,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
+) -> Result<(hyper::http::request::Parts, Bytes), Answer> {
     let (parts, body) = request.into_parts();
     match Limited::new(body, MAX_BODY_BYTES).collect().await {
         Ok(collected) => Ok((parts, collected.to_bytes())),

@@ -37,7 +37,7 @@ use axum::routing::{MethodRouter, post};
 use hyper::StatusCode;
 use hyper::header::{self, HeaderValue};
 
-use api::{Answer, error, json, read_body};
+use api::{Answer, RequestBody, error, json, read_body};
 
 pub use api::{Console, TokenReviewSettings, WebApi};
 pub use introspect::INTROSPECT_PATH;
@@ -66,8 +66,9 @@ pub fn router(api: Arc<WebApi>, timeout: Duration) -> Router {
         .with_state(api)
         .layer(middleware::from_fn(
             move |request: Request, next: Next| async move {
-                let path = request.uri().path().to_owned();
-                within(timeout, &path, next.run(request)).await
+                // A reference-counted copy of the path, no allocation.
+                let uri = request.uri().clone();
+                within(timeout, uri.path(), next.run(request)).await
             },
         ))
 }
@@ -98,13 +99,24 @@ async fn within(
 }
 
 async fn introspect(State(api): State<Arc<WebApi>>, request: Request<Body>) -> Answer {
+    introspection(&api, request).await
+}
+
+async fn token_review(State(api): State<Arc<WebApi>>, request: Request<Body>) -> Answer {
+    review(&api, request).await
+}
+
+/// Introspection of `request`, its body read first (the router's and
+/// [`WebService`]'s).
+async fn introspection<B: RequestBody>(api: &WebApi, request: hyper::Request<B>) -> Answer {
     match read_body(request).await {
         Ok((parts, body)) => api.introspect(&parts.headers, &body).await,
         Err(refused) => refused,
     }
 }
 
-async fn token_review(State(api): State<Arc<WebApi>>, request: Request<Body>) -> Answer {
+/// TokenReview of `request`, its body read first.
+async fn review<B: RequestBody>(api: &WebApi, request: hyper::Request<B>) -> Answer {
     match read_body(request).await {
         Ok((parts, body)) => api.token_review(&parts, &body).await,
         Err(refused) => refused,

@@ -17,8 +17,10 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response};
 use tower_service::Service as _;
 
-use super::api::{WebApi, read_body};
-use super::{INTROSPECT_PATH, TOKEN_REVIEW_PATH, router, token_review, within};
+use super::api::WebApi;
+use super::{
+    INTROSPECT_PATH, TOKEN_REVIEW_PATH, introspection, review, router, token_review, within,
+};
 
 /// The HTTP listener's routes on `api`, the two verification endpoints
 /// answered without the router.
@@ -67,12 +69,9 @@ impl hyper::service::Service<Request<Incoming>> for WebService {
         Box::pin(async move {
             let uri = request.uri().clone();
             let answer = async {
-                let answer = match read_body(request).await {
-                    Ok((parts, body)) => match direct {
-                        Direct::Introspect => api.introspect(&parts.headers, &body).await,
-                        Direct::TokenReview => api.token_review(&parts, &body).await,
-                    },
-                    Err(refused) => refused,
+                let answer = match direct {
+                    Direct::Introspect => introspection(&api, request).await,
+                    Direct::TokenReview => review(&api, request).await,
                 };
                 answer.map(Body::new)
             };
