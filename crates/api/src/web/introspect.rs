@@ -18,7 +18,7 @@ use zeroize::Zeroizing;
 use super::api::{Answer, Refusal, WebApi, error, json_body, json_bytes, undecided};
 use crate::observe::Api;
 use crate::token::INTROSPECT_SCOPE;
-use crate::verifier::{Snapshot, Verdict};
+use crate::verifier::{Snapshot, Verdict, View};
 
 /// RFC 7662 introspection.
 pub const INTROSPECT_PATH: &str = "/oauth2/introspect";
@@ -42,12 +42,9 @@ impl WebApi {
                 "the body must be application/x-www-form-urlencoded",
             );
         }
-        let mut tokens = form_urlencoded::parse(body)
-            .filter(|(name, _)| name == "token")
-            .map(|(_, value)| value);
-        let token = match (tokens.next(), tokens.next()) {
-            (Some(token), None) if !token.is_empty() => token,
-            (Some(_), Some(_)) => {
+        let token = match token_field(body) {
+            Field::One(token) if !token.is_empty() => token,
+            Field::Repeated => {
                 return error(
                     StatusCode::BAD_REQUEST,
                     "invalid_request",
@@ -86,7 +83,10 @@ impl WebApi {
             (Verdict::Valid, Some(known)) => known,
             _ => return json_bytes(StatusCode::OK, Bytes::from_static(INACTIVE)),
         };
-        json_bytes(StatusCode::OK, active(&known.snapshot))
+        json_bytes(
+            StatusCode::OK,
+            known.snapshot.view(View::Introspection, active),
+        )
     }
 
     /// `None` if the caller's bearer token may introspect; else the 401 or
@@ -114,6 +114,49 @@ impl WebApi {
             ),
             Refusal::Undecided(answer) => answer,
         })
+    }
+}
+
+/// How often a form field is given.
+#[derive(Debug, PartialEq)]
+enum Field<'a> {
+    Missing,
+    One(Cow<'a, str>),
+    Repeated,
+}
+
+/// The form's `token` field. A form with nothing percent- or
+/// plus-encoded (the usual one) is split in place, as `form_urlencoded`
+/// would split it; any other is decoded by `form_urlencoded`.
+fn token_field(body: &[u8]) -> Field<'_> {
+    let plain = std::str::from_utf8(body)
+        .ok()
+        .filter(|body| !body.contains(['%', '+']));
+    match plain {
+        Some(body) => once(
+            body.split('&')
+                .filter(|pair| !pair.is_empty())
+                .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+                .filter(|(name, _)| *name == "token")
+                .map(|(_, value)| Cow::Borrowed(value)),
+        ),
+        None => decoded_token_field(body),
+    }
+}
+
+fn decoded_token_field(body: &[u8]) -> Field<'_> {
+    once(
+        form_urlencoded::parse(body)
+            .filter(|(name, _)| name == "token")
+            .map(|(_, value)| value),
+    )
+}
+
+fn once<'a>(mut values: impl Iterator<Item = Cow<'a, str>>) -> Field<'a> {
+    match (values.next(), values.next()) {
+        (None, _) => Field::Missing,
+        (Some(value), None) => Field::One(value),
+        (Some(_), Some(_)) => Field::Repeated,
     }
 }
 
@@ -163,6 +206,50 @@ mod tests {
     use super::*;
     use crate::clock::Timestamp;
     use crate::token::TokenRecord;
+
+    #[test]
+    fn a_plain_form_is_split_as_form_urlencoded_splits_it() {
+        for body in [
+            "token=lk_abc",
+            "token=",
+            "token",
+            "",
+            "&&token=lk_abc&",
+            "a=1&token=lk_abc&b",
+            "token=a=b",
+            "token_type_hint=access_token&token=lk_abc",
+            "token=x&token=y",
+            "=token&token=z",
+            "tokens=x",
+            "token=caf\u{e9}",
+        ] {
+            let field = token_field(body.as_bytes());
+            assert!(
+                matches!(
+                    field,
+                    Field::Missing | Field::Repeated | Field::One(Cow::Borrowed(_))
+                ),
+                "{body}"
+            );
+            assert_eq!(field, decoded_token_field(body.as_bytes()), "{body}");
+        }
+        // Encoded forms are decoded (a name too).
+        for (body, token) in [
+            ("token=a%2Bb", "a+b"),
+            ("tok%65n=lk", "lk"),
+            ("token=a+b", "a b"),
+            ("token=%FF", "\u{fffd}"),
+        ] {
+            assert_eq!(
+                token_field(body.as_bytes()),
+                Field::One(Cow::Owned(token.into()))
+            );
+        }
+        assert_eq!(
+            token_field(b"token=\xff"),
+            Field::One(Cow::Owned("\u{fffd}".into()))
+        );
+    }
 
     #[test]
     fn an_active_answer_has_the_rfc_fields_and_no_exp_without_expiry() {

@@ -23,14 +23,14 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use hyper::StatusCode;
-use std::sync::Arc;
+use hyper::body::Bytes;
 
 use serde::{Deserialize, Serialize};
 
-use super::api::{Answer, Refusal, WebApi, json, undecided};
+use super::api::{Answer, Refusal, WebApi, json, json_body, json_bytes, undecided};
 use crate::observe::Api;
 use crate::peer::PeerCertificates;
-use crate::verifier::{Snapshot, Verdict};
+use crate::verifier::{Snapshot, Verdict, View};
 
 pub const TOKEN_REVIEW_PATH: &str = "/apis/authentication.k8s.io/v1/tokenreviews";
 pub(super) const V1BETA1_PATH: &str = "/apis/authentication.k8s.io/v1beta1/tokenreviews";
@@ -113,25 +113,20 @@ impl WebApi {
         if review.kind != "TokenReview" {
             return bad_request("kind must be TokenReview");
         }
-        let status = if review.spec.token.is_empty() {
-            not_authenticated()
+        let user = if review.spec.token.is_empty() {
+            None
         } else {
             match self.review(&review.spec.token).await {
-                Ok(status) => status,
+                Ok(user) => user,
                 Err(answer) => return answer,
             }
         };
-        let reviewed = Reviewed {
-            api_version,
-            kind: "TokenReview",
-            status: &status,
-        };
-        json(StatusCode::OK, &reviewed)
+        json_bytes(StatusCode::OK, reviewed(api_version, user.as_deref()))
     }
 
-    /// The review's `status` for `token`, or the answer if latchkey could
-    /// not decide.
-    async fn review(&self, token: &str) -> Result<ReviewStatus<'_>, Answer> {
+    /// The review's `user` for `token` (none unless it authenticates), or
+    /// the answer if latchkey could not decide.
+    async fn review(&self, token: &str) -> Result<Option<Bytes>, Answer> {
         let checked = self
             .verifier
             .verify_spending(token, &self.review_scopes, 1, None)
@@ -139,40 +134,42 @@ impl WebApi {
             .map_err(undecided)?;
         checked.record_in_span();
         self.observer.verdict(Api::TokenReview, checked.verdict);
-        match (checked.verdict, checked.token) {
-            (Verdict::Valid, Some(known)) => Ok(ReviewStatus {
-                authenticated: true,
-                user: Some(User {
-                    token: known.snapshot,
+        Ok(match (checked.verdict, checked.token) {
+            (Verdict::Valid, Some(known)) => Some(known.snapshot.view(View::ReviewUser, |token| {
+                json_body(&User {
+                    token,
                     username_prefix: &self.username_prefix,
                     group_prefix: &self.group_prefix,
-                }),
-            }),
-            _ => Ok(not_authenticated()),
-        }
+                })
+            })),
+            _ => None,
+        })
     }
 }
 
-/// A TokenReview answer, its fields in name order at every level.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Reviewed<'a> {
-    api_version: &'a str,
-    kind: &'static str,
-    status: &'a ReviewStatus<'a>,
+/// A TokenReview answer, its fields in name order at every level:
+/// `apiVersion` (one of [`API_VERSIONS`], which need no escaping), `kind`,
+/// and `status`, authenticated as `user` (JSON) if there is one.
+fn reviewed(api_version: &str, user: Option<&[u8]>) -> Bytes {
+    let mut out = Vec::with_capacity(96 + user.map_or(0, <[u8]>::len));
+    out.extend_from_slice(br#"{"apiVersion":""#);
+    out.extend_from_slice(api_version.as_bytes());
+    out.extend_from_slice(br#"","kind":"TokenReview","status":{"authenticated":"#);
+    match user {
+        Some(user) => {
+            out.extend_from_slice(br#"true,"user":"#);
+            out.extend_from_slice(user);
+        }
+        None => out.extend_from_slice(b"false"),
+    }
+    out.extend_from_slice(b"}}");
+    Bytes::from(out)
 }
 
-#[derive(Serialize)]
-struct ReviewStatus<'a> {
-    authenticated: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    user: Option<User<'a>>,
-}
-
-/// Who a valid token is to Kubernetes: written straight from the cached
-/// token as it is serialized.
+/// Who a valid token is to Kubernetes, written from the cached token once
+/// ([`View::ReviewUser`]): the settings' prefixes are the server's.
 struct User<'a> {
-    token: Arc<Snapshot>,
+    token: &'a Snapshot,
     username_prefix: &'a str,
     group_prefix: &'a str,
 }
@@ -180,7 +177,7 @@ struct User<'a> {
 impl Serialize for User<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct as _;
-        let token = &self.token;
+        let token = self.token;
         let mut id = [0u8; 36];
         let mut user = serializer.serialize_struct("User", 4)?;
         user.serialize_field("extra", &Extra(token))?;
@@ -232,14 +229,6 @@ impl Serialize for Extra<'_> {
     }
 }
 
-/// The review of any token the cluster will not take, whatever the reason.
-fn not_authenticated() -> ReviewStatus<'static> {
-    ReviewStatus {
-        authenticated: false,
-        user: None,
-    }
-}
-
 /// A Kubernetes `Status` for a request that is not a TokenReview.
 fn bad_request(message: &str) -> Answer {
     status(StatusCode::BAD_REQUEST, "BadRequest", message)
@@ -258,4 +247,31 @@ fn status(code: StatusCode, reason: &str, message: &str) -> Answer {
             "code": code.as_u16(),
         }),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_is_the_json_of_its_fields_in_name_order() {
+        let parse = |b: Bytes| serde_json::from_slice::<serde_json::Value>(&b).unwrap();
+        for api_version in API_VERSIONS {
+            let not = reviewed(api_version, None);
+            assert_eq!(
+                std::str::from_utf8(&not).unwrap(),
+                format!(
+                    r#"{{"apiVersion":"{api_version}","kind":"TokenReview","status":{{"authenticated":false}}}}"#
+                )
+            );
+            let user = br#"{"groups":["latchkey:a"],"uid":"x","username":"latchkey:o"}"#;
+            assert_eq!(
+                parse(reviewed(api_version, Some(user))),
+                serde_json::json!({
+                    "apiVersion": api_version, "kind": "TokenReview",
+                    "status": {"authenticated": true, "user": parse(Bytes::from_static(user))},
+                })
+            );
+        }
+    }
 }
