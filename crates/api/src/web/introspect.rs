@@ -129,9 +129,8 @@ enum Field<'a> {
 /// plus-encoded (the usual one) is split in place, as `form_urlencoded`
 /// would split it; any other is decoded by `form_urlencoded`.
 fn token_field(body: &[u8]) -> Field<'_> {
-    let plain = std::str::from_utf8(body)
-        .ok()
-        .filter(|body| !body.contains(['%', '+']));
+    let encoded = body.iter().any(|b| matches!(b, b'%' | b'+'));
+    let plain = std::str::from_utf8(body).ok().filter(|_| !encoded);
     match plain {
         Some(body) => once(
             body.split('&')
