@@ -209,6 +209,17 @@ pub enum OwnerCommand {
         #[arg(long = "rate-limit", value_name = "NAME=LIMIT/WINDOW", value_parser = parse_rate_limit)]
         rate_limits: Vec<RateLimit>,
     },
+    /// A link that opens the owner's hosted token page once, to send to
+    /// the owner's browser: it carries a secret, so do not log it.
+    ConsoleLink {
+        owner: String,
+        /// How long the link may wait to be opened, at most 1h; unset: 15m.
+        #[arg(long, value_parser = duration)]
+        ttl: Option<Duration>,
+        /// Where the page's "Back" link goes: an absolute http(s) URL.
+        #[arg(long, default_value = "")]
+        return_url: String,
+    },
     /// Delete every token of the owner (asks first on a terminal).
     DeleteTokens {
         owner: String,

@@ -242,6 +242,15 @@ pub fn created(answer: &pb::CreateTokenResponse) -> String {
     )
 }
 
+/// A console link, with how to treat it.
+pub fn console_link(link: &pb::CreateConsoleLinkResponse) -> String {
+    format!(
+        "Opens once, until {} (send it to the owner's browser only; it carries a secret):\n\n    {}\n",
+        time(link.expire_time.as_ref(), "-"),
+        link.url
+    )
+}
+
 /// `name limit/window` each, comma-separated; "none" for none.
 fn rate_limits(limits: &[pb::RateLimit]) -> String {
     if limits.is_empty() {

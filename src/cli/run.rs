@@ -436,6 +436,24 @@ async fn owner(client: &Client, command: OwnerCommand, json: bool) -> anyhow::Re
                 .map_err(fail)?
                 .into_inner(),
         ),
+        OwnerCommand::ConsoleLink {
+            owner,
+            ttl,
+            return_url,
+        } => {
+            let link = admin
+                .create_console_link(pb::CreateConsoleLinkRequest {
+                    owner,
+                    ttl: ttl.map(|d| proto_duration(d, "--ttl")).transpose()?,
+                    return_url,
+                })
+                .await
+                .map_err(fail)?
+                .into_inner();
+            pick(json, &link, "latchkey.v1.CreateConsoleLinkResponse", || {
+                render::console_link(&link)
+            })
+        }
         OwnerCommand::DeleteTokens { owner, yes } => {
             confirm(
                 &format!("Delete every token of {}?", render::text(&owner)),

@@ -13,7 +13,10 @@ use crate::console::{Page, encode, request, sign_in, tokens_of};
 use crate::helpers::*;
 use crate::on_both_databases;
 
-on_both_databases!(a_console_link_opens_once_a_page_of_its_owners_tokens);
+on_both_databases!(
+    a_console_link_opens_once_a_page_of_its_owners_tokens,
+    the_cli_makes_a_console_link_and_refuses_a_bad_one,
+);
 
 /// A server with the console, offering the scopes `repo:read` and
 /// `repo:write`, and framable by `https://app.example.com`.
@@ -54,6 +57,77 @@ pub(crate) async fn console_link(
         }))
         .await
         .map(tonic::Response::into_inner)
+}
+
+async fn the_cli_makes_a_console_link_and_refuses_a_bad_one(backend: Backend) {
+    let app = hosted_app(backend).await;
+    let addr = app.http_addr.unwrap();
+    app.create_token("user-9", &["repo:read"]).await;
+    let made = run_client(
+        &app,
+        &[
+            "owner",
+            "console-link",
+            "user-9",
+            "--ttl",
+            "30m",
+            "--return-url",
+            "https://app.example.com/settings",
+        ],
+        b"",
+    )
+    .await;
+    let out = made.ok();
+    assert!(out.starts_with("Opens once, until "), "{out}");
+    let url = out
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("http://"));
+    let opened = request(addr, "GET", &path_of(url.unwrap()), None, "").await;
+    assert_eq!(opened.status, 200, "{}", opened.body);
+    assert!(opened.cookie("latchkey_hosted").is_some());
+
+    let json = run_client(
+        &app,
+        &["owner", "console-link", "user-9", "-o", "json"],
+        b"",
+    )
+    .await;
+    let url = json.jq(".url");
+    let opened = request(addr, "GET", &path_of(url.as_str().unwrap()), None, "").await;
+    assert_eq!(opened.status, 200, "{}", opened.body);
+    let expires = json.jq(".expireTime");
+    assert!(expires.as_str().unwrap().ends_with('Z'), "{expires}");
+
+    // Refused by the server with the field named, or by the CLI (2).
+    for (args, code, field) in [
+        (&["user-9", "--ttl", "2h"][..], 1, "ttl"),
+        (&["user-9", "--ttl", "soon"], 2, "--ttl"),
+        (&[""], 1, "owner"),
+        (
+            &["user-9", "--return-url", "javascript:alert(1)"],
+            1,
+            "return_url",
+        ),
+        (
+            &["user-9", "--return-url", "https://a.example/\u{7}"],
+            1,
+            "return_url",
+        ),
+    ] {
+        let refused = run_client(&app, &[&["owner", "console-link"][..], args].concat(), b"").await;
+        let err = refused.failed(code);
+        assert!(err.contains(field), "{args:?}: {err}");
+        assert!(refused.stdout.is_empty(), "{args:?}: {}", refused.stdout);
+    }
+    let unauthenticated = run_client_with(
+        &["owner", "console-link", "user-9"],
+        b"",
+        &[("LATCHKEY_ADDR", &format!("http://{}", app.addr))],
+    )
+    .await;
+    let err = unauthenticated.failed(1);
+    assert!(err.to_lowercase().contains("credential"), "{err}");
 }
 
 /// The path of a link's URL.
