@@ -13,12 +13,13 @@ pub(super) fn json(status: StatusCode, body: &impl serde::Serialize) -> Answer {
     json_bytes(status, json_body(body))
 }
 
-/// `body` as JSON, written in one buffer.
+/// `body` as JSON, written in one buffer and kept at its length (a cached
+/// token may keep it: see `Snapshot::view`).
 pub(super) fn json_body(body: &impl serde::Serialize) -> Bytes {
     let mut out = Vec::with_capacity(256);
     serde_json::to_writer(&mut out, body)
         .expect("an answer of strings, numbers and maps serializes");
-    Bytes::from(out)
+    Bytes::from(out.into_boxed_slice())
 }
 
 /// [`json`] of a body already written.
